@@ -1,0 +1,39 @@
+"""ssehub: a fast Server-Sent Events hub with isolated channels, broadcast and replay."""
+
+from __future__ import annotations
+
+from ssehub.backends import Backend, MemoryBackend, Replay
+from ssehub.errors import (
+    BackendUnavailable,
+    HubClosed,
+    InvalidMessage,
+    SSEHubError,
+    SubscriptionDenied,
+)
+from ssehub.hub import GAP_EVENT, Channel, Hub
+from ssehub.request import Request
+from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
+from ssehub.wire import EventParser, Message, encode_comment
+
+__all__ = [
+    "GAP_EVENT",
+    "Backend",
+    "BackendUnavailable",
+    "Channel",
+    "CloseReason",
+    "EventParser",
+    "Hub",
+    "HubClosed",
+    "InvalidMessage",
+    "MemoryBackend",
+    "Message",
+    "Replay",
+    "Request",
+    "SSEHubError",
+    "Subscription",
+    "SubscriptionDenied",
+    "ThreadedSubscription",
+    "encode_comment",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,84 @@
+"""The backend interface: publish (assigns the id), replay after an id, and the event feed."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ssehub.wire import Message
+
+__all__ = ["Backend", "Deliver", "Replay", "encode_event"]
+
+Deliver = Callable[[str, str, bytes], None]
+"""The hub's intake: ``deliver(channel, event_id, encoded_bytes)``, called on the hub's loop."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What `Backend.replay` found: the retained events after the id, oldest first.
+
+    ``found`` is False when the history does not hold the id (it was trimmed or never existed);
+    ``events`` then holds every retained event of the channel.
+    """
+
+    events: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
+    found: bool = True
+
+
+def encode_event(message: Message, event_id: str) -> bytes:
+    """Encode ``message`` carrying ``event_id`` (the id the backend assigned or kept)."""
+    if message.id == event_id:
+        return message.encode()
+    if message.comment is None:
+        return b"id: " + event_id.encode() + b"\n" + message.encode()
+    return Message(
+        message.data,
+        id=event_id,
+        event=message.event,
+        retry=message.retry,
+        comment=message.comment,
+    ).encode()
+
+
+class Backend(abc.ABC):
+    """Stores each channel's history and carries every published event to every hub.
+
+    A backend assigns the event id on `publish` (keeping the message's own id when it has one)
+    and hands each event, exactly once and in publish order per channel, to the ``deliver``
+    callback given to `start`, on the hub's event loop. All methods are called on that loop.
+    """
+
+    @abc.abstractmethod
+    async def start(self, deliver: Deliver, *, history: int, history_ttl: float | None) -> None:
+        """Begin feeding events to ``deliver``; keep ``history`` events per channel (and no
+        older than ``history_ttl`` seconds when set)."""
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, message: Message) -> str:
+        """Store ``message`` in ``channel``'s history and fan it out; return its id.
+
+        Raises `ssehub.BackendUnavailable` when the event could not be stored.
+        """
+
+    @abc.abstractmethod
+    async def replay(self, channel: str, last_event_id: str) -> Replay:
+        """The retained events of ``channel`` published after ``last_event_id``."""
+
+    @abc.abstractmethod
+    async def channels(self) -> list[str]:
+        """Every channel that has retained history."""
+
+    def watch(self, channel: str) -> None:  # noqa: B027 - optional hook
+        """The hub has local subscribers on ``channel`` (a backend may subscribe to it)."""
+
+    def unwatch(self, channel: str) -> None:  # noqa: B027 - optional hook
+        """The hub's last local subscriber of ``channel`` has left."""
+
+    async def health(self) -> dict[str, Any]:
+        """A JSON-able report of the backend's state; ``{"ok": bool, ...}``."""
+        return {"ok": True, "backend": type(self).__name__}
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop the feed and release connections."""

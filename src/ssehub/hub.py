@@ -1,0 +1,488 @@
+"""The Hub: channels, publish and broadcast, replay, keep-alive and lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ssehub.backends.base import Backend
+from ssehub.backends.memory import MemoryBackend
+from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub.request import Request
+from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
+from ssehub.wire import Message, encode_comment
+
+if TYPE_CHECKING:
+    from ssehub.asgi import ASGIApp
+
+__all__ = ["GAP_EVENT", "Channel", "Hub"]
+
+T = TypeVar("T")
+
+GAP_EVENT = "ssehub.gap"
+"""The event type a resuming client receives when history no longer holds its Last-Event-ID."""
+
+_KEEPALIVE = encode_comment("ping")
+
+DEFAULT_HEADERS: tuple[tuple[str, str], ...] = (
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+)
+
+ConnectHook = Callable[[Subscription], "Awaitable[None] | None"]
+AuthorizeHook = Callable[[Request], "bool | Awaitable[bool]"]
+
+
+class Channel:
+    """A channel's local subscribers and counters (created by its first subscriber)."""
+
+    __slots__ = ("delivered", "holding", "name", "subscribers")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        """The channel's name (by default the request path, e.g. ``/events/news``)."""
+        self.subscribers: dict[Subscription, None] = {}
+        """The live subscribers, in arrival order."""
+        self.holding: list[Subscription] = []
+        """Subscribers still being replayed; live events are held for them."""
+        self.delivered = 0
+        """Events handed to this hub's subscribers of the channel (one per subscriber)."""
+
+    def __len__(self) -> int:
+        return len(self.subscribers) + len(self.holding)
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.name!r} clients={len(self)}>"
+
+
+class Hub:
+    """A Server-Sent Events hub: isolated channels, broadcast and ``Last-Event-ID`` replay.
+
+    Async methods run on the event loop the hub first runs on (it binds to it); from plain
+    threads use `publish_threadsafe` and `broadcast_threadsafe`, which start a loop thread of the
+    hub's own when no loop runs it yet. Mount `asgi` in any ASGI framework.
+
+    Args:
+        history: events kept per channel for replay (0 keeps none).
+        history_ttl: seconds an event stays in history, when set.
+        retry: reconnection delay in milliseconds sent once when a stream opens.
+        keepalive: seconds between ``:`` comments on idle streams (None disables them).
+        headers: extra response headers (CORS); they override the defaults.
+        channel_name: maps a `Request` to its channel (default: the request path).
+        max_buffer: bytes a client may fall behind before it is dropped (it then resumes).
+        backend: where history lives and how events reach other hubs (default in-memory).
+        on_connect: called with each new `Subscription` (may be async; may `send` to it).
+        on_disconnect: called with each ended `Subscription` (may be async).
+        authorize: called with the `Request`; a false result refuses the stream with 403.
+    """
+
+    def __init__(
+        self,
+        *,
+        history: int = 1000,
+        history_ttl: float | None = None,
+        retry: int | None = None,
+        keepalive: float | None = 15.0,
+        headers: Mapping[str, str] | None = None,
+        channel_name: Callable[[Request], str] | None = None,
+        max_buffer: int = 256 * 1024,
+        backend: Backend | None = None,
+        on_connect: ConnectHook | None = None,
+        on_disconnect: ConnectHook | None = None,
+        authorize: AuthorizeHook | None = None,
+    ) -> None:
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ValueError(f"history must be a non-negative int, got {history!r}")
+        if history_ttl is not None and history_ttl <= 0:
+            raise ValueError(f"history_ttl must be positive seconds, got {history_ttl!r}")
+        if keepalive is not None and keepalive <= 0:
+            raise ValueError(f"keepalive must be positive seconds or None, got {keepalive!r}")
+        if max_buffer <= 0:
+            raise ValueError(f"max_buffer must be a positive number of bytes, got {max_buffer!r}")
+        self.history = history
+        self.history_ttl = history_ttl
+        self.keepalive = keepalive
+        self.max_buffer = max_buffer
+        self.retry = retry
+        if retry is not None:
+            Message(retry=retry)  # validated as a message's retry field is
+        self._retry_bytes = f"retry: {retry}\n\n".encode() if retry is not None else b""
+        self.backend: Backend = backend if backend is not None else MemoryBackend()
+        self.headers = self._merge_headers(headers or {})
+        self._channel_name = channel_name
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+        self._authorize = authorize
+        self._channels: dict[str, Channel] = {}
+        self._published: dict[str, int] = {}
+        self.replayed = 0
+        """Events sent from history to resuming clients."""
+        self.dropped_slow = 0
+        """Clients dropped for falling more than ``max_buffer`` behind."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: asyncio.Future[None] | None = None
+        self._closed = False
+        self._shutdown_done: asyncio.Event | None = None
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._all_gone: asyncio.Event | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._asgi: ASGIApp | None = None
+
+    # -- configuration ----------------------------------------------------------------------
+
+    @staticmethod
+    def _merge_headers(extra: Mapping[str, str]) -> list[tuple[str, str]]:
+        merged = {name: (name, value) for name, value in DEFAULT_HEADERS}
+        for name, value in extra.items():
+            if any(c in name + value for c in "\r\n\0"):
+                raise ValueError(f"header {name!r} may not contain CR, LF or NUL")
+            merged[name.lower()] = (name, value)
+        return list(merged.values())
+
+    @property
+    def asgi(self) -> ASGIApp:
+        """The ASGI app that streams channels (mount it at a route, e.g. ``/events``)."""
+        if self._asgi is None:
+            from ssehub.asgi import ASGIApp
+
+            self._asgi = ASGIApp(self)
+        return self._asgi
+
+    def channel_for(self, request: Request) -> str:
+        """The channel a request subscribes to: ``channel_name(request)``, else its path."""
+        if self._channel_name is not None:
+            return self._channel_name(request)
+        return request.path
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once `shutdown` has begun."""
+        return self._closed
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the hub is bound to (None before its first use)."""
+        return self._loop
+
+    async def start(self) -> None:
+        """Bind to the running loop and start the backend and keep-alive timer.
+
+        Called for you on first use; call it at application start-up to fail early.
+        """
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
+            return
+        if self._closed:
+            raise HubClosed("the hub is shut down")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._starting = loop.create_future()
+        try:
+            await self.backend.start(
+                self._deliver, history=self.history, history_ttl=self.history_ttl
+            )
+        except BaseException as exc:
+            self._starting.set_exception(exc)
+            self._starting.exception()  # mark retrieved
+            self._starting = None
+            raise
+        self._starting.set_result(None)
+        if self.keepalive is not None:
+            self._keepalive_handle = loop.call_later(self.keepalive, self._keepalive_tick)
+
+    async def _ready(self) -> None:
+        if self._closed:
+            raise HubClosed("the hub is shut down")
+        starting = self._starting
+        if starting is None or not starting.done():
+            await self.start()
+
+    async def restart(self) -> None:
+        """End every open stream (clients reconnect and resume); keep serving."""
+        self._close_all(CloseReason.RESTART)
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop gracefully: refuse new streams, end open ones cleanly, close the backend.
+
+        Returns when the streams have ended (or after ``timeout`` seconds). Calling it again
+        waits for the first call and is otherwise harmless.
+        """
+        if self._shutdown_done is not None:
+            await self._shutdown_done.wait()
+            return
+        self._shutdown_done = asyncio.Event()
+        self._closed = True
+        try:
+            self._close_all(CloseReason.SHUTDOWN)
+            if self._channels:
+                self._all_gone = asyncio.Event()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._all_gone.wait(), timeout)
+            if self._keepalive_handle is not None:
+                self._keepalive_handle.cancel()
+                self._keepalive_handle = None
+            if self._starting is not None:
+                await self.backend.close()
+        finally:
+            self._shutdown_done.set()
+            thread = self._thread
+            loop = self._loop
+            if thread is not None and loop is not None and threading.current_thread() is thread:
+                loop.call_soon(loop.stop)
+
+    def _close_all(self, reason: str) -> None:
+        for channel in list(self._channels.values()):
+            for sub in [*channel.subscribers, *channel.holding]:
+                sub.close(reason)
+
+    def _keepalive_tick(self) -> None:
+        for channel in self._channels.values():
+            for sub in channel.subscribers:
+                if sub._active:
+                    sub._active = False
+                else:
+                    sub.push(_KEEPALIVE)
+                    sub._active = False
+        if self._loop is not None and self.keepalive is not None and not self._closed:
+            self._keepalive_handle = self._loop.call_later(self.keepalive, self._keepalive_tick)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: Message | str) -> str:
+        """Publish ``message`` (a `Message`, or a str of data) to ``channel``; return its id.
+
+        Never waits on a subscriber. Raises `HubClosed` after shutdown and
+        `BackendUnavailable` when the backend cannot store the event.
+        """
+        if self._starting is None or self._closed:
+            await self._ready()
+        if not isinstance(message, Message):
+            message = Message(message)
+        self._published[channel] = self._published.get(channel, 0) + 1
+        return await self.backend.publish(channel, message)
+
+    async def broadcast(self, message: Message | str) -> dict[str, str]:
+        """Publish ``message`` to every channel (with subscribers or history); ids by channel."""
+        await self._ready()
+        names = set(self._channels)
+        names.update(await self.backend.channels())
+        return {name: await self.publish(name, message) for name in sorted(names)}
+
+    def _deliver(self, channel: str, event_id: str, data: bytes) -> None:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return
+        subscribers = ch.subscribers
+        for sub in subscribers:
+            sub.push(data)
+        ch.delivered += len(subscribers)
+        if ch.holding:
+            for sub in ch.holding:
+                sub._hold(event_id, data)
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def _thread_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                raise RuntimeError(
+                    "called from the hub's own event loop: use the async method instead"
+                )
+            return loop
+        if loop is not None and self._thread is None:
+            raise RuntimeError("the hub's event loop is not running")
+        with self._thread_lock:
+            if self._thread is None:
+                new_loop = asyncio.new_event_loop()
+                started = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(new_loop)
+                    new_loop.call_soon(started.set)
+                    new_loop.run_forever()
+
+                self._thread = threading.Thread(target=run, name="ssehub-hub", daemon=True)
+                self._thread.start()
+                started.wait()
+                asyncio.run_coroutine_threadsafe(self.start(), new_loop).result()
+        assert self._loop is not None
+        return self._loop
+
+    def run_threadsafe(self, coro: Coroutine[Any, Any, T], timeout: float | None = 10.0) -> T:
+        """Run ``coro`` on the hub's loop from another thread and return its result.
+
+        Blocks the calling thread (up to ``timeout`` seconds). If no loop runs the hub yet, the
+        hub starts one in a daemon thread of its own.
+        """
+        try:
+            loop = self._thread_loop()
+        except BaseException:
+            coro.close()
+            raise
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    def publish_threadsafe(
+        self, channel: str, message: Message | str, timeout: float | None = 10.0
+    ) -> str:
+        """`publish` from a plain thread (a Flask or Django view): blocks until stored."""
+        return self.run_threadsafe(self.publish(channel, message), timeout)
+
+    def broadcast_threadsafe(
+        self, message: Message | str, timeout: float | None = 10.0
+    ) -> dict[str, str]:
+        """`broadcast` from a plain thread: blocks until stored."""
+        return self.run_threadsafe(self.broadcast(message), timeout)
+
+    # -- subscribing -------------------------------------------------------------------------
+
+    async def open_stream(self, request: Request, *, threaded: bool = False) -> Subscription:
+        """Turn a request into a subscription: authorize, pick the channel, resume, connect.
+
+        Used by the adapters. Raises `SubscriptionDenied` when ``authorize`` refuses, and
+        `HubClosed` after shutdown.
+        """
+        if self._authorize is not None:
+            allowed = self._authorize(request)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
+                raise SubscriptionDenied("the authorize hook refused this subscription")
+        return await self.subscribe(
+            self.channel_for(request),
+            last_event_id=request.last_event_id,
+            request=request,
+            threaded=threaded,
+        )
+
+    async def subscribe(
+        self,
+        channel: str,
+        *,
+        last_event_id: str | None = None,
+        request: Request | None = None,
+        threaded: bool = False,
+    ) -> Subscription:
+        """Subscribe to ``channel``; resume after ``last_event_id`` when given.
+
+        The subscription first holds the retained events after that id (preceded by a
+        `GAP_EVENT` when history does not hold the id), then every live event, with no
+        duplicate and no gap at the seam. End it with `unsubscribe`.
+        ``threaded=True`` returns a `ThreadedSubscription` for a thread-based writer.
+        """
+        await self._ready()
+        cls = ThreadedSubscription if threaded else Subscription
+        sub = cls(channel, max_buffer=self.max_buffer, last_event_id=last_event_id, request=request)
+        sub.on_close = self._on_sub_closed
+        if self._retry_bytes:
+            sub.push(self._retry_bytes)
+        ch = self._channels.get(channel)
+        if ch is None:
+            ch = self._channels[channel] = Channel(channel)
+            self.backend.watch(channel)
+        if last_event_id is None:
+            ch.subscribers[sub] = None
+        else:
+            sub._held = []
+            ch.holding.append(sub)
+            try:
+                replay = await self.backend.replay(channel, last_event_id)
+            except BaseException:
+                ch.holding.remove(sub)
+                self._forget(ch)
+                raise
+            ch.holding.remove(sub)
+            held, sub._held = sub._held or [], None
+            if not replay.found:
+                gap = {"last_event_id": last_event_id, "replayed": len(replay.events)}
+                sub.push(Message(json.dumps(gap), event=GAP_EVENT).encode())
+            seen = set()
+            for event_id, data in replay.events:
+                sub._push_replay(data)
+                seen.add(event_id)
+            for event_id, data in held:
+                if event_id not in seen:
+                    sub.push(data)
+            self.replayed += len(replay.events)
+            ch.subscribers[sub] = None
+        if self._on_connect is not None:
+            await self._call_hook(self._on_connect, sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """End ``sub`` and forget it (adapters call this when the client's stream ends)."""
+        sub.close(CloseReason.DISCONNECTED)
+        ch = self._channels.get(sub.channel)
+        if ch is None or sub not in ch.subscribers:
+            return
+        del ch.subscribers[sub]
+        self._forget(ch)
+        if self._on_disconnect is not None:
+            result = self._on_disconnect(sub)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, ch: Channel) -> None:
+        if not ch.subscribers and not ch.holding:
+            del self._channels[ch.name]
+            self.backend.unwatch(ch.name)
+            if not self._channels and self._all_gone is not None:
+                self._all_gone.set()
+
+    def _on_sub_closed(self, sub: Subscription) -> None:
+        if sub.close_reason == CloseReason.SLOW:
+            self.dropped_slow += 1
+
+    @staticmethod
+    async def _call_hook(hook: ConnectHook, sub: Subscription) -> None:
+        result = hook(sub)
+        if inspect.isawaitable(result):
+            await result
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def channels(self) -> list[str]:
+        """The names of the channels that have subscribers on this hub."""
+        return list(self._channels)
+
+    def has_channel(self, name: str) -> bool:
+        """Whether ``name`` has subscribers on this hub."""
+        return name in self._channels
+
+    def get_channel(self, name: str) -> Channel | None:
+        """The `Channel` named ``name``, or None when it has no subscribers here."""
+        return self._channels.get(name)
+
+    def client_count(self, channel: str | None = None) -> int:
+        """Open streams on ``channel``, or on every channel when None."""
+        if channel is not None:
+            ch = self._channels.get(channel)
+            return len(ch) if ch is not None else 0
+        return sum(len(ch) for ch in self._channels.values())
+
+    def published_count(self, channel: str) -> int:
+        """Events this hub has published to ``channel``."""
+        return self._published.get(channel, 0)
+
+    async def close_channel(self, name: str) -> None:
+        """End every stream of channel ``name`` (its history is kept)."""
+        ch = self._channels.get(name)
+        if ch is not None:
+            for sub in [*ch.subscribers, *ch.holding]:
+                sub.close(CloseReason.CHANNEL_CLOSED)

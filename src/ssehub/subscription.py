@@ -1,0 +1,235 @@
+"""One client's stream: a bounded byte buffer that a single writer drains in coalesced chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ssehub.wire import Message
+
+if TYPE_CHECKING:
+    from ssehub.request import Request
+
+__all__ = ["CloseReason", "Subscription", "ThreadedSubscription"]
+
+
+class CloseReason:
+    """Why a subscription ended (the values of `Subscription.close_reason`)."""
+
+    DISCONNECTED = "disconnected"
+    """The client went away."""
+    SLOW = "slow"
+    """The client fell more than ``max_buffer`` bytes behind and was dropped."""
+    CHANNEL_CLOSED = "channel-closed"
+    """`Hub.close_channel` ended the channel's streams."""
+    RESTART = "restart"
+    """`Hub.restart` ended every stream; clients reconnect and resume."""
+    SHUTDOWN = "shutdown"
+    """`Hub.shutdown` ended every stream."""
+
+
+class Subscription:
+    """One subscriber of one channel.
+
+    The hub appends encoded events to it (`push`, never blocking, never copying); the adapter that
+    owns the client's connection takes everything pending in one chunk (`next_chunk` from async
+    code, `next_chunk_blocking` from a thread) and writes it. When more than ``max_buffer`` bytes
+    are pending the subscription is closed as `CloseReason.SLOW` and its buffer freed: the client
+    reconnects with ``Last-Event-ID`` and is replayed from history.
+
+    `send` writes a message to this client only (a welcome from ``on_connect``, say). Every
+    method must be called on the hub's event loop; a thread-based server uses
+    `ThreadedSubscription`.
+    """
+
+    __slots__ = (
+        "_active",
+        "_chunks",
+        "_closed",
+        "_held",
+        "_limit",
+        "_max",
+        "_size",
+        "_waiter",
+        "channel",
+        "close_reason",
+        "last_event_id",
+        "on_close",
+        "request",
+    )
+
+    def __init__(
+        self,
+        channel: str,
+        *,
+        max_buffer: int,
+        last_event_id: str | None = None,
+        request: Request | None = None,
+    ) -> None:
+        self.channel = channel
+        """The channel this subscription reads."""
+        self.last_event_id = last_event_id
+        """The ``Last-Event-ID`` the client resumed from, if any."""
+        self.request = request
+        """The request that opened the stream (None when subscribed from code)."""
+        self.close_reason: str | None = None
+        """Why the subscription ended (a `CloseReason` value), or None while open."""
+        self.on_close: Callable[[Subscription], Any] | None = None
+        """Called once, on the hub's loop, when the subscription is closed by the hub."""
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._max = max_buffer
+        self._limit = max_buffer
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._active = False
+        # While replaying history, live events are held here as (id, bytes) to dedupe the seam.
+        self._held: list[tuple[str, bytes]] | None = None
+
+    @property
+    def closed(self) -> bool:
+        """True once the hub or the client has ended this subscription."""
+        return self._closed
+
+    @property
+    def pending_bytes(self) -> int:
+        """How many bytes wait to be written to the client."""
+        return self._size
+
+    def send(self, message: Message) -> None:
+        """Queue ``message`` for this client only; it is not stored in the channel's history."""
+        self.push(message.encode())
+
+    def push(self, data: bytes) -> None:
+        """Append encoded bytes for the writer; drop the client if it is too far behind."""
+        if self._closed:
+            return
+        size = self._size + len(data)
+        if size > self._limit:
+            self.close(CloseReason.SLOW)
+            return
+        self._chunks.append(data)
+        self._size = size
+        self._active = True
+        if self._waiter is not None:
+            waiter, self._waiter = self._waiter, None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _hold(self, event_id: str, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append((event_id, data))
+
+    def _push_replay(self, data: bytes) -> None:
+        # Replayed history may exceed max_buffer by itself: allow it on top of the normal bound.
+        self._limit += len(data)
+        self.push(data)
+
+    def _take(self) -> bytes | None:
+        chunks = self._chunks
+        if chunks:
+            self._chunks = []
+            self._size = 0
+            self._limit = self._max
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return None
+
+    async def next_chunk(self) -> bytes | None:
+        """Wait for pending bytes and take them all at once; None when the stream has ended.
+
+        After a graceful close (restart, shutdown, channel closed) the bytes already queued are
+        still returned before None; after a drop for slowness they are discarded.
+        """
+        while True:
+            chunk = self._take()
+            if chunk is not None:
+                return chunk
+            if self._closed:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def close(self, reason: str = CloseReason.DISCONNECTED) -> None:
+        """End the subscription; the writer sees the end after what is already queued.
+
+        A subscription dropped as `CloseReason.SLOW` loses its queued bytes at once, so memory
+        is freed even if the client never reads again. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        if reason == CloseReason.SLOW:
+            self._chunks = []
+            self._size = 0
+        self._held = None
+        if self._waiter is not None:
+            waiter, self._waiter = self._waiter, None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def __repr__(self) -> str:
+        state = f"closed:{self.close_reason}" if self._closed else "open"
+        return f"<Subscription {self.channel!r} {state} pending={self._size}>"
+
+
+class ThreadedSubscription(Subscription):
+    """A subscription whose writer is a plain thread (a WSGI worker), not an async task.
+
+    The hub still pushes on its loop; the writer thread takes chunks with `next_chunk_blocking`.
+    A lock guards the buffer between the two threads.
+    """
+
+    __slots__ = ("_cond",)
+
+    def __init__(
+        self,
+        channel: str,
+        *,
+        max_buffer: int,
+        last_event_id: str | None = None,
+        request: Request | None = None,
+    ) -> None:
+        super().__init__(
+            channel, max_buffer=max_buffer, last_event_id=last_event_id, request=request
+        )
+        self._cond = threading.Condition()
+
+    def push(self, data: bytes) -> None:
+        """Append encoded bytes and wake the writer thread (called on the hub's loop)."""
+        with self._cond:
+            super().push(data)
+            self._cond.notify()
+
+    def close(self, reason: str = CloseReason.DISCONNECTED) -> None:
+        """End the subscription and wake the writer thread. Thread-safe and idempotent."""
+        with self._cond:
+            super().close(reason)
+            self._cond.notify_all()
+
+    async def next_chunk(self) -> bytes | None:
+        """Not available: a threaded subscription is drained with `next_chunk_blocking`."""
+        raise RuntimeError("a ThreadedSubscription is drained with next_chunk_blocking()")
+
+    def next_chunk_blocking(self, timeout: float | None = None) -> bytes | None:
+        """Wait up to ``timeout`` seconds for pending bytes and take them all at once.
+
+        Returns b"" when the timeout passes with nothing to send (so the caller can check its
+        connection), and None when the stream has ended.
+        """
+        with self._cond:
+            chunk = self._take()
+            if chunk is None and not self._closed:
+                self._cond.wait(timeout)
+                chunk = self._take()
+            if chunk is not None:
+                return chunk
+            return None if self._closed else b""

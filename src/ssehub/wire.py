@@ -1,0 +1,196 @@
+"""The SSE wire format, sans-IO: `Message`, its encoding, and an incremental stream parser.
+
+Nothing here does I/O or touches an event loop. Encoding follows the WHATWG HTML spec's
+"event stream" format; the parser follows its "interpreting an event stream" rules exactly.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+from ssehub.errors import InvalidMessage
+
+__all__ = ["EventParser", "Message", "encode_comment"]
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _split_lines(text: str) -> list[str]:
+    if "\r" in text:
+        return _LINE_BREAK.split(text)
+    return text.split("\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One server-sent event.
+
+    ``data`` may hold any text; it is sent as one ``data:`` line per line (CRLF, CR and LF all
+    split lines). ``id`` may not contain CR, LF or NUL, ``event`` may not contain CR or LF, and
+    ``retry`` (the client's reconnection delay in milliseconds) must be a non-negative integer.
+    ``comment`` is sent as ``:`` lines before the fields; clients ignore it.
+
+    Raises `InvalidMessage` (a `ValueError`) when a field breaks those rules.
+    """
+
+    data: str = ""
+    id: str | None = None
+    event: str | None = None
+    retry: int | None = None
+    comment: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, str):
+            raise InvalidMessage(f"data must be a str, got {type(self.data).__name__}")
+        if self.id is not None:
+            if not isinstance(self.id, str):
+                raise InvalidMessage(f"id must be a str, got {type(self.id).__name__}")
+            if "\r" in self.id or "\n" in self.id or "\0" in self.id:
+                raise InvalidMessage(f"id may not contain CR, LF or NUL: {self.id!r}")
+        if self.event is not None:
+            if not isinstance(self.event, str):
+                raise InvalidMessage(f"event must be a str, got {type(self.event).__name__}")
+            if "\r" in self.event or "\n" in self.event:
+                raise InvalidMessage(f"event may not contain CR or LF: {self.event!r}")
+        if self.retry is not None and (
+            isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 0
+        ):
+            raise InvalidMessage(
+                f"retry must be a non-negative integer (milliseconds), got {self.retry!r}"
+            )
+        if self.comment is not None and not isinstance(self.comment, str):
+            raise InvalidMessage(f"comment must be a str, got {type(self.comment).__name__}")
+
+    def encode(self) -> bytes:
+        """Encode to UTF-8 bytes, fields in the order comment, id, retry, event, data."""
+        out: list[str] = []
+        if self.comment is not None:
+            out.extend(f": {line}\n" for line in _split_lines(self.comment))
+        if self.id is not None:
+            out.append(f"id: {self.id}\n")
+        if self.retry is not None:
+            out.append(f"retry: {self.retry}\n")
+        if self.event is not None:
+            out.append(f"event: {self.event}\n")
+        data = self.data
+        if "\n" in data or "\r" in data:
+            out.extend(f"data: {line}\n" for line in _split_lines(data))
+        else:
+            out.append(f"data: {data}\n")
+        out.append("\n")
+        return "".join(out).encode()
+
+
+def encode_comment(text: str = "") -> bytes:
+    """Encode a comment block (``: text`` lines and a blank line); clients ignore it."""
+    return "".join(f": {line}\n" if line else ":\n" for line in _split_lines(text)).encode() + (
+        b"\n"
+    )
+
+
+class EventParser:
+    """Incremental parser of a ``text/event-stream`` body, exact to the WHATWG parsing rules.
+
+    Feed it bytes as they arrive, in chunks of any size; it returns the events completed so far.
+    A leading BOM is dropped, CRLF, CR and LF all end lines (also when CR and LF arrive in
+    different chunks), one space after the colon is removed, unknown fields are ignored, ``retry``
+    is taken only when it is all ASCII digits, and an ``id`` containing NUL is ignored.
+
+    Each returned `Message` carries the stream's last event id (as a browser's ``lastEventId``),
+    its event type (None for the default "message"), its data, and ``retry`` when that event's
+    block set one. `last_event_id` and `retry` hold the stream state a reconnecting client needs.
+    Not thread-safe; one parser per stream.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_data",
+        "_decoder",
+        "_event",
+        "_event_retry",
+        "_has_data",
+        "_skip_lf",
+        "_start",
+        "last_event_id",
+        "retry",
+    )
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buf = ""
+        self._start = True
+        self._skip_lf = False
+        self._data: list[str] = []
+        self._has_data = False
+        self._event = ""
+        self._event_retry: int | None = None
+        self.last_event_id: str | None = None
+        """The last event id the stream set (None until one is set); resend it on reconnect."""
+        self.retry: int | None = None
+        """The reconnection time in milliseconds last set by the stream, if any."""
+
+    def feed(self, chunk: bytes) -> list[Message]:
+        """Take the next bytes of the stream; return the events they complete, in order."""
+        text = self._decoder.decode(chunk)
+        if self._start:
+            if not text:
+                return []
+            if text[0] == "\ufeff":
+                text = text[1:]
+            self._start = False
+        if self._skip_lf and text:
+            if text[0] == "\n":
+                text = text[1:]
+            self._skip_lf = False
+        if not text:
+            return []
+        buf = self._buf + text if self._buf else text
+        lines = _LINE_BREAK.split(buf)
+        # The last piece is an unfinished line; a trailing CR may yet be the first half of CRLF.
+        self._buf = lines.pop()
+        if buf.endswith("\r"):
+            self._skip_lf = True
+        events: list[Message] = []
+        for line in lines:
+            self._line(line, events)
+        return events
+
+    def _line(self, line: str, events: list[Message]) -> None:
+        if not line:
+            self._dispatch(events)
+            return
+        if line[0] == ":":
+            return
+        field, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if field == "data":
+            self._data.append(value)
+            self._has_data = True
+        elif field == "event":
+            self._event = value
+        elif field == "id":
+            if "\0" not in value:
+                self.last_event_id = value
+        elif field == "retry":
+            if value and value.isascii() and value.isdigit():
+                self.retry = self._event_retry = int(value)
+
+    def _dispatch(self, events: list[Message]) -> None:
+        retry, self._event_retry = self._event_retry, None
+        if not self._has_data:
+            self._event = ""
+            return
+        events.append(
+            Message(
+                "\n".join(self._data),
+                id=self.last_event_id,
+                event=self._event or None,
+                retry=retry,
+            )
+        )
+        self._data = []
+        self._has_data = False
+        self._event = ""

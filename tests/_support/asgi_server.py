@@ -1,0 +1,54 @@
+"""Run an ASGI app in a real uvicorn server, on the test's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def run_uvicorn(app: Any, **config: Any) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port; yield its base URL.
+
+    On exit the server is asked to stop; open streams get one second to end.
+    """
+    sock = _free_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan=config.pop("lifespan", "off"),
+            timeout_graceful_shutdown=1,
+            **config,
+        )
+    )
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, 10)
+        except asyncio.TimeoutError:
+            task.cancel()
+        sock.close()
