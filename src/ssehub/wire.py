@@ -111,6 +111,7 @@ class EventParser:
         "_event",
         "_event_retry",
         "_has_data",
+        "_id_buffer",
         "_skip_lf",
         "_start",
         "last_event_id",
@@ -126,8 +127,12 @@ class EventParser:
         self._has_data = False
         self._event = ""
         self._event_retry: int | None = None
+        # The spec's "last event ID buffer": it becomes `last_event_id` only when a blank line
+        # ends the block, so an id in a block the stream never finished is not taken as seen.
+        self._id_buffer: str | None = None
         self.last_event_id: str | None = None
-        """The last event id the stream set (None until one is set); resend it on reconnect."""
+        """The id of the last event block the stream finished (None until one set an id); resend it
+        on reconnect. An ``id`` line counts only once the blank line ending its block arrives."""
         self.retry: int | None = None
         """The reconnection time in milliseconds last set by the stream, if any."""
 
@@ -173,12 +178,19 @@ class EventParser:
             self._event = value
         elif field == "id":
             if "\0" not in value:
-                self.last_event_id = value
+                self._id_buffer = value
         elif field == "retry":
             if value and value.isascii() and value.isdigit():
-                self.retry = self._event_retry = int(value)
+                # Past int()'s digit limit (sys.set_int_max_str_digits) int() raises; such a
+                # delay is unusable anyway, so the field is ignored rather than the stream broken.
+                try:
+                    retry = int(value.lstrip("0") or "0")
+                except ValueError:
+                    return
+                self.retry = self._event_retry = retry
 
     def _dispatch(self, events: list[Message]) -> None:
+        self.last_event_id = self._id_buffer
         retry, self._event_retry = self._event_retry, None
         if not self._has_data:
             self._event = ""
