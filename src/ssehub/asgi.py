@@ -70,11 +70,10 @@ async def stream_subscription(
     slow is cut off even while a send is blocked on it. Always unsubscribes at the end.
     """
     task = asyncio.current_task()
-    sending = False
 
     def on_close(closed: Subscription) -> None:
         hub._on_sub_closed(closed)
-        if closed.close_reason == CloseReason.SLOW and sending and task is not None:
+        if closed.close_reason == CloseReason.SLOW and closed.writing and task is not None:
             task.cancel()
 
     sub.on_close = on_close
@@ -95,9 +94,9 @@ async def stream_subscription(
             chunk = await sub.next_chunk()
             if chunk is None:
                 break
-            sending = True
+            sub.writing = True
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            sending = False
+            sub.writing = False
         if sub.close_reason != CloseReason.DISCONNECTED:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:

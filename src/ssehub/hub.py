@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import threading
@@ -19,6 +18,7 @@ from ssehub.wire import Message, encode_comment
 
 if TYPE_CHECKING:
     from ssehub.asgi import ASGIApp
+    from ssehub.wsgi import WSGIApp
 
 __all__ = ["GAP_EVENT", "Channel", "Hub"]
 
@@ -130,11 +130,11 @@ class Hub:
         self._closed = False
         self._shutdown_done: asyncio.Event | None = None
         self._keepalive_handle: asyncio.TimerHandle | None = None
-        self._all_gone: asyncio.Event | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._asgi: ASGIApp | None = None
+        self._wsgi: WSGIApp | None = None
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -155,6 +155,15 @@ class Hub:
 
             self._asgi = ASGIApp(self)
         return self._asgi
+
+    @property
+    def wsgi(self) -> WSGIApp:
+        """The WSGI app that streams channels from a threaded server (one thread per stream)."""
+        if self._wsgi is None:
+            from ssehub.wsgi import WSGIApp
+
+            self._wsgi = WSGIApp(self)
+        return self._wsgi
 
     def channel_for(self, request: Request) -> str:
         """The channel a request subscribes to: ``channel_name(request)``, else its path."""
@@ -224,10 +233,20 @@ class Hub:
         self._closed = True
         try:
             self._close_all(CloseReason.SHUTDOWN)
-            if self._channels:
-                self._all_gone = asyncio.Event()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._all_gone.wait(), timeout)
+            # Give writers the time to send what is queued and end their responses.
+            deadline = asyncio.get_running_loop().time() + timeout
+            while self._channels and asyncio.get_running_loop().time() < deadline:
+                if all(
+                    sub.pending_bytes == 0 and not sub.writing
+                    for ch in self._channels.values()
+                    for sub in ch.subscribers
+                ):
+                    await asyncio.sleep(0.01)  # a last turn for writers to end responses
+                    break
+                await asyncio.sleep(0.01)
+            for ch in list(self._channels.values()):
+                for sub in list(ch.subscribers):
+                    self.unsubscribe(sub)
             if self._keepalive_handle is not None:
                 self._keepalive_handle.cancel()
                 self._keepalive_handle = None
@@ -350,10 +369,13 @@ class Hub:
 
     # -- subscribing -------------------------------------------------------------------------
 
-    async def open_stream(self, request: Request, *, threaded: bool = False) -> Subscription:
+    async def open_stream(
+        self, request: Request, *, threaded: bool = False, channel: str | None = None
+    ) -> Subscription:
         """Turn a request into a subscription: authorize, pick the channel, resume, connect.
 
-        Used by the adapters. Raises `SubscriptionDenied` when ``authorize`` refuses, and
+        ``channel`` overrides `channel_for` (an app that picks it in its own code, say per
+        user). Used by the adapters. Raises `SubscriptionDenied` when ``authorize`` refuses, and
         `HubClosed` after shutdown.
         """
         if self._authorize is not None:
@@ -363,7 +385,7 @@ class Hub:
             if not allowed:
                 raise SubscriptionDenied("the authorize hook refused this subscription")
         return await self.subscribe(
-            self.channel_for(request),
+            self.channel_for(request) if channel is None else channel,
             last_event_id=request.last_event_id,
             request=request,
             threaded=threaded,
@@ -442,8 +464,6 @@ class Hub:
         if not ch.subscribers and not ch.holding:
             del self._channels[ch.name]
             self.backend.unwatch(ch.name)
-            if not self._channels and self._all_gone is not None:
-                self._all_gone.set()
 
     def _on_sub_closed(self, sub: Subscription) -> None:
         if sub.close_reason == CloseReason.SLOW:
@@ -479,6 +499,10 @@ class Hub:
     def published_count(self, channel: str) -> int:
         """Events this hub has published to ``channel``."""
         return self._published.get(channel, 0)
+
+    def published_counts(self) -> dict[str, int]:
+        """Events this hub has published, by channel (a copy; for metrics and dashboards)."""
+        return dict(self._published)
 
     async def close_channel(self, name: str) -> None:
         """End every stream of channel ``name`` (its history is kept)."""

@@ -58,6 +58,7 @@ class Subscription:
         "last_event_id",
         "on_close",
         "request",
+        "writing",
     )
 
     def __init__(
@@ -76,6 +77,8 @@ class Subscription:
         """The request that opened the stream (None when subscribed from code)."""
         self.close_reason: str | None = None
         """Why the subscription ended (a `CloseReason` value), or None while open."""
+        self.writing = False
+        """True while the adapter is writing a chunk to the client (set by the adapter)."""
         self.on_close: Callable[[Subscription], Any] | None = None
         """Called once, on the hub's loop, when the subscription is closed by the hub."""
         self._chunks: list[bytes] = []
