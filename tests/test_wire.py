@@ -188,6 +188,16 @@ def test_invalid_message_messages_say_what_is_allowed() -> None:
         Message("x", retry=-5)
 
 
+def test_retry_too_large_for_the_wire_raises_invalid_message() -> None:
+    with pytest.raises(InvalidMessage, match="retry"):
+        Message("x", retry=2**63)
+
+
+def test_text_that_is_not_utf8_encodable_raises_invalid_message() -> None:
+    with pytest.raises(InvalidMessage, match="UTF-8"):
+        Message("lone \ud800 surrogate").encode()
+
+
 def test_values_the_format_can_carry_are_accepted() -> None:
     message = Message("any\0text", id="", event="with\0nul and spaces ", retry=0, comment="")
     assert message.id == ""

@@ -14,6 +14,7 @@ from ssehub.errors import InvalidMessage
 
 __all__ = ["EventParser", "Message", "encode_comment"]
 
+_MAX_RETRY = 2**63 - 1
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
@@ -55,10 +56,13 @@ class Message:
             if "\r" in self.event or "\n" in self.event:
                 raise InvalidMessage(f"event may not contain CR or LF: {self.event!r}")
         if self.retry is not None and (
-            isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 0
+            isinstance(self.retry, bool)
+            or not isinstance(self.retry, int)
+            or not 0 <= self.retry <= _MAX_RETRY
         ):
             raise InvalidMessage(
-                f"retry must be a non-negative integer (milliseconds), got {self.retry!r}"
+                "retry must be a non-negative integer number of milliseconds (at most 2**63-1), "
+                f"got {self.retry!r}"
             )
         if self.comment is not None and not isinstance(self.comment, str):
             raise InvalidMessage(f"comment must be a str, got {type(self.comment).__name__}")
@@ -80,7 +84,12 @@ class Message:
         else:
             out.append(f"data: {data}\n")
         out.append("\n")
-        return "".join(out).encode()
+        try:
+            return "".join(out).encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidMessage(
+                f"message text is not encodable as UTF-8 (a lone surrogate?): {exc.reason}"
+            ) from None
 
 
 def encode_comment(text: str = "") -> bytes:
