@@ -193,6 +193,13 @@ def test_retry_too_large_for_the_wire_raises_invalid_message() -> None:
         Message("x", retry=2**63)
 
 
+def test_parser_ignores_retry_too_large_to_represent() -> None:
+    parser = EventParser()
+    events = parser.feed(b"retry: 9223372036854775808\ndata: x\n\n")
+    assert [(e.data, e.retry) for e in events] == [("x", None)]
+    assert parser.retry is None
+
+
 def test_text_that_is_not_utf8_encodable_raises_invalid_message() -> None:
     with pytest.raises(InvalidMessage, match="UTF-8"):
         Message("lone \ud800 surrogate").encode()
@@ -491,7 +498,7 @@ line_breaks = st.sampled_from(["\r", "\n", "\r\n"])
 texts_with_line_breaks = st.lists(st.one_of(st.text(), line_breaks), max_size=8).map("".join)
 event_names = st.one_of(st.none(), st.text().filter(lambda s: "\r" not in s and "\n" not in s))
 event_ids = st.one_of(st.none(), st.text().filter(lambda s: not any(c in s for c in "\r\n\0")))
-retries = st.one_of(st.none(), st.integers(min_value=0, max_value=2**63))
+retries = st.one_of(st.none(), st.integers(min_value=0, max_value=2**63 - 1))
 comments = st.one_of(st.none(), texts_with_line_breaks)
 
 messages = st.builds(

@@ -190,11 +190,13 @@ class EventParser:
                 self._id_buffer = value
         elif field == "retry":
             if value and value.isascii() and value.isdigit():
-                # Past int()'s digit limit (sys.set_int_max_str_digits) int() raises; such a
-                # delay is unusable anyway, so the field is ignored rather than the stream broken.
-                try:
-                    retry = int(value.lstrip("0") or "0")
-                except ValueError:
+                # A delay too long to represent (past 2**63-1 ms, or past int()'s digit limit)
+                # is unusable: the field is ignored rather than the stream broken.
+                digits = value.lstrip("0") or "0"
+                if len(digits) > 19:
+                    return
+                retry = int(digits)
+                if retry > _MAX_RETRY:
                     return
                 self.retry = self._event_retry = retry
 
