@@ -1,0 +1,119 @@
+"""Litestar: mount the hub under a path, or return a streaming response from a handler.
+
+Mount every channel under a prefix (the channel is the request path, ``/events/...``)::
+
+    app = Litestar([mount(hub, "/events"), ...], on_shutdown=[hub.shutdown])
+
+or stream a channel your handler picks::
+
+    @get("/me/events")
+    async def my_events(request: Request) -> EventStreamResponse:
+        return EventStreamResponse(hub, channel=f"/users/{request.user.id}")
+
+Each open stream costs one asyncio task (the server's request task) plus its subscription.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+from urllib.parse import unquote
+
+from litestar import Request as LitestarRequest
+from litestar import Response, asgi
+from litestar.handlers import ASGIRouteHandler
+from litestar.response.base import ASGIResponse
+from litestar.types import Receive as LitestarReceive
+from litestar.types import Scope as LitestarScope
+from litestar.types import Send as LitestarSend
+
+from ssehub.asgi import request_from_scope, stream_subscription
+from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub.hub import Hub
+from ssehub.types import Receive, Scope, Send
+
+__all__ = ["EventStreamResponse", "mount"]
+
+
+def mount(hub: Hub, path: str = "/events") -> ASGIRouteHandler:
+    """A route handler that serves ``hub.asgi`` at ``path`` and every path under it.
+
+    The channel is the full request path (``/events/news``) unless the hub's
+    ``channel_name`` says otherwise. Add ``hub.shutdown`` to the app's ``on_shutdown``.
+    """
+    asgi_app = hub.asgi
+    prefix = path.rstrip("/")
+
+    async def ssehub_events(
+        scope: LitestarScope, receive: LitestarReceive, send: LitestarSend
+    ) -> None:
+        full: dict[str, Any] = dict(scope)
+        # Litestar strips the mount path from "path" (and adds a slash); the hub names
+        # channels by the full path, which raw_path still holds.
+        raw: bytes = full.get("raw_path") or b""
+        if raw:
+            full["path"] = unquote(raw.decode("latin-1").split("?", 1)[0])
+        else:
+            full["path"] = prefix + full["path"].rstrip("/")
+        full["root_path"] = ""
+        await asgi_app(full, cast(Receive, receive), cast(Send, send))
+
+    return asgi(path, is_mount=True)(ssehub_events)
+
+
+def _json_error(status: int, message: str) -> ASGIResponse:
+    body = json.dumps({"error": message}).encode()
+    return ASGIResponse(body=body, status_code=status, media_type="application/json")
+
+
+class _EventStream(ASGIResponse):
+    __slots__ = ("channel", "hub", "stream_headers")
+
+    def __init__(self, hub: Hub, channel: str | None, headers: list[tuple[str, str]]) -> None:
+        super().__init__(status_code=200)
+        self.hub = hub
+        self.channel = channel
+        self.stream_headers = headers
+
+    async def __call__(
+        self, scope: LitestarScope, receive: LitestarReceive, send: LitestarSend
+    ) -> None:
+        asgi_scope, asgi_receive, asgi_send = (
+            cast(Scope, scope),
+            cast(Receive, receive),
+            cast(Send, send),
+        )
+        request = request_from_scope(asgi_scope)
+        try:
+            sub = await self.hub.open_stream(request, channel=self.channel)
+        except SubscriptionDenied as exc:
+            await _json_error(403, str(exc))(scope, receive, send)
+            return
+        except HubClosed:
+            await _json_error(503, "the hub is shutting down")(scope, receive, send)
+            return
+        await stream_subscription(self.hub, sub, asgi_receive, asgi_send, self.stream_headers)
+
+
+class EventStreamResponse(Response[None]):
+    """A response that streams a channel of ``hub`` to this request's client.
+
+    ``channel`` defaults to the hub's choice for the request. Resumes after ``Last-Event-ID``
+    (or ``?lastEventId=``); the hub's ``authorize`` hook applies (403 when it refuses, 503
+    after shutdown); ``headers`` are added to the hub's. Ends when the client disconnects.
+    """
+
+    def __init__(
+        self, hub: Hub, channel: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(content=None, media_type="text/event-stream")
+        self.hub = hub
+        self.channel = channel
+        self.stream_headers = [*hub.headers, *(headers or {}).items()]
+
+    def to_asgi_response(
+        self, app: Any, request: LitestarRequest[Any, Any, Any], **kwargs: Any
+    ) -> ASGIResponse:
+        """The ASGI callable Litestar sends (it opens the subscription when called)."""
+        return _EventStream(self.hub, self.channel, self.stream_headers)

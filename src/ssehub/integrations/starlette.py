@@ -1,0 +1,65 @@
+"""Starlette and FastAPI: a per-route streaming response, besides mounting ``hub.asgi``.
+
+Mount the whole hub (the channel is the request path)::
+
+    app.mount("/events", hub.asgi)
+
+or, when the route picks the channel itself (say per user, after authentication)::
+
+    @app.get("/me/events")
+    async def my_events(user: User = Depends(current_user)) -> EventStreamResponse:
+        return EventStreamResponse(hub, channel=f"/users/{user.id}")
+
+Each open stream costs one asyncio task (the server's request task) plus its subscription.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.responses import JSONResponse, Response
+
+from ssehub.asgi import request_from_scope, stream_subscription
+from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub.hub import Hub
+from ssehub.types import Receive, Scope, Send
+
+__all__ = ["EventStreamResponse"]
+
+
+class EventStreamResponse(Response):
+    """A response that streams a channel of ``hub`` to this request's client.
+
+    ``channel`` defaults to the hub's choice for the request (its ``channel_name`` or the
+    path). The client resumes with ``Last-Event-ID`` (or ``?lastEventId=``) as with
+    ``hub.asgi``; the hub's ``authorize`` hook still applies (403 when it refuses; 503 after
+    shutdown). ``headers`` are added to the hub's. The subscription opens when the response
+    is sent and ends when the client disconnects.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, hub: Hub, channel: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.hub = hub
+        self.channel = channel
+        self.status_code = 200
+        self.background = None
+        self.stream_headers = [*hub.headers, *(headers or {}).items()]
+        self.body = b""
+        self.raw_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.stream_headers
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = request_from_scope(scope)
+        try:
+            sub = await self.hub.open_stream(request, channel=self.channel)
+        except SubscriptionDenied as exc:
+            await JSONResponse({"error": str(exc)}, 403)(scope, receive, send)
+            return
+        except HubClosed:
+            await JSONResponse({"error": "the hub is shutting down"}, 503)(scope, receive, send)
+            return
+        await stream_subscription(self.hub, sub, receive, send, self.stream_headers)

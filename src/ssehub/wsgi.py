@@ -1,0 +1,242 @@
+"""The WSGI adapter: `Hub.wsgi` streams a channel per request from a thread-based server.
+
+Each open stream holds one worker thread of the WSGI server for its whole life (the thread
+sleeps on a condition variable between events; it never spins). Run it under a server with
+many threads: ``gunicorn --worker-class gthread --threads 200 app:app`` (one worker process,
+or a shared Redis backend for several) or ``waitress-serve --threads 200
+--channel-request-lookahead 1 app:app``. The hub's event loop runs in a daemon thread of its
+own, started on first use.
+
+A WSGI app cannot see a client leave until it writes to it, so the stream checks the
+connection every ``disconnect_check`` seconds while idle: through gunicorn's socket (a
+non-blocking peek) or waitress's ``waitress.client_disconnected`` (which needs
+``channel_request_lookahead`` of 1 or more). Under any other server, the hub's keep-alive
+comments are the writes that reveal a dead client. When the server closes the response
+iterator, the subscription is ended and forgotten on the hub's loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub.request import Request
+from ssehub.subscription import CloseReason, ThreadedSubscription
+
+if TYPE_CHECKING:
+    from ssehub.hub import Hub
+
+__all__ = [
+    "WSGIApp",
+    "WSGIStream",
+    "client_disconnected",
+    "open_threaded_stream",
+    "request_from_environ",
+]
+
+WSGIEnviron = Mapping[str, Any]
+StartResponse = Callable[..., Any]
+
+_ALLOW = "GET, OPTIONS"
+_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+_STREAM_HEADERS = {"content-type", "cache-control", "x-accel-buffering"}
+
+
+def request_from_environ(environ: WSGIEnviron, native: Any = None) -> Request:
+    """Build a `Request` from a WSGI environ (the full path, ``SCRIPT_NAME`` included)."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    headers: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").lower()] = value
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(environ.get("QUERY_STRING", "")):
+        query.setdefault(key, value)
+    client: tuple[str, int] | None = None
+    addr = environ.get("REMOTE_ADDR")
+    if addr:
+        try:
+            client = (addr, int(environ.get("REMOTE_PORT") or 0))
+        except ValueError:
+            client = (addr, 0)
+    return Request(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        path=path or "/",
+        headers=headers,
+        query=query,
+        client=client,
+        native=environ if native is None else native,
+    )
+
+
+def client_disconnected(environ: WSGIEnviron) -> bool:
+    """Whether the server says the client of this request has gone (without writing to it).
+
+    Knows gunicorn (a non-blocking peek at ``gunicorn.socket``: end of file means the client
+    closed) and waitress (``waitress.client_disconnected``). False when it cannot tell.
+    """
+    check = environ.get("waitress.client_disconnected")
+    if callable(check):
+        return bool(check())
+    sock = environ.get("gunicorn.socket")
+    if isinstance(sock, socket.socket):
+        try:
+            if _DONTWAIT:
+                return sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b""
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False  # nothing to read and no end of file: still there
+        except ValueError:
+            return False  # a TLS socket cannot be peeked: rely on keep-alive writes
+        except OSError:
+            return True  # reset or closed
+    return False
+
+
+class WSGIStream:
+    """A WSGI response body that writes a `ThreadedSubscription` until either side ends it.
+
+    Iterating blocks the server's worker thread between events. Each item is everything
+    pending, coalesced. ``close()`` (which every WSGI server calls) ends the subscription and
+    has the hub forget it; it is safe to call more than once.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        sub: ThreadedSubscription,
+        environ: WSGIEnviron | None = None,
+        *,
+        disconnect_check: float = 1.0,
+    ) -> None:
+        self.hub = hub
+        self.subscription = sub
+        self._environ = environ or {}
+        self._check = disconnect_check
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        sub = self.subscription
+        sub.writing = False  # the server has written the previous chunk
+        while True:
+            chunk = sub.next_chunk_blocking(self._check)
+            if chunk is None:
+                raise StopIteration
+            if chunk:
+                sub.writing = True
+                return chunk
+            if client_disconnected(self._environ):
+                sub.close(CloseReason.DISCONNECTED)
+
+    def close(self) -> None:
+        """End the subscription (called by the server when the response is done or broken)."""
+        if self._closed:
+            return
+        self._closed = True
+        sub = self.subscription
+        sub.close(CloseReason.DISCONNECTED)
+        loop = self.hub.loop
+        if loop is not None and not loop.is_closed():
+            # unsubscribe must run on the hub's loop; do not wait for it.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.hub.unsubscribe, sub)
+
+
+def open_threaded_stream(
+    hub: Hub,
+    request: Request,
+    environ: WSGIEnviron | None = None,
+    *,
+    channel: str | None = None,
+    disconnect_check: float = 1.0,
+) -> WSGIStream:
+    """Open a stream for ``request`` from a worker thread and return its response body.
+
+    ``channel`` overrides the hub's choice of channel. Blocks until the subscription (and any
+    replay) is ready. Raises `SubscriptionDenied` or `HubClosed` as `Hub.open_stream` does.
+    Used by the Flask and Django integrations.
+    """
+    sub = hub.run_threadsafe(hub.open_stream(request, threaded=True, channel=channel))
+    assert isinstance(sub, ThreadedSubscription)
+    env = environ if environ is not None else request.native
+    return WSGIStream(
+        hub,
+        sub,
+        env if isinstance(env, Mapping) else None,
+        disconnect_check=disconnect_check,
+    )
+
+
+def _status(code: int) -> str:
+    return {
+        200: "200 OK",
+        204: "204 No Content",
+        403: "403 Forbidden",
+        405: "405 Method Not Allowed",
+        503: "503 Service Unavailable",
+    }[code]
+
+
+class WSGIApp:
+    """A WSGI app that subscribes each GET request to a channel of its hub.
+
+    The WSGI twin of `ssehub.asgi.ASGIApp`: the channel is the request path (``SCRIPT_NAME``
+    plus ``PATH_INFO``) unless the hub's ``channel_name`` says otherwise; resume with the
+    ``Last-Event-ID`` header or the ``lastEventId`` query parameter; OPTIONS answers a CORS
+    preflight, other methods get 405, a refused stream 403 and a shut-down hub 503.
+    Each open stream holds one server thread; see the module's notes on disconnects.
+    """
+
+    def __init__(self, hub: Hub, *, disconnect_check: float = 1.0) -> None:
+        if disconnect_check <= 0:
+            raise ValueError(f"disconnect_check must be positive seconds, got {disconnect_check}")
+        self.hub = hub
+        self.disconnect_check = disconnect_check
+
+    def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+        hub = self.hub
+        extra = [(k, v) for k, v in hub.headers if k.lower() not in _STREAM_HEADERS]
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "OPTIONS":
+            start_response(_status(204), [("Allow", _ALLOW), *extra])
+            return []
+        if method != "GET":
+            error = f"method {method} not allowed; subscribe with GET"
+            return self._json(start_response, 405, error, [("Allow", _ALLOW), *extra])
+        request = request_from_environ(environ)
+        try:
+            stream = open_threaded_stream(
+                hub, request, environ, disconnect_check=self.disconnect_check
+            )
+        except SubscriptionDenied as exc:
+            return self._json(start_response, 403, str(exc), extra)
+        except HubClosed:
+            return self._json(start_response, 503, "the hub is shutting down", extra)
+        try:
+            start_response(_status(200), list(hub.headers))
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    @staticmethod
+    def _json(
+        start_response: StartResponse, status: int, error: str, extra: list[tuple[str, str]]
+    ) -> list[bytes]:
+        payload = json.dumps({"error": error}).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        start_response(_status(status), headers + extra)
+        return [payload]
