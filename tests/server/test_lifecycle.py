@@ -1,0 +1,123 @@
+"""Graceful shutdown on SIGTERM/SIGINT with clients connected, and the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from ssehub import EventParser
+from tests.server.hub_process import HubFactory
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def _read_to_clean_end(response: httpx.Response) -> list[str]:
+    """Every event's data until the server ends the response; raises if it breaks off."""
+    parser = EventParser()
+    data = []
+    async for chunk in response.aiter_raw():  # a broken-off chunked body raises here
+        data += [event.data for event in parser.feed(chunk)]
+    return data
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_ends_streams_cleanly_and_exits_zero(
+    start_hub: HubFactory, sig: signal.Signals
+) -> None:
+    hub = start_hub()
+    timeout = httpx.Timeout(5.0, read=None)
+    client = httpx.AsyncClient(base_url=hub.url, timeout=timeout)
+    async with (
+        client,
+        client.stream("GET", "/events/one") as first,
+        client.stream("GET", "/events/two") as second,
+    ):
+        for _ in range(200):
+            if (await client.get("/healthz")).json()["clients"] == 2:
+                break
+            await asyncio.sleep(0.02)
+        await client.post("/events/one", content="before the end")
+        await client.post("/events/two", content="also before")
+        readers = [
+            asyncio.ensure_future(_read_to_clean_end(first)),
+            asyncio.ensure_future(_read_to_clean_end(second)),
+        ]
+        await asyncio.sleep(0.2)
+        hub.proc.send_signal(sig)
+        one, two = await asyncio.wait_for(asyncio.gather(*readers), 5)
+        assert one == ["before the end"]
+        assert two == ["also before"]
+    status = await asyncio.to_thread(hub.proc.wait, 5)
+    assert status == 0, hub.log()
+    log = hub.log()
+    assert f"event=stopping signal={sig.name} clients=2" in log
+    assert "event=stop " in log
+
+
+async def test_shutdown_with_no_clients_exits_zero(start_hub: HubFactory) -> None:
+    hub = start_hub()
+    async with httpx.AsyncClient(base_url=hub.url) as client:
+        assert (await client.post("/events/x", content="a")).status_code == 200
+    assert hub.stop(signal.SIGTERM, timeout=5) == 0
+
+
+def _ssehub(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ssehub", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
+def test_help_explains_every_flag() -> None:
+    top = _ssehub("--help")
+    assert top.returncode == 0
+    assert "serve" in top.stdout
+    serve = _ssehub("serve", "--help")
+    assert serve.returncode == 0
+    for flag in (
+        "--host",
+        "--port",
+        "--history",
+        "--history-ttl",
+        "--retry",
+        "--keepalive",
+        "--cors-origin",
+        "--publish-token",
+        "--subscribe-token",
+        "--max-body",
+        "--max-buffer",
+        "--log-level",
+        "--redis",
+        "--workers",
+        "SSEHUB_PUBLISH_TOKEN",
+    ):
+        assert flag in serve.stdout, flag
+    assert "--reuse-port" not in serve.stdout
+
+
+def test_workers_without_redis_is_refused_with_a_reason() -> None:
+    result = _ssehub("serve", "--port", "0", "--workers", "2")
+    assert result.returncode == 2
+    assert "--workers > 1 needs --redis" in result.stderr
+
+
+def test_bad_flag_values_are_refused() -> None:
+    assert _ssehub("serve", "--max-body", "lots").returncode == 2
+    assert _ssehub("serve", "--history", "-1").returncode == 2
+    assert _ssehub("serve", "--workers", "0").returncode == 2
+
+
+def test_busy_port_is_a_clear_error(start_hub: HubFactory) -> None:
+    hub = start_hub()
+    port = hub.url.rsplit(":", 1)[1]
+    result = _ssehub("serve", "--port", port)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
