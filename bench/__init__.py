@@ -1,0 +1,1 @@
+"""ssehub's benchmarks: the load generator, the peer servers and the driver (python -m bench)."""

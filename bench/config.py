@@ -1,0 +1,147 @@
+"""Every knob of the benchmark in one place: sizes, durations, timeouts and the servers under test.
+
+Edit this file (or pass ``--servers``/``--workloads``/``--runs`` to ``python -m bench``) to re-run
+with other figures; nothing else in bench/ hard-codes a size or a time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SRC = REPO / "src"
+PEERS = Path(__file__).resolve().parent / "peers"
+HOST = "127.0.0.1"  # every byte of benchmark traffic stays on loopback
+
+# --- repetitions ---------------------------------------------------------------------------
+RUNS = 3  # each figure is the median of RUNS runs, shown with min and max
+
+# --- payload -------------------------------------------------------------------------------
+EVENT_DATA_BYTES = 64  # length of each event's data field, as in issue 6
+PUBLISH_BATCH = 1  # events per POST (1 = one JSON object per request; >1 = a JSON array)
+
+# --- W1: fan-out on one channel, events published back to back --------------------------
+W1_SUBSCRIBERS = (100, 1_000, 5_000)
+W1_PUBLISHERS = (1, 4)  # concurrent keep-alive publisher connections
+# Events published per run: enough for DELIVERIES deliveries, within [MIN, MAX] events.
+W1_DELIVERIES = 400_000
+W1_MIN_EVENTS = 100
+W1_MAX_EVENTS = 4_000
+
+# --- W2: idle connections, server memory per connection ---------------------------------
+W2_SUBSCRIBERS = (1_000, 10_000)
+W2_SETTLE_S = 2.0  # wait after the last subscriber is in, before reading RSS
+
+# --- W3: publish-to-receive latency -----------------------------------------------------------
+W3_SUBSCRIBERS = 1_000
+W3_RATE = 200  # events per second, paced, from one publisher connection
+W3_SECONDS = 5.0
+
+# --- W4: many channels, one subscriber each, events to random channels --------------------
+W4_CHANNELS = 10_000
+W4_EVENTS = 20_000
+W4_PUBLISHERS = 4
+W4_SEED = 6
+
+# --- the load generator -------------------------------------------------------------------
+SUBSCRIBERS_PER_LOADGEN = 5_000  # above this, subscribers are split over several processes
+CONNECT_CONCURRENCY = 200  # subscribe requests in flight at once per loadgen process
+CONNECT_TIMEOUT_S = 60.0  # all subscribers of one process must be in by then
+SETTLE_S = 0.3  # pause after all subscribers are in, before publishing
+STALL_S = 5.0  # a run ends when no event arrived for this long (lost events)
+RUN_DEADLINE_S = 120.0  # hard bound on one measurement
+SAMPLE_BYTES = 4 << 20  # stream bytes kept from subscriber 0 to verify with ssehub.wire
+
+# --- servers ---------------------------------------------------------------------------------
+SERVER_START_TIMEOUT_S = 30.0
+BETWEEN_RUNS_S = 0.5  # let the server drop the last run's connections
+
+# --- smoke mode (CI): tiny sizes, one run, every server ---------------------------------
+SMOKE = {
+    "RUNS": 1,
+    "W1_SUBSCRIBERS": (10,),
+    "W1_PUBLISHERS": (1, 4),
+    "W1_DELIVERIES": 2_000,
+    "W1_MIN_EVENTS": 200,
+    "W1_MAX_EVENTS": 200,
+    "W2_SUBSCRIBERS": (10,),
+    "W2_SETTLE_S": 0.2,
+    "W3_SUBSCRIBERS": 10,
+    "W3_RATE": 200,
+    "W3_SECONDS": 0.5,
+    "W4_CHANNELS": 20,
+    "W4_EVENTS": 200,
+    "STALL_S": 3.0,
+    "RUN_DEADLINE_S": 20.0,
+    "BETWEEN_RUNS_S": 0.1,
+}
+
+
+def apply_smoke() -> None:
+    """Switch this module's knobs to the smoke sizes."""
+    globals().update(SMOKE)
+
+
+def w1_events(subscribers: int) -> int:
+    """Events to publish in one W1 run for that many subscribers."""
+    return max(W1_MIN_EVENTS, min(W1_MAX_EVENTS, W1_DELIVERIES // subscribers))
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A server under test: how to start it, and what must be importable for it to run."""
+
+    key: str
+    name: str
+    argv: tuple[str, ...]  # "{port}" and "{host}" are substituted
+    requires: tuple[str, ...] = ()  # modules that must import (else the server is skipped)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def command(self, port: int) -> list[str]:
+        """The command line that starts this server on ``port``."""
+        return [a.format(port=port, host=HOST, python=sys.executable) for a in self.argv]
+
+
+SERVERS: tuple[ServerSpec, ...] = (
+    ServerSpec(
+        "ssehub",
+        "ssehub (standalone hub)",
+        ("{python}", "-m", "ssehub", "serve", "--host", "{host}", "--port", "{port}"),
+        requires=("ssehub.server",),
+    ),
+    ServerSpec(
+        "ssehub-starlette",
+        "ssehub (Starlette + uvicorn)",
+        ("{python}", str(PEERS / "ssehub_starlette.py"), "--host", "{host}", "--port", "{port}"),
+        requires=("ssehub.hub", "ssehub.asgi", "starlette", "uvicorn"),
+    ),
+    ServerSpec(
+        "sse-starlette",
+        "sse-starlette (uvicorn)",
+        ("{python}", str(PEERS / "sse_starlette_app.py"), "--host", "{host}", "--port", "{port}"),
+        requires=("sse_starlette", "starlette", "uvicorn"),
+    ),
+    ServerSpec(
+        "bare",
+        "bare asyncio baseline",
+        ("{python}", str(PEERS / "bare.py"), "--host", "{host}", "--port", "{port}"),
+    ),
+)
+REFERENCES = ("sse-starlette", "bare")  # ratio columns in the table are against these
+
+WORKLOADS = ("W1", "W2", "W3", "W4")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the processes the driver starts: ``src`` importable, unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(SRC), str(REPO), env.get("PYTHONPATH", "")) if p
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env

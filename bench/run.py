@@ -1,0 +1,740 @@
+"""The benchmark driver: start each server under test, run the workloads, print one table.
+
+``python -m bench`` from the repository root. Every size and time is in `bench.config`.
+Servers run as subprocesses on free loopback ports; the load generators (`bench.loadgen`) run
+as processes of their own, and the driver only starts them, reads the server's RSS and CPU time
+from outside (psutil), and collects what they report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import config as C
+from bench.loadgen import raise_nofile_limit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class BenchError(RuntimeError):
+    """A server or a load generator misbehaved; the measurement is void."""
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind((C.HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def available(spec: C.ServerSpec) -> str | None:
+    """None when the server can run here, else why not."""
+    if str(C.SRC) not in sys.path:
+        sys.path.insert(0, str(C.SRC))
+    for module in spec.requires:
+        try:
+            found = importlib.util.find_spec(module)
+        except ImportError:
+            found = None
+        if found is None:
+            return f"{module} is not importable yet"
+    return None
+
+
+@dataclass
+class Server:
+    """A server under test, running as a subprocess on a free loopback port."""
+
+    spec: C.ServerSpec
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    def start(self) -> None:
+        """Start it and wait until it accepts connections and answers a subscribe."""
+        self.port = free_port()
+        RESULTS.mkdir(exist_ok=True)
+        self.log = RESULTS / f"server-{self.spec.key}.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.spec.command(self.port),
+                cwd=C.REPO,
+                env=C.child_env(self.spec.env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + C.SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.spec.name} exited at start-up:\n{self.log_tail()}")
+            try:
+                with socket.create_connection((C.HOST, self.port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            self.stop()
+            raise BenchError(f"{self.spec.name} did not listen within the start-up timeout")
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """One subscriber, one publish, one event received: imports and first-use paths done."""
+        with socket.create_connection((C.HOST, self.port), timeout=10) as sub:
+            sub.sendall(b"GET /events/warmup HTTP/1.1\r\nHost: bench\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                part = sub.recv(65536)
+                if not part:
+                    raise BenchError(f"{self.spec.name} closed the warm-up stream")
+                head += part
+            time.sleep(0.05)
+            body = b'{"data": "warm"}'
+            with socket.create_connection((C.HOST, self.port), timeout=10) as pub:
+                pub.sendall(
+                    b"POST /events/warmup HTTP/1.1\r\nHost: bench\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                answer = pub.recv(65536)
+                if not answer.startswith(b"HTTP/1.1 2"):
+                    raise BenchError(f"{self.spec.name} refused the warm-up publish: {answer!r}")
+            while b"warm" not in head:
+                part = sub.recv(65536)
+                if not part:
+                    raise BenchError(f"{self.spec.name} ended the warm-up stream")
+                head += part
+        time.sleep(0.2)
+
+    def processes(self) -> list[psutil.Process]:
+        """The server's process and its children (workers)."""
+        assert self.proc is not None
+        root = psutil.Process(self.proc.pid)
+        return [root, *root.children(recursive=True)]
+
+    def rss(self) -> int:
+        """Resident memory of the server's processes, in bytes."""
+        return sum(p.memory_info().rss for p in self.processes())
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the server's processes have used."""
+        total = 0.0
+        for p in self.processes():
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL after 5 s)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def log_tail(self) -> str:
+        """The end of its log, for error messages."""
+        if self.log is None or not self.log.exists():
+            return ""
+        return self.log.read_bytes()[-2000:].decode(errors="replace")
+
+
+class LineReader:
+    """Reads JSON lines from a child's stdout with a timeout."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.fd = proc.stdout.fileno()
+        self.buf = b""
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.fd, selectors.EVENT_READ)
+
+    def line(self, timeout: float) -> dict[str, Any]:
+        """The next JSON line; raises BenchError on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sel.select(left):
+                raise BenchError("the load generator did not answer in time")
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                raise BenchError(f"the load generator exited (code {self.proc.wait()})")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return dict(json.loads(line))
+
+
+def run_loadgens(
+    port: int, specs: list[dict[str, Any]], between: Callable[[], None] | None = None
+) -> list[dict[str, Any]]:
+    """Start one loadgen per spec, wait until all are ready, call ``between``, go, collect."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for spec in specs:
+            spec = {**spec, "host": C.HOST, "port": port}
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
+                    cwd=C.REPO,
+                    env=C.child_env(),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
+            )
+        readers = [LineReader(p) for p in procs]
+        for r in readers:
+            ready = r.line(C.CONNECT_TIMEOUT_S + 30)
+            if ready.get("failures"):
+                raise BenchError(f"subscribers failed to connect: {ready['failures']}")
+        if between is not None:
+            between()
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+            p.stdin.flush()
+        results = [r.line(C.RUN_DEADLINE_S + 60) for r in readers]
+        for p in procs:
+            p.wait(30)
+        return results
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def split(n: int) -> list[tuple[int, int]]:
+    """(first, count) of each loadgen process's share of ``n`` subscribers."""
+    k = max(1, math.ceil(n / C.SUBSCRIBERS_PER_LOADGEN))
+    shares = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    out, first = [], 0
+    for share in shares:
+        out.append((first, share))
+        first += share
+    return out
+
+
+def base_spec() -> dict[str, Any]:
+    """The loadgen settings common to every workload."""
+    return {
+        "event_bytes": C.EVENT_DATA_BYTES,
+        "connect_concurrency": C.CONNECT_CONCURRENCY,
+        "connect_timeout": C.CONNECT_TIMEOUT_S,
+        "settle": C.SETTLE_S,
+        "stall": C.STALL_S,
+        "deadline": C.RUN_DEADLINE_S,
+        "sample_bytes": C.SAMPLE_BYTES,
+    }
+
+
+def collect(server: Server, results: list[dict[str, Any]], cpu0: float) -> dict[str, Any]:
+    """Fold the loadgens' reports and the server's CPU into one measurement."""
+    pub = next(r["publish"] for r in results if r.get("publish"))
+    received = sum(r["received"] for r in results)
+    expected = sum(r["expected"] for r in results)
+    last = max(r["last_event_ns"] for r in results)
+    span = (last - pub["start_ns"]) / 1e9 if last > pub["start_ns"] else float("nan")
+    verify = [r["verify"] for r in results if r["verify"].get("verified") is not None]
+    return {
+        "rate": received / span if span > 0 else 0.0,
+        "received": received,
+        "expected": expected,
+        "complete": received == expected and pub["errors"] == 0,
+        "publish_errors": pub["errors"],
+        "publish_first_error": pub["first_error"],
+        "clients_seen": pub["clients_seen"],
+        "short_subscribers": sum(r["short"] for r in results),
+        "closed_early": sum(r["closed_early"] for r in results),
+        "server_cpu_s": server.cpu() - cpu0,
+        "loadgen_cpu_s": sum(r["cpu_s"] for r in results),
+        "loadgen_wall_s": max(r["wall_s"] for r in results),
+        "span_s": span,
+        "verified": all(v["verified"] for v in verify) if verify else None,
+        "verify_problems": [v["why"] for v in verify if not v["verified"]],
+        "loop": results[0].get("loop"),
+    }
+
+
+def measure_fanout(server: Server, subscribers: int, publishers: int) -> dict[str, Any]:
+    """W1: one channel, ``subscribers`` clients, events back to back from ``publishers``."""
+    events = C.w1_events(subscribers)
+    path = "/events/bench"
+    specs = []
+    for i, (_first, count) in enumerate(split(subscribers)):
+        spec = base_spec()
+        spec["subscribe"] = {"mode": "one", "path": path, "count": count, "expect": events}
+        if i == 0:
+            spec["publish"] = {
+                "mode": "fanout",
+                "path": path,
+                "events": events,
+                "connections": publishers,
+                "batch": C.PUBLISH_BATCH,
+            }
+        specs.append(spec)
+    cpu0 = [0.0]
+    results = run_loadgens(server.port, specs, lambda: cpu0.__setitem__(0, server.cpu()))
+    out = collect(server, results, cpu0[0])
+    out["events"] = events
+    return out
+
+
+def measure_idle(server: Server, subscribers: int) -> dict[str, Any]:
+    """W2: ``subscribers`` idle clients; the server's RSS growth per connection."""
+    rss0 = server.rss()
+    rss1 = [0]
+    specs = []
+    for _first, count in split(subscribers):
+        spec = base_spec()
+        spec["subscribe"] = {"mode": "one", "path": "/events/idle", "count": count, "expect": 0}
+        specs.append(spec)
+
+    def read_rss() -> None:
+        time.sleep(C.W2_SETTLE_S)
+        rss1[0] = server.rss()
+
+    results = run_loadgens(server.port, specs, read_rss)
+    connected = sum(r["connected"] for r in results)
+    return {
+        "kib_per_conn": (rss1[0] - rss0) / connected / 1024,
+        "rss0_mib": rss0 / 2**20,
+        "rss1_mib": rss1[0] / 2**20,
+        "connected": connected,
+        "complete": connected == subscribers and server.alive(),
+        "loadgen_cpu_s": sum(r["cpu_s"] for r in results),
+    }
+
+
+def percentile(hist: dict[int, int], q: float) -> float:
+    """The q-quantile (0..1) of a 10 us-bin histogram, in milliseconds (bin midpoint)."""
+    total = sum(hist.values())
+    if not total:
+        return float("nan")
+    rank = q * (total - 1)
+    seen = 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen > rank:
+            return (b + 0.5) / 100
+    return (max(hist) + 0.5) / 100
+
+
+def measure_latency(server: Server, subscribers: int) -> dict[str, Any]:
+    """W3: ``subscribers`` clients, events paced at W3_RATE for W3_SECONDS; latency."""
+    events = max(1, int(C.W3_RATE * C.W3_SECONDS))
+    path = "/events/latency"
+    specs = []
+    for i, (_first, count) in enumerate(split(subscribers)):
+        spec = base_spec()
+        spec["latency"] = True
+        spec["subscribe"] = {"mode": "one", "path": path, "count": count, "expect": events}
+        if i == 0:
+            spec["publish"] = {
+                "mode": "paced",
+                "path": path,
+                "events": events,
+                "connections": 1,
+                "rate": C.W3_RATE,
+            }
+        specs.append(spec)
+    cpu0 = [0.0]
+    results = run_loadgens(server.port, specs, lambda: cpu0.__setitem__(0, server.cpu()))
+    out = collect(server, results, cpu0[0])
+    hist: dict[int, int] = {}
+    for r in results:
+        for k, v in r["hist"].items():
+            hist[int(k)] = hist.get(int(k), 0) + v
+    out.update(
+        p50_ms=percentile(hist, 0.50), p99_ms=percentile(hist, 0.99), max_ms=percentile(hist, 1)
+    )
+    return out
+
+
+def measure_channels(server: Server, channels: int) -> dict[str, Any]:
+    """W4: ``channels`` channels with one subscriber each; events to random channels."""
+    base = "/events/c"
+    specs = []
+    for i, (first, count) in enumerate(split(channels)):
+        spec = base_spec()
+        spec["subscribe"] = {
+            "mode": "each",
+            "base": base,
+            "first": first,
+            "count": count,
+            "channels": channels,
+            "events": C.W4_EVENTS,
+            "seed": C.W4_SEED,
+        }
+        if i == 0:
+            spec["publish"] = {
+                "mode": "random",
+                "base": base,
+                "events": C.W4_EVENTS,
+                "connections": C.W4_PUBLISHERS,
+                "channels": channels,
+                "seed": C.W4_SEED,
+            }
+        specs.append(spec)
+    cpu0 = [0.0]
+    results = run_loadgens(server.port, specs, lambda: cpu0.__setitem__(0, server.cpu()))
+    return collect(server, results, cpu0[0])
+
+
+@dataclass
+class Case:
+    """One point of a workload: how to measure it, and which figures it yields."""
+
+    workload: str
+    label: str
+    param: dict[str, Any]
+    measure: Callable[[Server], dict[str, Any]]
+    metrics: tuple[tuple[str, str, bool], ...]  # (key, label, higher is better)
+    fresh_server: bool = False
+
+
+def cases(workloads: list[str]) -> Iterator[Case]:
+    """The measurements to make, in order."""
+    rate = (("rate", "delivered events/s", True),)
+    if "W1" in workloads:
+        for n in C.W1_SUBSCRIBERS:
+            for p in C.W1_PUBLISHERS:
+                yield Case(
+                    "W1",
+                    f"{n} subs, {p} pub",
+                    {"subscribers": n, "publishers": p},
+                    lambda s, n=n, p=p: measure_fanout(s, n, p),
+                    rate,
+                )
+    if "W2" in workloads:
+        for n in C.W2_SUBSCRIBERS:
+            yield Case(
+                "W2",
+                f"{n} idle subs",
+                {"subscribers": n},
+                lambda s, n=n: measure_idle(s, n),
+                (("kib_per_conn", "KiB per connection", False),),
+                fresh_server=True,
+            )
+    if "W3" in workloads:
+        n = C.W3_SUBSCRIBERS
+        yield Case(
+            "W3",
+            f"{n} subs, {C.W3_RATE}/s x {C.W3_SECONDS:g}s",
+            {"subscribers": n},
+            lambda s: measure_latency(s, n),
+            (("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False), ("max_ms", "max ms", False)),
+        )
+    if "W4" in workloads:
+        yield Case(
+            "W4",
+            f"{C.W4_CHANNELS} channels x 1 sub",
+            {"channels": C.W4_CHANNELS},
+            lambda s: measure_channels(s, C.W4_CHANNELS),
+            rate,
+        )
+
+
+@dataclass
+class Record:
+    """Every run of one case on one server."""
+
+    case: Case
+    server: C.ServerSpec
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+def run_all(
+    servers: list[C.ServerSpec], workloads: list[str], runs: int, log: Callable[[str], None]
+) -> list[Record]:
+    """Measure every case on every server, runs interleaved across servers."""
+    records: list[Record] = []
+    all_cases = list(cases(workloads))
+    by_workload: dict[str, list[Case]] = {}
+    for case in all_cases:
+        by_workload.setdefault(case.workload, []).append(case)
+    for workload, wcases in by_workload.items():
+        shared: dict[str, Server] = {}
+        try:
+            if not wcases[0].fresh_server:
+                for spec in servers:
+                    shared[spec.key] = Server(spec)
+                    try:
+                        shared[spec.key].start()
+                    except (BenchError, OSError) as exc:
+                        shared[spec.key].stop()
+                        log(f"  ! {spec.name}: {exc}")
+                        del shared[spec.key]
+            for case in wcases:
+                recs = {spec.key: Record(case, spec) for spec in servers}
+                records.extend(recs.values())
+                for run in range(runs):
+                    for spec in servers:
+                        rec = recs[spec.key]
+                        if rec.error is not None:
+                            continue
+                        server = shared.get(spec.key)
+                        if case.fresh_server:
+                            server = Server(spec)
+                        elif server is None:
+                            rec.error = "server did not start"
+                            continue
+                        try:
+                            if case.fresh_server:
+                                server.start()
+                            result = case.measure(server)
+                            if not server.alive():
+                                raise BenchError(f"the server died:\n{server.log_tail()}")
+                        except (BenchError, OSError, psutil.Error) as exc:
+                            rec.error = f"{type(exc).__name__}: {exc}"
+                            log(f"  ! {workload} {case.label} {spec.name}: {rec.error}")
+                            continue
+                        finally:
+                            if case.fresh_server:
+                                server.stop()
+                        rec.runs.append(result)
+                        log(
+                            f"  {workload} {case.label:28} run {run + 1} {spec.name:30} "
+                            + summary(case, result)
+                        )
+                        time.sleep(C.BETWEEN_RUNS_S)
+        finally:
+            for server in shared.values():
+                server.stop()
+    return records
+
+
+def summary(case: Case, result: dict[str, Any]) -> str:
+    """A one-line account of one run, for the progress log."""
+    parts = [f"{label}={result[key]:,.2f}" for key, label, _ in case.metrics]
+    if "received" in result:
+        parts.append(f"delivered {result['received']}/{result['expected']}")
+        parts.append(
+            f"cpu server {result['server_cpu_s']:.2f}s loadgen {result['loadgen_cpu_s']:.2f}s"
+        )
+        if result.get("verified") is False:
+            parts.append(f"VERIFY FAILED {result['verify_problems']}")
+    if "connected" in result:
+        parts.append(f"{result['connected']} connected")
+    return "  ".join(parts)
+
+
+def stats(values: list[float]) -> tuple[float, float, float]:
+    """(median, min, max)."""
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(v: float) -> str:
+    """A figure with sensible precision."""
+    if math.isnan(v):
+        return "n/a"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def table(records: list[Record]) -> str:
+    """The results as one Markdown table: medians, min-max, ratios against the references."""
+    rows = [
+        "| Workload | Case | Server | Figure | Median | Min - max | vs sse-starlette | vs bare "
+        "| Server CPU s | Loadgen CPU s | Delivered |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    medians: dict[tuple[str, str, str], float] = {}
+    for rec in records:
+        for key, _label, _hi in rec.case.metrics:
+            if rec.runs:
+                medians[(rec.case.label, key, rec.server.key)] = stats([r[key] for r in rec.runs])[
+                    0
+                ]
+    for rec in records:
+        for key, label, _hi in rec.case.metrics:
+            prefix = f"| {rec.case.workload} | {rec.case.label} | {rec.server.name} | {label} "
+            if not rec.runs:
+                rows.append(prefix + f"| {rec.error or 'skipped'} | | | | | | |")
+                continue
+            med, lo, hi = stats([r[key] for r in rec.runs])
+            ratios = []
+            for ref in C.REFERENCES:
+                base = medians.get((rec.case.label, key, ref))
+                ratios.append(f"{med / base:.2f}x" if base else "")
+            runs = rec.runs
+            cpu = (
+                fmt(statistics.median(r["server_cpu_s"] for r in runs))
+                if "server_cpu_s" in runs[0]
+                else ""
+            )
+            lcpu = runs[0].get("loadgen_cpu_s")
+            lg = ""
+            if lcpu is not None:
+                lg = fmt(statistics.median(r["loadgen_cpu_s"] for r in runs))
+                if "loadgen_wall_s" in runs[0]:
+                    lg += f" / {fmt(statistics.median(r['loadgen_wall_s'] for r in runs))} wall"
+            if "received" in runs[0]:
+                got = sum(r["received"] for r in runs)
+                want = sum(r["expected"] for r in runs)
+                delivered = f"{100 * got / want:.1f}%" if want else ""
+            else:
+                got = sum(r["connected"] for r in runs)
+                delivered = f"{got // len(runs)} conns"
+            rows.append(
+                prefix
+                + f"| {fmt(med)} | {fmt(lo)} - {fmt(hi)} | {ratios[0]} | {ratios[1]} "
+                + f"| {cpu} | {lg} | {delivered} |"
+            )
+    return "\n".join(rows)
+
+
+def plot(records: list[Record], path: Path) -> None:
+    """Delivered events/s against subscribers (W1) for every server, one line per publishers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    series: dict[tuple[str, int], list[tuple[int, float, float, float]]] = {}
+    for rec in records:
+        if rec.case.workload != "W1" or not rec.runs:
+            continue
+        med, lo, hi = stats([r["rate"] for r in rec.runs])
+        key = (rec.server.name, rec.case.param["publishers"])
+        series.setdefault(key, []).append((rec.case.param["subscribers"], med, lo, hi))
+    colors: dict[str, str] = {}
+    for (name, pubs), points in sorted(series.items()):
+        points.sort()
+        xs = [p[0] for p in points]
+        color = colors.setdefault(name, f"C{len(colors)}")
+        ax.errorbar(
+            xs,
+            [p[1] for p in points],
+            yerr=[[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]],
+            label=f"{name}, {pubs} publisher{'s' if pubs > 1 else ''}",
+            color=color,
+            linestyle="-" if pubs == 1 else "--",
+            marker="o",
+            capsize=3,
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("subscribers on one channel")
+    ax.set_ylabel("delivered events/s (median of runs, min-max bars)")
+    ax.set_title("W1 fan-out: 64-byte events published back to back")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> str:
+    """A one-line description of the machine."""
+    cpu = platform.processor() or "cpu"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = psutil.virtual_memory().total / 2**30
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m bench [--smoke] [--servers ...] [--workloads ...] ...``."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run (CI)")
+    parser.add_argument(
+        "--servers",
+        default=",".join(s.key for s in C.SERVERS),
+        help="comma-separated keys: " + ", ".join(s.key for s in C.SERVERS),
+    )
+    parser.add_argument("--workloads", default=",".join(C.WORKLOADS), help="e.g. W1,W3")
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
+    parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("--plot", type=Path, help="write the W1 plot (PNG) here")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        C.apply_smoke()
+    runs = args.runs or C.RUNS
+    limit = raise_nofile_limit()
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    wanted = [k.strip() for k in args.servers.split(",") if k.strip()]
+    unknown = set(wanted) - {s.key for s in C.SERVERS}
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    servers = []
+    for spec in C.SERVERS:
+        if spec.key not in wanted:
+            continue
+        why = available(spec)
+        if why is not None:
+            print(f"skipping {spec.name}: {why}", flush=True)
+            continue
+        servers.append(spec)
+    workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    log(f"machine: {machine()}; open-file limit {limit}; runs {runs}")
+    t0 = time.monotonic()
+    records = run_all(servers, workloads, runs, log)
+    print(f"\nmachine: {machine()}")
+    print(f"runs per figure: {runs}; total time {time.monotonic() - t0:.0f} s\n")
+    print(table(records))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "smoke": args.smoke,
+                    "runs": runs,
+                    "results": [
+                        {
+                            "workload": r.case.workload,
+                            "case": r.case.label,
+                            "param": r.case.param,
+                            "server": r.server.key,
+                            "server_name": r.server.name,
+                            "error": r.error,
+                            "runs": r.runs,
+                        }
+                        for r in records
+                    ],
+                },
+                indent=1,
+            )
+        )
+    if args.plot:
+        plot(records, args.plot)
+    return 1 if any(r.error for r in records) else 0

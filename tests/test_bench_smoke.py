@@ -1,0 +1,51 @@
+"""The benchmark harness keeps working: ``python -m bench --smoke`` runs every server end to end.
+
+Speed is never asserted here (figures live in BENCHMARKS.md); this checks the harness itself:
+it exits 0, every available server took part, and every server delivered every event it was
+sent to every subscriber, as counted by the load generator and checked with ssehub's parser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(150)
+def test_bench_smoke_runs_every_server_and_delivers_every_event(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    servers = {r["server"] for r in report["results"]}
+    # The two peers never depend on ssehub being complete; they must always be measured.
+    assert {"sse-starlette", "bare"} <= servers
+    for result in report["results"]:
+        who = f"{result['workload']} {result['case']} on {result['server_name']}"
+        assert result["error"] is None, who + ": " + str(result["error"])
+        assert result["runs"], who + ": no run"
+        for run in result["runs"]:
+            if "received" in run:
+                assert run["publish_errors"] == 0, who + f": {run['publish_first_error']}"
+                assert run["expected"] > 0, who
+                assert run["received"] == run["expected"], who
+                assert run["verified"] is True, who + f": {run['verify_problems']}"
+            else:  # W2: idle connections
+                assert run["connected"] > 0, who
+                assert run["complete"], who
