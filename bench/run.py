@@ -418,9 +418,18 @@ class Case:
     fresh_server: bool = False
 
 
+RATE = (("rate", "delivered events/s", True),)
+METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "W1": RATE,
+    "W2": (("kib_per_conn", "KiB per connection", False),),
+    "W3": (("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False), ("max_ms", "max ms", False)),
+    "W4": RATE,
+}
+
+
 def cases(workloads: list[str]) -> Iterator[Case]:
     """The measurements to make, in order."""
-    rate = (("rate", "delivered events/s", True),)
+    rate = METRICS["W1"]
     if "W1" in workloads:
         for n in C.W1_SUBSCRIBERS:
             for p in C.W1_PUBLISHERS:
@@ -438,7 +447,7 @@ def cases(workloads: list[str]) -> Iterator[Case]:
                 f"{n} idle subs",
                 {"subscribers": n},
                 lambda s, n=n: measure_idle(s, n),
-                (("kib_per_conn", "KiB per connection", False),),
+                METRICS["W2"],
                 fresh_server=True,
             )
     if "W3" in workloads:
@@ -448,7 +457,7 @@ def cases(workloads: list[str]) -> Iterator[Case]:
             f"{n} subs, {C.W3_RATE}/s x {C.W3_SECONDS:g}s",
             {"subscribers": n},
             lambda s: measure_latency(s, n),
-            (("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False), ("max_ms", "max ms", False)),
+            METRICS["W3"],
         )
     if "W4" in workloads:
         yield Case(
@@ -655,6 +664,26 @@ def plot(records: list[Record], path: Path) -> None:
     plt.close(fig)
 
 
+def cases_order(records: list[Record]) -> Iterator[str]:
+    """Case labels in first-seen order (workloads in order)."""
+    seen: dict[str, None] = {}
+    for r in sorted(records, key=lambda r: r.case.workload):
+        seen.setdefault(r.case.label, None)
+    return iter(seen)
+
+
+def load(path: Path) -> tuple[str, int, list[Record]]:
+    """Records back from a ``--json`` file: (machine, runs, records)."""
+    data = json.loads(path.read_text())
+    specs = {s.key: s for s in C.SERVERS}
+    records = []
+    for r in data["results"]:
+        spec = specs.get(r["server"]) or C.ServerSpec(r["server"], r["server_name"], ())
+        case = Case(r["workload"], r["case"], r["param"], lambda s: {}, METRICS[r["workload"]])
+        records.append(Record(case, spec, r["runs"], r["error"]))
+    return data["machine"], data["runs"], records
+
+
 def machine() -> str:
     """A one-line description of the machine."""
     cpu = platform.processor() or "cpu"
@@ -683,7 +712,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--plot", type=Path, help="write the W1 plot (PNG) here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="measure nothing: print the table (and --plot) from earlier --json files, merged",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        merged: list[Record] = []
+        for path in args.from_json:
+            host, runs, recs = load(path)
+            merged.extend(recs)
+        order = {s.key: i for i, s in enumerate(C.SERVERS)}
+        merged.sort(key=lambda r: (r.case.workload, order.get(r.server.key, 99)))
+        labels = {label: i for i, label in enumerate(cases_order(merged))}
+        merged.sort(key=lambda r: labels[r.case.label])
+        print(f"machine: {host}\nruns per figure: {runs}\n")
+        print(table(merged))
+        if args.plot:
+            plot(merged, args.plot)
+        return 0
     if args.smoke:
         C.apply_smoke()
     runs = args.runs or C.RUNS
