@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -14,11 +15,11 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from ssehub import GAP_EVENT, EventParser, Hub, Message, Request, Subscription
-from tests._support.asgi_server import run_uvicorn
+from tests._support.asgi_server import SERVERS
 from tests._support.sse import SSEStream, open_sse
 
 
-async def wait_for(predicate: object, timeout: float = 5.0) -> None:
+async def wait_for(predicate: object, timeout: float = 15.0) -> None:
     """Poll ``predicate()`` until true (bounded)."""
     async with asyncio.timeout(timeout):
         while not predicate():  # type: ignore[operator]
@@ -32,9 +33,15 @@ async def hub() -> AsyncIterator[Hub]:
     await hub.shutdown()
 
 
+@pytest.fixture(params=sorted(SERVERS))
+def run_server(request: pytest.FixtureRequest) -> Any:
+    """Each test runs on uvicorn and on ssehub's own server (direct streams)."""
+    return SERVERS[request.param]
+
+
 @pytest.fixture
-async def base(hub: Hub) -> AsyncIterator[str]:
-    async with run_uvicorn(hub.asgi) as url:
+async def base(hub: Hub, run_server: Any) -> AsyncIterator[str]:
+    async with run_server(hub.asgi) as url:
         yield url
 
 
@@ -84,7 +91,7 @@ async def test_multiline_and_lone_cr_data_survive_the_wire(hub: Hub, base: str) 
         assert (await stream.next_event()).data == "one\ntwo\nthree\nfour"
 
 
-async def test_replay_after_disconnect_while_publishing_continues() -> None:
+async def test_replay_after_disconnect_while_publishing_continues(run_server: Any) -> None:
     hub = Hub(history=20_000)
     channel = "/events/busy"
     published: list[str] = []
@@ -101,7 +108,7 @@ async def test_replay_after_disconnect_while_publishing_continues() -> None:
 
     received: list[str] = []
     last_id: str | None = None
-    async with run_uvicorn(hub.asgi) as base:
+    async with run_server(hub.asgi) as base:
         task = asyncio.create_task(publisher())
         try:
             for _ in range(4):  # connect, read a while, drop; resume with Last-Event-ID
@@ -147,14 +154,16 @@ def stuck_client(port: int, path: str) -> socket.socket:
     return sock
 
 
-async def test_stuck_client_is_dropped_while_20_others_receive_10000_events() -> None:
+async def test_stuck_client_is_dropped_while_20_others_receive_10000_events(
+    run_server: Any,
+) -> None:
     hub = Hub(max_buffer=64 * 1024)
     channel = "/events/fanout"
     count = 10_000
     # 6 MB per client in all: more than the kernel (4 MiB send buffer at most here) and the
     # server can buffer for a client that never reads.
     padding = "x" * 600
-    async with run_uvicorn(hub.asgi) as base:
+    async with run_server(hub.asgi) as base:
         port = int(base.rsplit(":", 1)[1])
         stuck = stuck_client(port, channel)
         await wait_for(lambda: hub.client_count(channel) == 1)
@@ -210,9 +219,9 @@ class contextlib_stack:
         await self.client.aclose()
 
 
-async def test_keepalive_comments_on_idle_stream() -> None:
+async def test_keepalive_comments_on_idle_stream(run_server: Any) -> None:
     hub = Hub(keepalive=0.1)
-    async with run_uvicorn(hub.asgi) as base, open_sse(f"{base}/events/idle") as stream:
+    async with run_server(hub.asgi) as base, open_sse(f"{base}/events/idle") as stream:
         await stream.wait_raw(b": ping\n\n", timeout=3)
         await stream.wait_raw(b": ping\n\n: ping\n\n", timeout=3)
     await hub.shutdown()
@@ -232,9 +241,9 @@ async def test_cors_preflight_and_wrong_method(hub: Hub, base: str) -> None:
         assert "error" in post.json()
 
 
-async def test_configured_headers_override_defaults() -> None:
+async def test_configured_headers_override_defaults(run_server: Any) -> None:
     hub = Hub(headers={"Cache-Control": "no-store", "X-Custom": "1"})
-    async with run_uvicorn(hub.asgi) as base, open_sse(f"{base}/events/a") as stream:
+    async with run_server(hub.asgi) as base, open_sse(f"{base}/events/a") as stream:
         assert stream.response.headers["cache-control"] == "no-store"
         assert stream.response.headers["x-custom"] == "1"
         assert stream.response.headers["content-type"].startswith("text/event-stream")
@@ -253,9 +262,9 @@ async def test_client_disconnect_is_noticed_at_once_and_frees_the_subscription(
     assert len(gone) == 1 and gone[0].closed
 
 
-async def test_shutdown_with_clients_connected_ends_streams_cleanly() -> None:
+async def test_shutdown_with_clients_connected_ends_streams_cleanly(run_server: Any) -> None:
     hub = Hub()
-    async with run_uvicorn(hub.asgi) as base:
+    async with run_server(hub.asgi) as base:
         async with open_sse(f"{base}/events/a") as s1, open_sse(f"{base}/events/b") as s2:
             await wait_for(lambda: hub.client_count() == 2)
             await hub.publish("/events/a", "before shutdown")
@@ -279,7 +288,7 @@ async def test_restart_ends_streams_and_clients_resume(hub: Hub, base: str) -> N
         assert (await stream.next_event()).data == "missed"
 
 
-async def test_authorize_and_on_connect_hooks() -> None:
+async def test_authorize_and_on_connect_hooks(run_server: Any) -> None:
     def authorize(request: Request) -> bool:
         return request.headers.get("authorization") == "Bearer ok"
 
@@ -287,7 +296,7 @@ async def test_authorize_and_on_connect_hooks() -> None:
         sub.send(Message(f"welcome to {sub.channel}", event="welcome"))
 
     hub = Hub(authorize=authorize, on_connect=welcome)
-    async with run_uvicorn(hub.asgi) as base:
+    async with run_server(hub.asgi) as base:
         async with httpx.AsyncClient() as client:
             denied = await client.get(f"{base}/events/a")
             assert denied.status_code == 403 and "error" in denied.json()
@@ -297,9 +306,9 @@ async def test_authorize_and_on_connect_hooks() -> None:
     await hub.shutdown()
 
 
-async def test_channel_name_function_picks_the_channel() -> None:
+async def test_channel_name_function_picks_the_channel(run_server: Any) -> None:
     hub = Hub(channel_name=lambda request: request.query.get("topic", "default"))
-    async with run_uvicorn(hub.asgi) as base, open_sse(f"{base}/anything?topic=t1") as s:
+    async with run_server(hub.asgi) as base, open_sse(f"{base}/anything?topic=t1") as s:
         await wait_for(lambda: hub.has_channel("t1"))
         await hub.publish("t1", "on t1")
         assert (await s.next_event()).data == "on t1"
@@ -307,14 +316,14 @@ async def test_channel_name_function_picks_the_channel() -> None:
 
 
 @pytest.mark.parametrize("framework", ["starlette", "fastapi"])
-async def test_mounted_in_starlette_and_fastapi(framework: str) -> None:
+async def test_mounted_in_starlette_and_fastapi(framework: str, run_server: Any) -> None:
     hub = Hub()
     if framework == "fastapi":
         app: Starlette = FastAPI()
         app.mount("/events", hub.asgi)
     else:
         app = Starlette(routes=[Mount("/events", app=hub.asgi)])
-    async with run_uvicorn(app) as base, open_sse(f"{base}/events/my-channel") as stream:
+    async with run_server(app) as base, open_sse(f"{base}/events/my-channel") as stream:
         await wait_for(lambda: hub.has_channel("/events/my-channel"))
         await hub.publish("/events/my-channel", Message("tick", event="time"))
         event = await stream.next_event()

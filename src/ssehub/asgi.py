@@ -15,7 +15,7 @@ from ssehub.types import Receive, Scope, Send
 if TYPE_CHECKING:
     from ssehub.hub import Hub
 
-__all__ = ["ASGIApp", "request_from_scope", "stream_subscription"]
+__all__ = ["DIRECT_STREAM", "ASGIApp", "request_from_scope", "stream_subscription"]
 
 _ALLOW = "GET, OPTIONS"
 
@@ -60,15 +60,31 @@ async def _send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
+DIRECT_STREAM = "ssehub.direct_stream"
+"""ASGI extension of ssehub's own server: it writes a subscription straight to its socket."""
+
+
 async def stream_subscription(
-    hub: Hub, sub: Subscription, receive: Receive, send: Send, headers: list[tuple[str, str]]
+    hub: Hub,
+    sub: Subscription,
+    receive: Receive,
+    send: Send,
+    headers: list[tuple[str, str]],
+    scope: Scope | None = None,
 ) -> None:
     """Write ``sub`` to an ASGI response until the client leaves or the hub ends the stream.
 
     The response starts with ``headers``; each wake-up sends everything pending in one body
     message. A client disconnect (``http.disconnect``) ends it at once; a client dropped as too
     slow is cut off even while a send is blocked on it. Always unsubscribes at the end.
+
+    When ``scope`` offers the `DIRECT_STREAM` extension (ssehub's own server does), the
+    subscription is handed to the server, which writes it to the socket with no task per
+    client, and this returns at once.
     """
+    if scope is not None and DIRECT_STREAM in scope.get("extensions", ()):
+        await send({"type": DIRECT_STREAM, "hub": hub, "subscription": sub, "headers": headers})
+        return
     task = asyncio.current_task()
 
     def on_close(closed: Subscription) -> None:
@@ -163,7 +179,7 @@ class ASGIApp:
         except HubClosed:
             await _send_json(send, 503, {"error": "the hub is shutting down"}, extra)
             return
-        await stream_subscription(hub, sub, receive, send, hub.headers)
+        await stream_subscription(hub, sub, receive, send, hub.headers, scope)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ssehub.wire import Message
@@ -13,6 +14,11 @@ if TYPE_CHECKING:
     from ssehub.request import Request
 
 __all__ = ["CloseReason", "Subscription", "ThreadedSubscription"]
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class CloseReason:
@@ -52,7 +58,7 @@ class Subscription:
         "_limit",
         "_max",
         "_size",
-        "_waiter",
+        "_wake",
         "channel",
         "close_reason",
         "last_event_id",
@@ -85,7 +91,10 @@ class Subscription:
         self._size = 0
         self._max = max_buffer
         self._limit = max_buffer
-        self._waiter: asyncio.Future[None] | None = None
+        # Called (once, then cleared) when bytes arrive or the subscription closes: the
+        # consumer re-arms it each time it waits. A future's resolver for `next_chunk`; a
+        # flush scheduler for writers that own their transport.
+        self._wake: Callable[[], object] | None = None
         self._closed = False
         self._active = False
         # While replaying history, live events are held here as (id, bytes) to dedupe the seam.
@@ -116,10 +125,10 @@ class Subscription:
         self._chunks.append(data)
         self._size = size
         self._active = True
-        if self._waiter is not None:
-            waiter, self._waiter = self._waiter, None
-            if not waiter.done():
-                waiter.set_result(None)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake()
 
     def _hold(self, event_id: str, data: bytes) -> None:
         if self._held is not None:
@@ -152,11 +161,11 @@ class Subscription:
             if self._closed:
                 return None
             waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
+            self._wake = partial(_resolve, waiter)
             try:
                 await waiter
             finally:
-                self._waiter = None
+                self._wake = None
 
     def close(self, reason: str = CloseReason.DISCONNECTED) -> None:
         """End the subscription; the writer sees the end after what is already queued.
@@ -172,10 +181,10 @@ class Subscription:
             self._chunks = []
             self._size = 0
         self._held = None
-        if self._waiter is not None:
-            waiter, self._waiter = self._waiter, None
-            if not waiter.done():
-                waiter.set_result(None)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake()
         if self.on_close is not None:
             self.on_close(self)
 

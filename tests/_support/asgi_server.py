@@ -52,3 +52,34 @@ async def run_uvicorn(app: Any, **config: Any) -> AsyncIterator[str]:
         except asyncio.TimeoutError:
             task.cancel()
         sock.close()
+
+
+@contextlib.asynccontextmanager
+async def run_native(app: Any, **config: Any) -> AsyncIterator[str]:
+    """Serve ``app`` with ssehub's own HTTP server (direct streams) on a free loopback port."""
+    from ssehub.server.transport import HTTPServer
+
+    sock = _free_socket()
+    port = sock.getsockname()[1]
+    server = HTTPServer(app, **config)
+    task = asyncio.ensure_future(server.serve([sock]))
+    try:
+        for _ in range(500):
+            if server.connections is not None and getattr(server, "loop", None) is not None:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        if task.done():
+            task.result()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        try:
+            await asyncio.wait_for(task, 10)
+        except asyncio.TimeoutError:
+            task.cancel()
+        sock.close()
+
+
+SERVERS = {"uvicorn": run_uvicorn, "ssehub-native": run_native}
+"""The ASGI servers every adapter test runs on."""

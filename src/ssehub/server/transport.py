@@ -167,7 +167,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.too_large:
             self._reject(
-                413, b'{"error": "request body larger than the %d bytes allowed"}'
+                413,
+                b'{"error": "request body larger than the %d bytes allowed"}'
                 % self.server.max_body,
                 json=True,
             )
