@@ -288,6 +288,7 @@ class RedisBackend(Backend):
         self._watched: dict[str, _Watch] = {}
         self._clock_offset_ms: float = 0.0
         self._closing = False
+        self._first_attempt = asyncio.Event()
         self._publish_script: AsyncScript | None = None
         self._replay_script: AsyncScript | None = None
         self._length_script: AsyncScript | None = None
@@ -328,9 +329,16 @@ class RedisBackend(Backend):
         self._publish_script = self._client.register_script(_PUBLISH_LUA)
         self._replay_script = self._client.register_script(_REPLAY_LUA)
         self._length_script = self._client.register_script(_LENGTH_LUA)
+        self._first_attempt = asyncio.Event()
         self._feed_task = asyncio.get_running_loop().create_task(
             self._run_feed(), name="ssehub-redis-feed"
         )
+        # Let the feed's first connection settle, so a hub that starts with Redis up is
+        # subscribed when start() returns; with Redis down it keeps trying in the background.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                self._first_attempt.wait(), self._connect_timeout + self._timeout
+            )
 
     async def close(self) -> None:
         """Stop the feed and close the connections."""
@@ -524,6 +532,7 @@ class RedisBackend(Backend):
                 await self._sync_clock()
                 await self._refill()
                 self._feed_up = True
+                self._first_attempt.set()
                 self._last_error = None
                 if connected_once:
                     self.reconnects += 1
@@ -539,6 +548,7 @@ class RedisBackend(Backend):
                 self._last_error = str(exc) or type(exc).__name__
             finally:
                 self._feed_up = False
+                self._first_attempt.set()
                 with contextlib.suppress(Exception):
                     await conn.disconnect()
             if self._closing:
