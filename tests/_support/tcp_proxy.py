@@ -19,6 +19,8 @@ class TCPProxy:
         self.port = 0
         self.connections = 0
         """Connections forwarded to the target so far."""
+        self.sent: list[bytearray] = []
+        """The bytes each forwarded connection sent to the target (its requests), in order."""
         self._open = asyncio.Event()
         self._open.set()
         self._live: set[asyncio.StreamWriter] = set()
@@ -35,6 +37,21 @@ class TCPProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def requests(self, method: str, path: str) -> list[dict[str, str]]:
+        """The headers (lower-case names) of each ``method path`` request sent through so far."""
+        found = []
+        for sent in self.sent:
+            for head in bytes(sent).split(b"\r\n\r\n"):
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split(" ")
+                if len(parts) == 3 and parts[0] == method and parts[1].split("?")[0] == path:
+                    headers = {}
+                    for line in lines[1:]:
+                        name, _, value = line.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                    found.append(headers)
+        return found
 
     def cut(self) -> None:
         """Reset every open connection; hold new connections until `restore`."""
@@ -64,9 +81,13 @@ class TCPProxy:
             await self._open.wait()
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             self.connections += 1
+            sent = bytearray()
+            self.sent.append(sent)
             self._live.update((writer, up_writer))
             await asyncio.gather(
-                self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+                self._pump(reader, up_writer, sent),
+                self._pump(up_reader, writer),
+                return_exceptions=True,
             )
         except OSError:
             pass
@@ -75,9 +96,16 @@ class TCPProxy:
             writer.transport.abort()
             self._live.discard(writer)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        record: bytearray | None = None,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if record is not None and len(record) < 65536:
+                    record += data
                 writer.write(data)
                 await writer.drain()
         finally:
