@@ -64,13 +64,12 @@ async def run_native(app: Any, **config: Any) -> AsyncIterator[str]:
     server = HTTPServer(app, **config)
     task = asyncio.ensure_future(server.serve([sock]))
     try:
-        for _ in range(500):
-            if server.connections is not None and getattr(server, "loop", None) is not None:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        started = asyncio.ensure_future(server.started.wait())
+        await asyncio.wait([task, started], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
         if task.done():
             task.result()
+        assert server.started.is_set(), "the server did not start"
         yield f"http://127.0.0.1:{port}"
     finally:
         server.shutdown()

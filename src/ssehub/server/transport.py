@@ -400,6 +400,8 @@ class HTTPServer:
         self.closing = False
         self._stop = asyncio.Event()
         self._lifespan: _Lifespan | None = None
+        self.started = asyncio.Event()
+        """Set once the sockets accept connections."""
 
     async def serve(self, sockets: list[socket.socket], timeout: float = 5.0) -> None:
         """Run until `shutdown`; see the class docstring."""
@@ -411,6 +413,7 @@ class HTTPServer:
             await self.loop.create_server(lambda: _Connection(self), sock=sock, backlog=4096)
             for sock in sockets
         ]
+        self.started.set()
         try:
             await self._stop.wait()
         finally:
@@ -449,15 +452,18 @@ class _Lifespan:
         try:
             await self.app(scope, self.inbox.get, self.outbox.put)
         except Exception:
-            self.supported = False
-            await self.outbox.put({"type": "lifespan.unsupported"})
+            log.debug("the app does not speak the lifespan protocol", exc_info=True)
+        # An app that returns (or fails) without answering does not speak lifespan.
+        await self.outbox.put({"type": "lifespan.unsupported"})
 
     async def _exchange(self, message: str) -> None:
         if not self.supported:
             return
         await self.inbox.put({"type": message})
         reply = await self.outbox.get()
-        if reply["type"].endswith(".failed"):
+        if reply["type"] == "lifespan.unsupported":
+            self.supported = False
+        elif reply["type"].endswith(".failed"):
             raise RuntimeError(f"the app's {message} failed: {reply.get('message', '')}")
 
     async def startup(self) -> None:

@@ -1,0 +1,182 @@
+"""ssehub's own HTTP server: enough HTTP/1.1 and ASGI for the hub's API, direct streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from ssehub import Hub
+from ssehub.types import Receive, Scope, Send
+from tests._support.asgi_server import run_native
+from tests._support.sse import open_sse
+
+
+async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers JSON about the request; /stream answers a chunked body in three parts."""
+    if scope["type"] != "http":
+        return
+    message = await receive()
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one ", b"two ", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if scope["path"] == "/boom":
+        raise RuntimeError("boom")
+    body = json.dumps(
+        {
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope["query_string"].decode(),
+            "body": message["body"].decode(),
+            "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 201,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+async def base() -> AsyncIterator[str]:
+    async with run_native(echo_app, max_body=1000) as url:
+        yield url
+
+
+async def raw_exchange(base: str, payload: bytes, idle: float = 0.3) -> bytes:
+    """Send ``payload`` on a raw connection; return what arrives until it closes or idles."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    data = b""
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), idle)
+            except asyncio.TimeoutError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        writer.close()
+    return data
+
+
+async def test_keep_alive_serves_many_requests_on_one_connection(base: str) -> None:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=1)) as client:
+        answers = [
+            (await client.post(f"{base}/p/{i}?q={i}", content=f"body {i}")).json()
+            for i in range(20)
+        ]
+    assert [a["path"] for a in answers] == [f"/p/{i}" for i in range(20)]
+    assert answers[3]["query"] == "q=3" and answers[3]["body"] == "body 3"
+
+
+def split_responses(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(status line, body) of each Content-Length-delimited response in ``data``."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in lines
+            if line.lower().startswith(b"content-length:")
+        )
+        out.append((lines[0], rest[:length]))
+        data = rest[length:]
+    return out
+
+
+async def test_pipelined_requests_are_answered_in_order(base: str) -> None:
+    requests = b"".join(b"GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3))
+    data = await raw_exchange(base, requests)
+    responses = split_responses(data)
+    assert [json.loads(body)["path"] for _, body in responses] == ["/r0", "/r1", "/r2"]
+
+
+async def test_expect_100_continue_is_answered(base: str) -> None:
+    payload = (
+        b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
+    )
+    data = await raw_exchange(base, payload)
+    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n")
+    assert b'"body": "hello"' in data
+
+
+async def test_chunked_request_body_is_decoded(base: str) -> None:
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b"def"
+
+    async with httpx.AsyncClient() as client:
+        answer = (await client.post(f"{base}/c", content=parts())).json()
+    assert answer["body"] == "abcdef"
+
+
+async def test_body_over_the_limit_gets_413_with_json_error(base: str) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{base}/big", content=b"x" * 5000)
+    assert response.status_code == 413
+    assert "1000" in response.json()["error"]
+
+
+async def test_malformed_request_gets_400_and_server_keeps_serving(base: str) -> None:
+    data = await raw_exchange(base, b"NOT HTTP AT ALL\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{base}/ok")).status_code == 201
+
+
+async def test_streamed_response_is_chunked(base: str) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/stream")
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert response.text == "one two three"
+
+
+async def test_app_error_gets_500_and_server_keeps_serving(base: str) -> None:
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{base}/boom")).status_code == 500
+        assert (await client.get(f"{base}/ok")).status_code == 201
+
+
+async def test_direct_stream_ends_cleanly_when_the_hub_shuts_down() -> None:
+    hub = Hub()
+    async with run_native(hub.asgi) as base, open_sse(f"{base}/events/a") as stream:
+        async with asyncio.timeout(5):
+            while not hub.has_channel("/events/a"):
+                await asyncio.sleep(0.01)
+        await hub.publish("/events/a", "last words")
+        await hub.shutdown()
+        assert [e.data for e in await stream.read_until_end()] == ["last words"]
+    assert hub.client_count() == 0
+
+
+async def test_direct_stream_client_gone_frees_subscription_at_once() -> None:
+    hub = Hub()
+    async with run_native(hub.asgi) as base:
+        host, port = base.removeprefix("http://").split(":")
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(b"GET /events/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            while not hub.has_channel("/events/a"):
+                await asyncio.sleep(0.01)
+        sock.close()
+        async with asyncio.timeout(2):
+            while hub.client_count():
+                await asyncio.sleep(0.01)
+    await hub.shutdown()
