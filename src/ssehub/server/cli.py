@@ -250,7 +250,7 @@ def build_server(args: argparse.Namespace) -> HubServer:
     )
 
 
-def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool, listen: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -261,7 +261,10 @@ def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
+    if listen:
+        # Listen at once: connections made while the hub starts wait in the backlog instead of
+        # being refused.
+        sock.listen(4096)
     return sock
 
 
@@ -296,6 +299,20 @@ def serve_one(args: argparse.Namespace) -> int:
             self.signal_name = signal.Signals(sig).name
             super().handle_exit(sig, frame)
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                log.info(
+                    "event=start url=%s pid=%d backend=%s history=%d keepalive=%s auth=%s cors=%s",
+                    _url(args.host, port),
+                    os.getpid(),
+                    "redis" if args.redis else "memory",
+                    args.history,
+                    args.keepalive or "off",
+                    "publish-token" if args.publish_token else "open",
+                    ",".join(args.cors_origin) or "-",
+                )
+
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for listener in getattr(self, "servers", ()):
                 listener.close()  # refuse new connections before ending the streams
@@ -319,16 +336,6 @@ def serve_one(args: argparse.Namespace) -> int:
     )
     server = GracefulServer(config)
     previous = {sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log.info(
-        "event=start url=%s pid=%d backend=%s history=%d keepalive=%s auth=%s cors=%s",
-        _url(args.host, port),
-        os.getpid(),
-        "redis" if args.redis else "memory",
-        args.history,
-        args.keepalive or "off",
-        "publish-token" if args.publish_token else "open",
-        ",".join(args.cors_origin) or "-",
-    )
     try:
         server.run(sockets=[sock])
     finally:
@@ -365,7 +372,7 @@ def serve_workers(args: argparse.Namespace) -> int:
         raise CLIError("--workers > 1 needs SO_REUSEPORT, which this platform lacks")
     make_backend(args.redis)  # fail here, once, if the backend is missing
     # Hold the port (bound, not listening) so a port of 0 resolves once for every worker.
-    reserved = _bind(args.host, args.port, reuse_port=True)
+    reserved = _bind(args.host, args.port, reuse_port=True, listen=False)
     port = reserved.getsockname()[1]
     env = dict(os.environ)
     # Tokens travel in the environment, never on a command line.
