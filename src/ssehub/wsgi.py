@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 from ssehub.errors import HubClosed, SubscriptionDenied
 from ssehub.request import Request
 from ssehub.subscription import CloseReason, ThreadedSubscription
+from ssehub.wire import encode_comment
 
 if TYPE_CHECKING:
     from ssehub.hub import Hub
@@ -45,6 +46,7 @@ StartResponse = Callable[..., Any]
 
 _ALLOW = "GET, OPTIONS"
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+_OPENING = encode_comment("")
 _STREAM_HEADERS = {"content-type", "cache-control", "x-accel-buffering"}
 
 
@@ -124,6 +126,7 @@ class WSGIStream:
         self._environ = environ or {}
         self._check = disconnect_check
         self._closed = False
+        self._opened = False
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -131,6 +134,14 @@ class WSGIStream:
     def __next__(self) -> bytes:
         sub = self.subscription
         sub.writing = False  # the server has written the previous chunk
+        if not self._opened:
+            self._opened = True
+            # WSGI servers send the headers with the first body bytes: send them now, so the
+            # client sees the stream open (EventSource's onopen) before the first event.
+            first = sub.next_chunk_blocking(0)
+            if first is None:
+                raise StopIteration
+            return first or _OPENING
         while True:
             chunk = sub.next_chunk_blocking(self._check)
             if chunk is None:

@@ -74,12 +74,15 @@ def _error(hub: Hub, status: int, message: str) -> flask.Response:
     return response
 
 
-def sse_blueprint(hub: Hub, name: str = "ssehub", **options: Any) -> flask.Blueprint:
+def sse_blueprint(
+    hub: Hub, name: str = "ssehub", *, disconnect_check: float = 1.0, **options: Any
+) -> flask.Blueprint:
     """A blueprint that streams every channel under its prefix (``GET /<path:channel>``).
 
     Register it with ``url_prefix="/events"``: ``GET /events/news`` streams the channel
     ``/events/news`` (the request path, unless the hub's ``channel_name`` says otherwise).
-    OPTIONS answers a CORS preflight with the hub's headers. ``options`` go to `Blueprint`.
+    OPTIONS answers a CORS preflight with the hub's headers. ``disconnect_check`` is as in
+    `sse_response`; other ``options`` go to `Blueprint`.
     """
     blueprint = flask.Blueprint(name, __name__, **options)
 
@@ -88,7 +91,7 @@ def sse_blueprint(hub: Hub, name: str = "ssehub", **options: Any) -> flask.Bluep
             response = flask.Response(status=204, headers={"Allow": "GET, OPTIONS"})
             response.headers.update(_cors(hub))
             return response
-        return sse_response(hub)
+        return sse_response(hub, disconnect_check=disconnect_check)
 
     blueprint.add_url_rule(
         "/", "stream_root", stream, methods=["GET", "OPTIONS"], provide_automatic_options=False

@@ -59,7 +59,7 @@ def mount(hub: Hub, path: str = "/events") -> ASGIRouteHandler:
         full["root_path"] = ""
         await asgi_app(full, cast(Receive, receive), cast(Send, send))
 
-    return asgi(path, is_mount=True)(ssehub_events)
+    return asgi(path, is_mount=True, copy_scope=False)(ssehub_events)
 
 
 def _json_error(status: int, message: str) -> ASGIResponse:

@@ -1,0 +1,51 @@
+# Run: cd examples && hypercorn --bind 127.0.0.1:8000 quart_app:app    (then open http://127.0.0.1:8000/)
+"""The seed's example in Quart: publish the time every 5 s to /events/my-channel."""
+
+import asyncio
+import time
+
+from quart import Quart
+
+from ssehub import Hub, Message
+from ssehub.integrations.quart import sse_response
+
+hub = Hub(headers={"Access-Control-Allow-Origin": "*"})
+
+PAGE = """<!doctype html>
+<title>ssehub: the time</title>
+<pre id="log"></pre>
+<script>
+  const source = new EventSource("/events/my-channel");
+  source.addEventListener("time", (e) => {
+    document.getElementById("log").textContent += e.lastEventId + " " + e.data + "\\n";
+  });
+</script>
+"""
+
+app = Quart(__name__)
+
+
+@app.get("/")
+async def page() -> str:
+    return PAGE
+
+
+@app.get("/events/<path:name>")
+async def events(name: str):
+    return await sse_response(hub)  # the channel is the path: /events/my-channel
+
+
+async def tick() -> None:
+    while True:
+        await hub.publish("/events/my-channel", Message(time.ctime(), event="time"))
+        await asyncio.sleep(5)
+
+
+@app.before_serving
+async def start_clock() -> None:
+    app.add_background_task(tick)
+
+
+@app.after_serving
+async def stop() -> None:
+    await hub.shutdown()
