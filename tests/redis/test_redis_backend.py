@@ -264,3 +264,25 @@ def test_password_is_hidden_from_reports() -> None:
     backend = RedisBackend("redis://user:s3cret@127.0.0.1:1/0")
     assert "s3cret" not in backend._safe_url and "***" in backend._safe_url
     assert json.dumps({"url": backend._safe_url})
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["watched", "new-channel"])
+async def test_a_lagging_feed_does_not_repeat_what_the_resuming_client_has(
+    hubs: HubPair, shared_redis: RedisServer, watched: bool
+) -> None:
+    a = await hubs.hub()
+    # Hub B runs on a loop thread of its own; publishing from here blocks this loop, so hub A's
+    # feed falls behind Redis by exactly those events, as under load.
+    b = Hub(backend=RedisBackend(shared_redis.url, prefix=hubs.prefix))
+    try:
+        watcher = Reader(await a.subscribe("/lag")) if watched else None
+        ids = [b.publish_threadsafe("/lag", f"e{n}") for n in range(3)]
+        # The client got e0..e2 from hub B and resumes on hub A before A's feed has caught up.
+        resumed = Reader(await a.subscribe("/lag", last_event_id=ids[-1]))
+        b.publish_threadsafe("/lag", "e3")
+        data = await resumed.until(b"data: e3\n")
+        assert (await resumed.settle()).count(b"data: ") == 1, data
+        if watcher is not None:
+            assert (await watcher.until(b"data: e3\n")).count(b"data: ") == 4
+    finally:
+        b.run_threadsafe(b.shutdown(1))
