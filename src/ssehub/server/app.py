@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
@@ -573,6 +574,7 @@ class HubServer:
             "channels": len(hub.channels()),
             "clients": hub.client_count(),
             "uptime": round(time.time() - self.started_at, 3),
+            "pid": os.getpid(),
         }
         return ok, report
 

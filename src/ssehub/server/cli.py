@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -198,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Internal: a worker started by `--workers N` binds the port with SO_REUSEPORT.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # Internal: a worker writes one byte to this pipe once it serves.
+    serve.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -312,6 +315,9 @@ def serve_one(args: argparse.Namespace) -> int:
                     "publish-token" if args.publish_token else "open",
                     ",".join(args.cors_origin) or "-",
                 )
+                if args.ready_fd is not None:
+                    os.write(args.ready_fd, b"1")
+                    os.close(args.ready_fd)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for listener in getattr(self, "servers", ()):
@@ -348,9 +354,17 @@ def serve_one(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_argv(args: argparse.Namespace, port: int) -> list[str]:
+def _worker_argv(args: argparse.Namespace, port: int, ready_fd: int) -> list[str]:
     argv = [sys.executable, "-m", "ssehub", "serve", "--host", args.host, "--port", str(port)]
-    argv += ["--reuse-port", "--history", str(args.history), "--keepalive", str(args.keepalive)]
+    argv += [
+        "--reuse-port",
+        "--ready-fd",
+        str(ready_fd),
+        "--history",
+        str(args.history),
+        "--keepalive",
+        str(args.keepalive),
+    ]
     argv += ["--max-body", str(args.max_body), "--max-buffer", str(args.max_buffer)]
     argv += ["--log-level", args.log_level]
     if args.history_ttl is not None:
@@ -392,19 +406,34 @@ def serve_workers(args: argparse.Namespace) -> int:
 
     procs: list[subprocess.Popen[bytes]] = []
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log.info(
-        "event=start url=%s pid=%d workers=%d backend=redis",
-        _url(args.host, port),
-        os.getpid(),
-        args.workers,
-    )
     status = 0
+    ready_read, ready_write = os.pipe()
     try:
         for _ in range(args.workers):
             # Own sessions: a terminal's Ctrl-C reaches this process only, which then stops
             # each worker exactly once.
             procs.append(
-                subprocess.Popen(_worker_argv(args, port), env=env, start_new_session=True)
+                subprocess.Popen(
+                    _worker_argv(args, port, ready_write),
+                    env=env,
+                    start_new_session=True,
+                    pass_fds=(ready_write,),
+                )
+            )
+        os.close(ready_write)
+        ready = 0
+        while ready < args.workers and not stopping:
+            # Each worker writes one byte once it serves.
+            if any(proc.poll() is not None for proc in procs):
+                break
+            if select.select([ready_read], [], [], 0.1)[0]:
+                ready += len(os.read(ready_read, args.workers))
+        if ready == args.workers:
+            log.info(
+                "event=start url=%s pid=%d workers=%d backend=redis",
+                _url(args.host, port),
+                os.getpid(),
+                args.workers,
             )
         while any(proc.poll() is None for proc in procs):
             if not stopping and any(proc.poll() is not None for proc in procs):
@@ -428,6 +457,7 @@ def serve_workers(args: argparse.Namespace) -> int:
                 proc.kill()
                 proc.wait()
         reserved.close()
+        os.close(ready_read)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if any(proc.returncode != 0 for proc in procs):

@@ -1,0 +1,114 @@
+"""``--redis`` and ``--workers N``: several hub processes on one port, sharing events via Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ssehub import EventParser
+from tests._support.redis_server import RedisServer
+from tests.server.hub_process import HubFactory
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+async def _client_on_each_worker(url: str, workers: int) -> dict[int, httpx.AsyncClient]:
+    """One keep-alive client per worker process (the kernel picks a worker per connection)."""
+    found: dict[int, httpx.AsyncClient] = {}
+    for _ in range(200):
+        client = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(5.0, read=None))
+        pid = (await client.get("/healthz")).json()["pid"]
+        if pid in found:
+            await client.aclose()
+        else:
+            found[pid] = client
+        if len(found) == workers:
+            return found
+    raise AssertionError(f"only reached workers {sorted(found)}")
+
+
+async def test_workers_share_one_port_and_events_through_redis(
+    start_hub: HubFactory, redis: RedisServer
+) -> None:
+    hub = start_hub("--redis", redis.url, "--workers", "2")
+    clients = await _client_on_each_worker(hub.url, 2)
+    (pid_a, a), (pid_b, b) = clients.items()
+    try:
+        health = (await a.get("/healthz")).json()
+        assert health["ok"] is True and health["backend"]["backend"] == "redis"
+        async with a.stream("GET", "/events/shared") as stream:
+            assert stream.status_code == 200
+            for _ in range(200):
+                if (await a.get("/healthz")).json()["clients"] == 1:
+                    break
+                await asyncio.sleep(0.02)
+            # Published on the other worker, delivered by this one.
+            published = await b.post("/events/shared", content="across workers")
+            assert published.status_code == 200
+            assert (await b.get("/healthz")).json()["pid"] == pid_b != pid_a
+            received = b""
+            async with asyncio.timeout(5):
+                async for chunk in stream.aiter_raw():
+                    received += chunk
+                    if b"across workers" in received:
+                        break
+            assert f"id: {published.json()['id']}".encode() in received
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    assert hub.stop(signal.SIGTERM, timeout=10) == 0, hub.log()
+    assert "workers=2 status=0" in hub.log()
+
+
+async def test_resume_on_another_worker_replays_from_redis(
+    start_hub: HubFactory, redis: RedisServer
+) -> None:
+    hub = start_hub("--redis", redis.url, "--workers", "2")
+    clients = await _client_on_each_worker(hub.url, 2)
+    (_, a), (_, b) = clients.items()
+    try:
+        ids = (await a.post("/events/replayed", json=[{"data": "1"}, {"data": "2"}])).json()["ids"]
+        # The client resumes on the other worker, which never saw these events live.
+        headers = {"Last-Event-ID": ids[0]}
+        async with b.stream("GET", "/events/replayed", headers=headers) as stream:
+            parser = EventParser()
+            events = []
+            async with asyncio.timeout(5):
+                async for chunk in stream.aiter_raw():
+                    events += parser.feed(chunk)
+                    if events:
+                        break
+            assert [(e.data, e.id) for e in events] == [("2", ids[1])]
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+def test_redis_that_is_down_fails_health(start_hub: HubFactory) -> None:
+    server = RedisServer()
+    server.start()
+    hub = start_hub("--redis", server.url)
+    try:
+        assert httpx.get(hub.url + "/healthz").status_code == 200
+        server.kill()
+        for _ in range(100):
+            answer = httpx.get(hub.url + "/healthz", timeout=10)
+            if answer.status_code == 503:
+                break
+        assert answer.status_code == 503
+        assert answer.json()["ok"] is False
+        published = httpx.post(hub.url + "/events/x", content="lost?", timeout=15)
+        assert published.status_code == 503
+        assert "error" in published.json()
+    finally:
+        server.close()
