@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -216,6 +216,15 @@ class _Reconnection:
         return min(delay, self.max_delay)
 
 
+def _require_httpx() -> None:
+    try:
+        import httpx  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "ssehub.client needs httpx: install it with pip install 'ssehub[client]'"
+        ) from exc
+
+
 def _timeout(connect_timeout: float, read_timeout: float | None) -> httpx.Timeout:
     import httpx
 
@@ -259,6 +268,7 @@ class EventSource:
         read_timeout: float | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        _require_httpx()
         import httpx
 
         self._state = _Reconnection(
@@ -275,7 +285,7 @@ class EventSource:
             timeout=_timeout(connect_timeout, read_timeout), follow_redirects=True
         )
         self._response: httpx.Response | None = None
-        self._chunks: Any = None
+        self._chunks: AsyncIterator[bytes] | None = None
         self._pending: deque[Message] = deque()
         self._delivered_id: str | None = None
         self._wait: float | None = None
@@ -404,6 +414,7 @@ class EventSource:
     async def _read(self) -> None:
         import httpx
 
+        assert self._chunks is not None
         error: BaseException | None = None
         try:
             chunk = await self._chunks.__anext__()
@@ -488,6 +499,7 @@ class SyncEventSource:
         read_timeout: float | None = None,
         client: httpx.Client | None = None,
     ) -> None:
+        _require_httpx()
         import httpx
 
         self._state = _Reconnection(
@@ -504,7 +516,7 @@ class SyncEventSource:
             timeout=_timeout(connect_timeout, read_timeout), follow_redirects=True
         )
         self._response: httpx.Response | None = None
-        self._chunks: Any = None
+        self._chunks: Iterator[bytes] | None = None
         self._pending: deque[Message] = deque()
         self._delivered_id: str | None = None
         self._wait: float | None = None
@@ -616,6 +628,7 @@ class SyncEventSource:
     def _read(self) -> None:
         import httpx
 
+        assert self._chunks is not None
         error: BaseException | None = None
         try:
             chunk = next(self._chunks)

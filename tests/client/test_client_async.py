@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 
 import httpx
@@ -344,3 +346,24 @@ async def test_last_event_id_follows_delivered_events_not_buffered_ones(served: 
         assert events.last_event_id == "b"
         assert (await take(events, 1))[0].id == "c"
         assert events.last_event_id == "c"
+
+
+async def test_a_silent_connection_counts_as_dropped_after_read_timeout(served: Served) -> None:
+    # The hub here sends no keep-alive comments, so the stream is silent between events.
+    async with ssehub.client.connect(served.url + CHANNEL, read_timeout=0.2) as events:
+        reader = asyncio.ensure_future(take(events, 1))
+        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        first = await served.hub.publish(CHANNEL, "first")
+        await reader
+        reader = asyncio.ensure_future(take(events, 1))
+        await until(lambda: len(served.app.streams(CHANNEL)) >= 2)
+        await served.hub.publish(CHANNEL, "still here")
+        got = await reader
+    assert [m.data for m in got] == ["still here"]
+    assert served.app.streams(CHANNEL)[1].headers["last-event-id"] == first
+    assert events.reconnects >= 1
+
+
+def test_importing_the_client_does_not_import_httpx() -> None:
+    code = "import sys, ssehub, ssehub.client; sys.exit('httpx' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
