@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 
@@ -121,3 +122,34 @@ def test_busy_port_is_a_clear_error(start_hub: HubFactory) -> None:
     result = _ssehub("serve", "--port", port)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_slow_client_is_dropped_logged_and_counted(start_hub: HubFactory) -> None:
+    hub = start_hub("--max-buffer", "64KiB", "--max-body", "8MiB")
+    host, port = hub.url.removeprefix("http://").split(":")
+    # A subscriber that never reads, with a small receive buffer so the server backs up fast.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(b"GET /events/slow HTTP/1.1\r\nHost: hub\r\n\r\n")
+    try:
+        async with httpx.AsyncClient(base_url=hub.url, timeout=10) as client:
+            for _ in range(200):
+                if (await client.get("/healthz")).json()["clients"] == 1:
+                    break
+                await asyncio.sleep(0.02)
+            batch = [{"data": "x" * 4000} for _ in range(250)]
+            for _ in range(20):
+                await client.post("/events/slow", json=batch)
+                if (await client.get("/healthz")).json()["clients"] == 0:
+                    break
+            assert (await client.get("/healthz")).json()["clients"] == 0
+            metrics = (await client.get("/metrics")).text
+        assert "ssehub_clients_dropped_slow_total 1.0" in metrics
+        for _ in range(100):
+            if "event=client_dropped reason=slow channel=/events/slow" in hub.log():
+                break
+            await asyncio.sleep(0.02)
+        assert "event=client_dropped reason=slow channel=/events/slow" in hub.log()
+    finally:
+        sock.close()

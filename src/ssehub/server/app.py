@@ -46,7 +46,7 @@ STATS_PATH = "/dashboard/stats"
 
 EVENTS_PREFIX = "/events/"
 
-_loads: Callable[[bytes], Any]
+_loads: Callable[[str], Any]
 _dumps: Callable[[Any], bytes]
 try:  # orjson is optional: faster parsing and encoding when installed
     import orjson  # type: ignore[import-not-found,unused-ignore]
@@ -375,7 +375,7 @@ class HubServer:
             ) from None
         if mime == b"application/json" or mime.endswith(b"+json"):
             try:
-                parsed = _loads(body)
+                parsed = _loads(text)
             except ValueError as exc:
                 raise _HTTPError(400, f"malformed JSON: {exc}") from None
             if type(parsed) is list:
