@@ -287,7 +287,7 @@ class EventSource:
         self._response: httpx.Response | None = None
         self._chunks: AsyncIterator[bytes] | None = None
         self._pending: deque[Message] = deque()
-        self._delivered_id: str | None = None
+        self._delivered_id: str | None = last_event_id
         self._wait: float | None = None
         self._closed = False
         self._reader: asyncio.Task[Any] | None = None
@@ -518,7 +518,7 @@ class SyncEventSource:
         self._response: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending: deque[Message] = deque()
-        self._delivered_id: str | None = None
+        self._delivered_id: str | None = last_event_id
         self._wait: float | None = None
         self._closed = False
         self._woken = threading.Event()
