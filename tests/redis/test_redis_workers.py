@@ -85,3 +85,49 @@ async def test_subscribers_on_every_worker_get_events_published_through_any_work
         async with open_sse(channel, headers={"Last-Event-ID": published[4][0]}) as resumed:
             events = await resumed.events(5)
         assert [(e.id, e.data) for e in events] == published[5:]
+
+
+async def test_workers_survive_a_redis_crash_with_streams_open_and_lose_nothing_accepted(
+    workers_hub: HubProcess, redis_server: RedisServer
+) -> None:
+    hub = workers_hub
+    wait_until(lambda: all(n == 1 for n in connections_by_worker(hub, psutil.CONN_LISTEN).values()))
+    channel = hub.url + "/events/crash"
+    accepted: list[str] = []
+    refused: list[int] = []
+
+    async def publish(client: httpx.AsyncClient, n: int) -> None:
+        reply = await client.post(channel, content=f"p{n}")
+        if reply.status_code == 200:
+            accepted.append(f"p{n}")
+        else:
+            assert reply.status_code == 503 and "error" in reply.json(), reply.text
+            refused.append(n)
+
+    async with asyncio.timeout(45), contextlib.AsyncExitStack() as stack:
+        streams = [await stack.enter_async_context(open_sse(channel)) for _ in range(6)]
+        spread = connections_by_worker(hub, psutil.CONN_ESTABLISHED)
+        assert all(n > 0 for n in spread.values()), spread
+        client = await stack.enter_async_context(httpx.AsyncClient(timeout=15))
+        n = 0
+        for _ in range(20):
+            await publish(client, n)
+            n += 1
+        redis_server.kill()
+        for _ in range(10):
+            await publish(client, n)
+            n += 1
+        health = await client.get(hub.url + "/healthz")
+        assert health.status_code == 503 and health.json()["ok"] is False
+        redis_server.start()
+        while len(accepted) < 40:
+            await publish(client, n)
+            n += 1
+            await asyncio.sleep(0.005)
+        assert len(refused) >= 10
+        for stream in streams:
+            events = await stream.events(len(accepted), timeout=20)
+            assert [e.data for e in events] == accepted
+            with pytest.raises(TimeoutError):
+                await stream.next_event(timeout=0.3)
+            assert not stream.ended
