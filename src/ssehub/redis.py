@@ -605,8 +605,15 @@ class RedisBackend(Backend):
                 watch.resolving.cancel()
                 watch.resolving = None
                 watch.floor = self._time_floor()
-            if watch.last_raw is not None:
+            if watch.last is not None and watch.last_raw is not None:
                 start = "(" + watch.last_raw
+                newest: Any = await client.xrevrange(self.stream_key(channel), "+", "-", count=1)
+                if not newest or _sid_key(newest[0][0].decode()) < watch.last:
+                    # The stream is gone or was made anew below the ids delivered (a Redis that
+                    # restarted empty with its clock behind): all it holds is new to this hub,
+                    # and later ids may be lower than the last one delivered.
+                    watch.last = watch.last_raw = None
+                    start = "-"
             elif watch.floor is not None:
                 start = watch.floor
             else:  # pragma: no cover - every watch gets a floor

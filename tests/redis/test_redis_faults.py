@@ -216,3 +216,35 @@ async def test_a_hub_started_before_redis_comes_up_serves_once_it_does() -> None
                 assert b"data: on time\n" in await _read_until(sub, b"data: on time\n")
     finally:
         server.close()
+
+
+async def test_a_stream_made_anew_below_the_delivered_ids_is_followed(
+    redis_server: RedisServer,
+) -> None:
+    a = redis_hub(redis_server.url)
+    b = redis_hub(redis_server.url)
+    async with started(a, b):
+        sub = await a.subscribe("/anew")
+        await b.publish("/anew", "first")
+        await _read_until(sub, b"data: first\n")
+        backend = a.backend
+        assert isinstance(backend, RedisBackend)
+        # As if the events so far came from a Redis whose clock ran far ahead of the one that
+        # replaces it (a fail-over to an empty server): the ids delivered exceed any new one.
+        watch = backend._watched["/anew"]
+        watch.last = (2**62, 0)
+        watch.last_raw = f"{2**62}-0"
+        admin = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await admin.delete(backend.stream_key("/anew"), backend.index_key("/anew"))
+            await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        finally:
+            await admin.aclose()
+        await b.publish("/anew", "during")
+        await eventually(lambda: _true(backend.reconnects >= 1 and backend._feed_up))
+        await b.publish("/anew", "after")
+        data = await _read_until(sub, b"data: after\n")
+        assert [line for line in data.split(b"\n") if line.startswith(b"data:")] == [
+            b"data: during",
+            b"data: after",
+        ]
