@@ -26,11 +26,12 @@ async def _read_to_clean_end(response: httpx.Response) -> list[str]:
     return data
 
 
+@pytest.mark.parametrize("http", ["native", "uvicorn"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_ends_streams_cleanly_and_exits_zero(
-    start_hub: HubFactory, sig: signal.Signals
+    start_hub: HubFactory, sig: signal.Signals, http: str
 ) -> None:
-    hub = start_hub()
+    hub = start_hub("--http", http)
     timeout = httpx.Timeout(5.0, read=None)
     client = httpx.AsyncClient(base_url=hub.url, timeout=timeout)
     async with (
@@ -124,8 +125,9 @@ def test_busy_port_is_a_clear_error(start_hub: HubFactory) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
-async def test_slow_client_is_dropped_logged_and_counted(start_hub: HubFactory) -> None:
-    hub = start_hub("--max-buffer", "64KiB", "--max-body", "8MiB")
+@pytest.mark.parametrize("http", ["native", "uvicorn"])
+async def test_slow_client_is_dropped_logged_and_counted(start_hub: HubFactory, http: str) -> None:
+    hub = start_hub("--max-buffer", "64KiB", "--max-body", "8MiB", "--http", http)
     host, port = hub.url.removeprefix("http://").split(":")
     # A subscriber that never reads, with a small receive buffer so the server backs up fast.
     sock = socket.socket()

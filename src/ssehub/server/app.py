@@ -522,7 +522,7 @@ class HubServer:
         if self._origins or self._any_origin:
             cors = [(k.decode(), v.decode("latin-1")) for k, v in self._cors(scope)]
             headers = headers + cors
-        await stream_subscription(hub, sub, receive, send, headers)
+        await stream_subscription(hub, sub, receive, send, headers, scope)
 
     async def _subscribe(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._stream(self.hub, scope, receive, send)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import re
@@ -113,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="processes sharing the port (SO_REUSEPORT); more than 1 needs --redis, since "
         "in-memory hubs do not share events",
+    )
+    net.add_argument(
+        "--http",
+        choices=("native", "uvicorn"),
+        default="native",
+        help="HTTP server: 'native' is ssehub's own (streams written straight to their sockets, "
+        "no task per client; see BENCHMARKS.md), 'uvicorn' the ASGI server",
     )
     net.add_argument(
         "--cors-origin",
@@ -280,8 +288,69 @@ def _ignore_signal(signum: int, frame: FrameType | None) -> None:
     gracefully, and this handler turns that into a clean exit (status 0)."""
 
 
+def _started(args: argparse.Namespace, port: int) -> None:
+    log.info(
+        "event=start url=%s pid=%d http=%s backend=%s history=%d keepalive=%s auth=%s cors=%s",
+        _url(args.host, port),
+        os.getpid(),
+        args.http,
+        "redis" if args.redis else "memory",
+        args.history,
+        args.keepalive or "off",
+        "publish-token" if args.publish_token else "open",
+        ",".join(args.cors_origin) or "-",
+    )
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, b"1")
+        os.close(args.ready_fd)
+
+
+def serve_native(args: argparse.Namespace) -> int:
+    """Run one hub process on ssehub's own HTTP server until SIGTERM or SIGINT."""
+    from ssehub.server.transport import HTTPServer
+
+    app = build_server(args)
+    sock = _bind(args.host, args.port, args.reuse_port)
+    port = sock.getsockname()[1]
+
+    async def run() -> None:
+        server = HTTPServer(app, max_body=args.max_body)
+        loop = asyncio.get_running_loop()
+
+        def stop(sig: signal.Signals) -> None:
+            log.info("event=stopping signal=%s clients=%d", sig.name, app.hub.client_count())
+            server.shutdown()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+        task = asyncio.ensure_future(server.serve([sock], timeout=10))
+        started = asyncio.ensure_future(server.started.wait())
+        await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
+        if server.started.is_set():
+            _started(args, port)
+        else:
+            started.cancel()
+        await task
+
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(run())
+        else:
+            uvloop.run(run())
+    finally:
+        sock.close()
+    log.info(
+        "event=stop pid=%d published=%d", os.getpid(), sum(app.hub.published_counts().values())
+    )
+    return 0
+
+
 def serve_one(args: argparse.Namespace) -> int:
-    """Run one hub process on uvicorn until SIGTERM or SIGINT; return the exit status."""
+    """Run one hub process until SIGTERM or SIGINT; return the exit status."""
+    if args.http == "native":
+        return serve_native(args)
     import uvicorn
 
     app = build_server(args)
@@ -305,19 +374,7 @@ def serve_one(args: argparse.Namespace) -> int:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:
-                log.info(
-                    "event=start url=%s pid=%d backend=%s history=%d keepalive=%s auth=%s cors=%s",
-                    _url(args.host, port),
-                    os.getpid(),
-                    "redis" if args.redis else "memory",
-                    args.history,
-                    args.keepalive or "off",
-                    "publish-token" if args.publish_token else "open",
-                    ",".join(args.cors_origin) or "-",
-                )
-                if args.ready_fd is not None:
-                    os.write(args.ready_fd, b"1")
-                    os.close(args.ready_fd)
+                _started(args, port)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for listener in getattr(self, "servers", ()):
@@ -366,7 +423,7 @@ def _worker_argv(args: argparse.Namespace, port: int, ready_fd: int) -> list[str
         str(args.keepalive),
     ]
     argv += ["--max-body", str(args.max_body), "--max-buffer", str(args.max_buffer)]
-    argv += ["--log-level", args.log_level]
+    argv += ["--log-level", args.log_level, "--http", args.http]
     if args.history_ttl is not None:
         argv += ["--history-ttl", str(args.history_ttl)]
     if args.retry is not None:
