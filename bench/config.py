@@ -113,6 +113,23 @@ SERVERS: tuple[ServerSpec, ...] = (
         requires=("ssehub.server",),
     ),
     ServerSpec(
+        "ssehub-uvicorn",
+        "ssehub (standalone hub on uvicorn)",
+        (
+            "{python}",
+            "-m",
+            "ssehub",
+            "serve",
+            "--http",
+            "uvicorn",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+        ),
+        requires=("ssehub.server", "uvicorn"),
+    ),
+    ServerSpec(
         "ssehub-starlette",
         "ssehub (Starlette + uvicorn)",
         ("{python}", str(PEERS / "ssehub_starlette.py"), "--host", "{host}", "--port", "{port}"),
