@@ -70,6 +70,28 @@ class _Flusher:
 class _Connection(asyncio.Protocol):
     """One client connection: parses requests, runs the ASGI app, or streams a subscription."""
 
+    # Slots and lazily made futures keep an idle stream's connection small (see W2).
+    __slots__ = (
+        "body",
+        "body_size",
+        "client",
+        "cycle",
+        "disconnected",
+        "drained",
+        "headers",
+        "hub",
+        "local",
+        "loop",
+        "parser",
+        "paused",
+        "queue",
+        "server",
+        "sub",
+        "too_large",
+        "transport",
+        "url",
+    )
+
     def __init__(self, server: HTTPServer) -> None:
         self.server = server
         self.loop = server.loop
@@ -84,9 +106,10 @@ class _Connection(asyncio.Protocol):
         self.body_size = 0
         self.too_large = False
         # Requests parsed and waiting (pipelining), and the one running.
-        self.queue: deque[tuple[Scope, bytes]] = deque()
+        self.queue: deque[tuple[Scope, bytes]] | None = None
         self.cycle: asyncio.Task[None] | None = None
-        self.disconnected = asyncio.Event()
+        # Resolved when the client goes away; made only when an app waits for that.
+        self.disconnected: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
         self.paused = False
         # Direct stream state.
@@ -110,7 +133,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self.disconnected.set()
+        if self.disconnected is None:
+            self.disconnected = self.loop.create_future()
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
         self.resume_writing()
         sub = self.sub
         if sub is not None:
@@ -191,7 +217,10 @@ class _Connection(asyncio.Protocol):
             "extensions": {DIRECT_STREAM: {}},
             "keep_alive": self.parser.should_keep_alive(),
         }
+        if self.queue is None:
+            self.queue = deque()
         self.queue.append((scope, b"".join(self.body)))
+        self.body = []
         if self.cycle is None:
             self._next_cycle()
 
@@ -231,7 +260,9 @@ class _Connection(asyncio.Protocol):
             if not body_sent:
                 body_sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            await self.disconnected.wait()
+            if self.disconnected is None:
+                self.disconnected = self.loop.create_future()
+            await self.disconnected
             return {"type": "http.disconnect"}
 
         async def send(message: ASGIMessage) -> None:
@@ -247,6 +278,7 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         if self.sub is not None:
+            self.cycle = None
             return  # the connection now belongs to the stream
         if not state.complete:
             if not state.started:
