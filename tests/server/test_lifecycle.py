@@ -155,3 +155,18 @@ async def test_slow_client_is_dropped_logged_and_counted(start_hub: HubFactory, 
         assert "event=client_dropped reason=slow channel=/events/slow" in hub.log()
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("http", ["native", "uvicorn"])
+async def test_access_log_has_one_line_per_request(start_hub: HubFactory, http: str) -> None:
+    hub = start_hub("--access-log", "--http", http)
+    async with httpx.AsyncClient(base_url=hub.url) as client:
+        assert (await client.post("/events/logged", content="x")).status_code == 200
+        assert (await client.get("/nowhere")).status_code == 404
+    for _ in range(100):
+        if "/nowhere" in hub.log():
+            break
+        await asyncio.sleep(0.02)
+    log = hub.log()
+    assert '"POST /events/logged HTTP/1.1" 200' in log
+    assert '"GET /nowhere HTTP/1.1" 404' in log

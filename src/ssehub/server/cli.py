@@ -225,6 +225,7 @@ def configure_logging(level: str) -> None:
     uvicorn_level = "DEBUG" if level == "debug" else "WARNING"
     logging.getLogger("uvicorn.error").setLevel(uvicorn_level)
     logging.getLogger("uvicorn.access").setLevel("INFO")
+    logging.getLogger("ssehub.access").setLevel("INFO")
 
 
 def make_backend(redis_url: str | None) -> Backend | None:
@@ -314,7 +315,7 @@ def serve_native(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
 
     async def run() -> None:
-        server = HTTPServer(app, max_body=args.max_body)
+        server = HTTPServer(app, max_body=args.max_body, access_log=args.access_log)
         loop = asyncio.get_running_loop()
 
         def stop(sig: signal.Signals) -> None:

@@ -32,6 +32,7 @@ from ssehub.types import ASGIMessage, Receive, Scope, Send
 __all__ = ["HTTPServer"]
 
 log = logging.getLogger("ssehub.server")
+access_log = logging.getLogger("ssehub.access")
 
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 
@@ -270,6 +271,15 @@ class _Connection(asyncio.Protocol):
 
         try:
             await self.server.app(scope, receive, send)
+            if self.server.access_log:
+                access_log.info(
+                    '%s - "%s %s HTTP/%s" %d',
+                    self.client[0] if self.client else "-",
+                    scope["method"],
+                    scope["path"],
+                    scope["http_version"],
+                    200 if self.sub is not None else state.status,
+                )
         except Exception:
             log.exception("error in the hub's HTTP app")
             if not state.started:
@@ -425,9 +435,12 @@ class HTTPServer:
     loop: asyncio.AbstractEventLoop
     flusher: _Flusher
 
-    def __init__(self, app: ASGIApp, *, max_body: int = 1024 * 1024) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body: int = 1024 * 1024, access_log: bool = False
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.access_log = access_log
         self.connections: set[_Connection] = set()
         self.closing = False
         self._stop = asyncio.Event()
