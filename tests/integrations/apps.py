@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from ssehub import Hub, Message
 from ssehub.integrations.aiohttp import sse_handler
 from ssehub.integrations.flask import sse_blueprint
-from ssehub.integrations.litestar import mount
+from ssehub.integrations.litestar import mount, shutdown_hook
 from ssehub.integrations.quart import sse_response
 from ssehub.integrations.starlette import EventStreamResponse
 
@@ -94,7 +94,7 @@ def litestar_app(hub: Hub) -> Any:
     async def clients(name: str) -> dict[str, int]:
         return {"clients": hub.client_count("/events/" + name.lstrip("/"))}
 
-    return Litestar([publish, clients, mount(hub, "/events")])
+    return Litestar([publish, clients, mount(hub, "/events")], on_shutdown=[shutdown_hook(hub)])
 
 
 def quart_app(hub: Hub) -> Any:

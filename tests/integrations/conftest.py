@@ -25,6 +25,8 @@ from tests._support import free_port
 from tests.integrations import apps
 
 ROOT = Path(__file__).resolve().parents[2]
+WSGI_THREADS = int(os.environ.get("SSEHUB_WSGI_THREADS", "32"))
+"""Threads of the WSGI servers: each open stream holds one."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,14 @@ def _serve_waitress(app: Any) -> Iterator[str]:
     from waitress.server import create_server
 
     # channel_request_lookahead lets waitress notice a client leaving while a stream is idle.
-    server = create_server(app, host="127.0.0.1", port=0, threads=32, channel_request_lookahead=1)
+    server = create_server(
+        app,
+        host="127.0.0.1",
+        port=0,
+        threads=WSGI_THREADS,
+        channel_request_lookahead=1,
+        connection_limit=max(100, WSGI_THREADS + 10),
+    )
     port = server.effective_port
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
@@ -158,7 +167,7 @@ def _serve_gunicorn(target: str) -> Iterator[str]:
     process = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("gunicorn")),
-            "--worker-class", "gthread", "--workers", "1", "--threads", "32",
+            "--worker-class", "gthread", "--workers", "1", "--threads", str(WSGI_THREADS),
             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2", "--log-level", "warning",
             target,
         ],

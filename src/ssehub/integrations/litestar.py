@@ -2,7 +2,7 @@
 
 Mount every channel under a prefix (the channel is the request path, ``/events/...``)::
 
-    app = Litestar([mount(hub, "/events"), ...], on_shutdown=[hub.shutdown])
+    app = Litestar([mount(hub, "/events"), ...], on_shutdown=[shutdown_hook(hub)])
 
 or stream a channel your handler picks::
 
@@ -16,7 +16,7 @@ Each open stream costs one asyncio task (the server's request task) plus its sub
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -33,14 +33,27 @@ from ssehub.errors import HubClosed, SubscriptionDenied
 from ssehub.hub import Hub
 from ssehub.types import Receive, Scope, Send
 
-__all__ = ["EventStreamResponse", "mount"]
+__all__ = ["EventStreamResponse", "mount", "shutdown_hook"]
+
+
+def shutdown_hook(hub: Hub) -> Callable[[], Awaitable[None]]:
+    """An ``on_shutdown`` hook that shuts ``hub`` down gracefully.
+
+    (Litestar passes the app to hooks that take parameters, so ``hub.shutdown`` itself, whose
+    parameter is a timeout, cannot be the hook.)
+    """
+
+    async def ssehub_shutdown() -> None:
+        await hub.shutdown()
+
+    return ssehub_shutdown
 
 
 def mount(hub: Hub, path: str = "/events") -> ASGIRouteHandler:
     """A route handler that serves ``hub.asgi`` at ``path`` and every path under it.
 
     The channel is the full request path (``/events/news``) unless the hub's
-    ``channel_name`` says otherwise. Add ``hub.shutdown`` to the app's ``on_shutdown``.
+    ``channel_name`` says otherwise. Add ``shutdown_hook(hub)`` to the app's ``on_shutdown``.
     """
     asgi_app = hub.asgi
     prefix = path.rstrip("/")
