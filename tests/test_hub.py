@@ -339,3 +339,17 @@ def test_invalid_settings_and_messages_raise_clear_errors() -> None:
         Hub(headers={"X-Bad": "a\r\nInjected: yes"})
     with pytest.raises(InvalidMessage, match="id"):
         Message("x", id="a\nb")
+
+
+def test_async_use_from_another_loop_is_a_clear_error() -> None:
+    hub = Hub()
+    hub.publish_threadsafe("/a", "binds the hub to a loop thread of its own")
+
+    async def elsewhere() -> None:
+        with pytest.raises(RuntimeError, match="bound to another event loop"):
+            await hub.subscribe("/a")
+        with pytest.raises(RuntimeError, match="bound to another event loop"):
+            await hub.publish("/a", "x")
+
+    asyncio.run(elsewhere())
+    hub.run_threadsafe(hub.shutdown())

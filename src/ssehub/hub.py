@@ -215,6 +215,15 @@ class Hub:
         starting = self._starting
         if starting is None or not starting.done():
             await self.start()
+        elif self._loop is not asyncio.get_running_loop():
+            self._wrong_loop()
+
+    def _wrong_loop(self) -> None:
+        own = " (a loop of its own, started by a *_threadsafe call)" if self._thread else ""
+        raise RuntimeError(
+            f"this hub is bound to another event loop{own}: a hub serves one loop; call its "
+            "async methods there, and use publish_threadsafe() from other threads"
+        )
 
     async def restart(self) -> None:
         """End every open stream (clients reconnect and resume); keep serving."""
@@ -285,6 +294,8 @@ class Hub:
         """
         if self._starting is None or self._closed:
             await self._ready()
+        elif self._loop is not asyncio.get_running_loop():
+            self._wrong_loop()
         if not isinstance(message, Message):
             message = Message(message)
         self._published[channel] = self._published.get(channel, 0) + 1
