@@ -3,6 +3,7 @@
 
 import asyncio
 import time
+from pathlib import Path
 
 from aiohttp import web
 
@@ -11,16 +12,8 @@ from ssehub.integrations.aiohttp import sse_handler
 
 hub = Hub(headers={"Access-Control-Allow-Origin": "*"})
 
-PAGE = """<!doctype html>
-<title>ssehub: the time</title>
-<pre id="log"></pre>
-<script>
-  const source = new EventSource("/events/my-channel");
-  source.addEventListener("time", (e) => {
-    document.getElementById("log").textContent += e.lastEventId + " " + e.data + "\\n";
-  });
-</script>
-"""
+# The EventSource page every example serves.
+PAGE = (Path(__file__).parent / "page.html").read_text()
 
 
 async def page(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ thread with ``hub.publish_threadsafe``. For Django under ASGI see ``django_asgi_
 
 import threading
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
@@ -26,16 +27,8 @@ settings.configure(
 
 hub = Hub(headers={"Access-Control-Allow-Origin": "*"})
 
-PAGE = """<!doctype html>
-<title>ssehub: the time</title>
-<pre id="log"></pre>
-<script>
-  const source = new EventSource("/events/my-channel");
-  source.addEventListener("time", (e) => {
-    document.getElementById("log").textContent += e.lastEventId + " " + e.data + "\\n";
-  });
-</script>
-"""
+# The EventSource page every example serves.
+PAGE = (Path(__file__).parent / "page.html").read_text()
 
 
 def page(request):

@@ -8,6 +8,7 @@ Django has no lifespan events, so a small ASGI wrapper starts the clock and shut
 
 import asyncio
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.asgi import get_asgi_application
@@ -27,16 +28,8 @@ settings.configure(
 
 hub = Hub(headers={"Access-Control-Allow-Origin": "*"})
 
-PAGE = """<!doctype html>
-<title>ssehub: the time</title>
-<pre id="log"></pre>
-<script>
-  const source = new EventSource("/events/my-channel");
-  source.addEventListener("time", (e) => {
-    document.getElementById("log").textContent += e.lastEventId + " " + e.data + "\\n";
-  });
-</script>
-"""
+# The EventSource page every example serves.
+PAGE = (Path(__file__).parent / "page.html").read_text()
 
 
 async def page(request):

@@ -8,6 +8,7 @@ or a Redis backend shared by several). Or with waitress, from examples/:
 
 import threading
 import time
+from pathlib import Path
 
 from flask import Flask
 
@@ -16,16 +17,8 @@ from ssehub.integrations.flask import sse_blueprint
 
 hub = Hub(headers={"Access-Control-Allow-Origin": "*"})
 
-PAGE = """<!doctype html>
-<title>ssehub: the time</title>
-<pre id="log"></pre>
-<script>
-  const source = new EventSource("/events/my-channel");
-  source.addEventListener("time", (e) => {
-    document.getElementById("log").textContent += e.lastEventId + " " + e.data + "\\n";
-  });
-</script>
-"""
+# The EventSource page every example serves.
+PAGE = (Path(__file__).parent / "page.html").read_text()
 
 app = Flask(__name__)
 app.register_blueprint(sse_blueprint(hub), url_prefix="/events")

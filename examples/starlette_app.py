@@ -4,6 +4,7 @@
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
@@ -13,16 +14,8 @@ from ssehub import Hub, Message
 
 hub = Hub(headers={"Access-Control-Allow-Origin": "*"})
 
-PAGE = """<!doctype html>
-<title>ssehub: the time</title>
-<pre id="log"></pre>
-<script>
-  const source = new EventSource("/events/my-channel");
-  source.addEventListener("time", (e) => {
-    document.getElementById("log").textContent += e.lastEventId + " " + e.data + "\\n";
-  });
-</script>
-"""
+# The EventSource page every example serves.
+PAGE = (Path(__file__).parent / "page.html").read_text()
 
 
 async def page(request):
