@@ -57,6 +57,7 @@ class Tally:
     all_in: asyncio.Event = field(default_factory=asyncio.Event)
     hist: dict[int, int] = field(default_factory=dict)  # latency in 10 us bins -> count
     latency: bool = False
+    paused: list[Subscriber] = field(default_factory=list)  # waiting for the next read tick
 
 
 class Subscriber(asyncio.Protocol):
@@ -71,6 +72,8 @@ class Subscriber(asyncio.Protocol):
         tally: Tally,
         sample: bool,
         sample_limit: int,
+        timed: bool = False,
+        batched: bool = False,
     ) -> None:
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
@@ -93,9 +96,16 @@ class Subscriber(asyncio.Protocol):
         self.sample: bytearray | None = bytearray() if sample else None
         self.sample_limit = sample_limit
         self.transport: asyncio.Transport | None = None
-        # Latency needs each event's timestamp, hence the exact path; throughput counts raw bytes
-        # and checks the count against the exact path on subscriber 0 (``sample``).
-        self.fast = not tally.latency
+        # A timed subscriber reads each event's timestamp, hence the exact path (de-chunk, split
+        # lines, parse); every other one counts raw bytes, and subscriber 0 (``sample``) checks
+        # that count against the exact path. Only a few evenly spread subscribers are timed, so
+        # the client's parsing does not become the bottleneck it would be on all of them.
+        self.timed = timed
+        self.fast = not timed
+        # A batched subscriber stops reading after each read until the next tick of `read_ticks`
+        # (the kernel keeps what arrives meanwhile), so it costs the client one read per tick
+        # instead of one per event written; the server's work does not change.
+        self.batched = batched and not timed and not sample
         self.tail = b""
         self.exact_count = 0
 
@@ -130,6 +140,9 @@ class Subscriber(asyncio.Protocol):
                 return
         if self.fast:
             self._count_raw(data)
+            if self.batched and self.transport is not None:
+                self.transport.pause_reading()
+                self.tally.paused.append(self)
             if self.sample is None:
                 return
         body = self._dechunk(data) if self.chunked else data
@@ -204,7 +217,7 @@ class Subscriber(asyncio.Protocol):
             return
         tally = self.tally
         now = time.time_ns()
-        if tally.latency:
+        if self.timed:
             hist = tally.hist
             pos = buf.find(_DATA)
             while pos >= 0:
@@ -309,6 +322,30 @@ class Publisher:
                 stats.first_error = f"{status} {answer[:200]!r}"
 
 
+async def read_ticks(tally: Tally, interval: float) -> None:
+    """Every ``interval`` seconds, let every paused (batched) subscriber read once more."""
+    while True:
+        await asyncio.sleep(interval)
+        paused, tally.paused = tally.paused, []
+        for sub in paused:
+            if not sub.closed and sub.transport is not None:
+                with contextlib.suppress(Exception):
+                    sub.transport.resume_reading()
+
+
+def timed_indices(count: int, timed: int) -> set[int]:
+    """Which of ``count`` subscribers (in connection order) record latencies: ``timed`` of them,
+    evenly spread from the first to the last, so early and late places in the fan-out both count.
+    """
+    if timed <= 0 or count <= 0:
+        return set()
+    if timed >= count:
+        return set(range(count))
+    if timed == 1:
+        return {count - 1}
+    return {round(k * (count - 1) / (timed - 1)) for k in range(timed)}
+
+
 def random_channels(channels: int, events: int, seed: int) -> list[int]:
     """The channel index of each event in W4 (the same in every loadgen process)."""
     rng = random.Random(seed)
@@ -406,13 +443,26 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
         paths = [subs_spec["path"]] * n
         expected = [subs_spec["expect"]] * n
     tally.pending = sum(1 for e in expected if e > 0)
+    timed = timed_indices(n, spec.get("timed", 0)) if tally.latency else set()
+    interval = spec.get("read_interval", 0.0)
+    ticker = asyncio.ensure_future(read_ticks(tally, interval)) if interval > 0 else None
     sem = asyncio.Semaphore(spec["connect_concurrency"])
     subscribers: list[Subscriber] = []
     failures: list[str] = []
 
     async def subscribe(i: int) -> None:
         async with sem:
-            sub = Subscriber(host, port, paths[i], expected[i], tally, i == 0, spec["sample_bytes"])
+            sub = Subscriber(
+                host,
+                port,
+                paths[i],
+                expected[i],
+                tally,
+                i == 0,
+                spec["sample_bytes"],
+                i in timed,
+                ticker is not None,
+            )
             subscribers.append(sub)
             try:
                 await loop.create_connection(lambda: sub, host, port)
@@ -421,10 +471,23 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
                 failures.append(f"{type(exc).__name__}: {exc}")
 
     t_connect = time.perf_counter()
+    # "phases": connect in steps, each one on a line "next" from the driver, answered with a
+    # line {"phase": k}; the driver uses it to interleave two processes' subscribers.
+    phases = spec.get("phases") or [n]
+    first = 0
     try:
-        await asyncio.wait_for(
-            asyncio.gather(*(subscribe(i) for i in range(n))), spec["connect_timeout"]
-        )
+        for k, size in enumerate(phases):
+            if spec.get("phases"):
+                step = await loop.run_in_executor(None, sys.stdin.readline)
+                if step.strip() != "next":
+                    return {"aborted": True}
+            await asyncio.wait_for(
+                asyncio.gather(*(subscribe(i) for i in range(first, first + size))),
+                spec["connect_timeout"],
+            )
+            first += size
+            if spec.get("phases"):
+                print(json.dumps({"phase": k, "failures": failures[:3]}), flush=True)
     except asyncio.TimeoutError:
         failures.append("timed out opening subscribers")
     connect_s = time.perf_counter() - t_connect
@@ -457,6 +520,8 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
             pub_error = f"{type(exc).__name__}: {exc}"
     end_ns = tally.last_event_ns
     cpu = cpu_seconds() - cpu0
+    if ticker is not None:
+        ticker.cancel()
 
     verify: dict[str, Any] = {"verified": None, "why": "no sample"}
     if subscribers and subscribers[0].sample is not None and pub:
@@ -495,6 +560,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
         if pub
         else None,
         "hist": {str(k): v for k, v in tally.hist.items()},
+        "timed": len(timed),
         "cpu_s": cpu,
         "wall_s": (time.time_ns() - go_ns) / 1e9,
         "verify": verify,

@@ -208,6 +208,16 @@ def run_loadgens(
                 )
             )
         readers = [LineReader(p) for p in procs]
+        steps = max(len(spec.get("phases") or ()) for spec in specs)
+        for k in range(steps):  # interleave the phased ones' connections, in spec order
+            for spec, p, r in zip(specs, procs, readers, strict=True):
+                if k < len(spec.get("phases") or ()):
+                    assert p.stdin is not None
+                    p.stdin.write(b"next\n")
+                    p.stdin.flush()
+                    step = r.line(C.CONNECT_TIMEOUT_S + 30)
+                    if step.get("failures"):
+                        raise BenchError(f"subscribers failed to connect: {step['failures']}")
         for r in readers:
             ready = r.line(C.CONNECT_TIMEOUT_S + 30)
             if ready.get("failures"):
@@ -250,6 +260,7 @@ def base_spec() -> dict[str, Any]:
         "stall": C.STALL_S,
         "deadline": C.RUN_DEADLINE_S,
         "sample_bytes": C.SAMPLE_BYTES,
+        "read_interval": C.READ_INTERVAL_S,
     }
 
 
@@ -346,23 +357,35 @@ def percentile(hist: dict[int, int], q: float) -> float:
 
 
 def measure_latency(server: Server, subscribers: int) -> dict[str, Any]:
-    """W3: ``subscribers`` clients, events paced at W3_RATE for W3_SECONDS; latency."""
+    """W3: ``subscribers`` clients, events paced at W3_RATE for W3_SECONDS; latency.
+
+    Two kinds of load generator: a probe process holding the W3_TIMED timed subscribers (and the
+    publisher), which does little else, so its receipt times are not queued behind the other
+    subscribers' reads; and the others, which only count (batched reads). Their connections are
+    interleaved, so the timed subscribers sit evenly spread in the server's subscription order.
+    """
     events = max(1, int(C.W3_RATE * C.W3_SECONDS))
     path = "/events/latency"
+    timed = max(1, min(C.W3_TIMED, subscribers))
+    probe = base_spec()
+    probe.update(latency=True, timed=timed, read_interval=0.0, phases=[1] * timed)
+    probe["subscribe"] = {"mode": "one", "path": path, "count": timed, "expect": events}
+    probe["publish"] = {
+        "mode": "paced",
+        "path": path,
+        "events": events,
+        "connections": 1,
+        "rate": C.W3_RATE,
+    }
     specs = []
-    for i, (_first, count) in enumerate(split(subscribers)):
+    for _first, count in split(subscribers - timed) if subscribers > timed else []:
         spec = base_spec()
-        spec["latency"] = True
+        spec["read_interval"] = C.W3_READ_INTERVAL_S
         spec["subscribe"] = {"mode": "one", "path": path, "count": count, "expect": events}
-        if i == 0:
-            spec["publish"] = {
-                "mode": "paced",
-                "path": path,
-                "events": events,
-                "connections": 1,
-                "rate": C.W3_RATE,
-            }
+        # Before each timed subscriber, an even share of these (the probe connects after them).
+        spec["phases"] = [count // timed + (1 if k < count % timed else 0) for k in range(timed)]
         specs.append(spec)
+    specs.append(probe)
     cpu0 = [0.0]
     results = run_loadgens(server.port, specs, lambda: cpu0.__setitem__(0, server.cpu()))
     out = collect(server, results, cpu0[0])
@@ -371,7 +394,11 @@ def measure_latency(server: Server, subscribers: int) -> dict[str, Any]:
         for k, v in r["hist"].items():
             hist[int(k)] = hist.get(int(k), 0) + v
     out.update(
-        p50_ms=percentile(hist, 0.50), p99_ms=percentile(hist, 0.99), max_ms=percentile(hist, 1)
+        p50_ms=percentile(hist, 0.50),
+        p99_ms=percentile(hist, 0.99),
+        max_ms=percentile(hist, 1),
+        timed=sum(r.get("timed", 0) for r in results),
+        samples=sum(hist.values()),
     )
     return out
 
