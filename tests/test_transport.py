@@ -141,6 +141,20 @@ async def test_malformed_request_gets_400_and_server_keeps_serving(base: str) ->
         assert (await client.get(f"{base}/ok")).status_code == 201
 
 
+async def test_oversized_headers_get_431(base: str) -> None:
+    payload = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    data = await raw_exchange(base, payload)
+    assert data.startswith(b"HTTP/1.1 431 ")
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{base}/ok")).status_code == 201
+
+
+async def test_many_pipelined_requests_are_all_answered(base: str) -> None:
+    requests = b"".join(b"GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(100))
+    responses = split_responses(await raw_exchange(base, requests, idle=1.0))
+    assert [json.loads(body)["path"] for _, body in responses] == [f"/r{i}" for i in range(100)]
+
+
 async def test_streamed_response_is_chunked(base: str) -> None:
     async with httpx.AsyncClient() as client:
         response = await client.get(f"{base}/stream")

@@ -38,6 +38,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MAX_HEAD = 64 * 1024  # bytes of request line and headers
+_MAX_QUEUED = 32  # pipelined requests held before the connection stops being read
+
+
+class _HeadTooLarge(Exception):
+    pass
 
 
 def _head(status: int, headers: list[tuple[bytes, bytes]] | list[tuple[str, str]]) -> bytearray:
@@ -79,6 +85,7 @@ class _Connection(asyncio.Protocol):
         "cycle",
         "disconnected",
         "drained",
+        "head_size",
         "headers",
         "hub",
         "local",
@@ -105,6 +112,7 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.body_size = 0
+        self.head_size = 0
         self.too_large = False
         # Requests parsed and waiting (pipelining), and the one running.
         self.queue: deque[tuple[Scope, bytes]] | None = None
@@ -169,12 +177,21 @@ class _Connection(asyncio.Protocol):
         self.headers = []
         self.body = []
         self.body_size = 0
+        self.head_size = 0
         self.too_large = False
 
+    def _count_head(self, size: int) -> None:
+        self.head_size += size
+        if self.head_size > _MAX_HEAD:
+            self._reject(431, b"request line and headers larger than 64 KiB")
+            raise _HeadTooLarge
+
     def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -224,6 +241,8 @@ class _Connection(asyncio.Protocol):
         self.body = []
         if self.cycle is None:
             self._next_cycle()
+        elif len(self.queue) >= _MAX_QUEUED and self.transport is not None:
+            self.transport.pause_reading()  # a client pipelining faster than it is answered
 
     # -- requests -------------------------------------------------------------------------
 
@@ -247,6 +266,9 @@ class _Connection(asyncio.Protocol):
         if self.queue and self.sub is None and not self.server.closing:
             scope, body = self.queue.popleft()
             self.cycle = self.loop.create_task(self._run(scope, body))
+            transport = self.transport
+            if transport is not None and not transport.is_reading() and not transport.is_closing():
+                transport.resume_reading()
         else:
             self.cycle = None
 
