@@ -656,7 +656,7 @@ def plot(records: list[Record], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     series: dict[tuple[str, int], list[tuple[int, float, float, float]]] = {}
     for rec in records:
         if rec.case.workload != "W1" or not rec.runs:
@@ -685,7 +685,7 @@ def plot(records: list[Record], path: Path) -> None:
     ax.set_ylabel("delivered events/s (median of runs, min-max bars)")
     ax.set_title("W1 fan-out: 64-byte events published back to back")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
