@@ -70,8 +70,27 @@ class _Flusher:
     def flush(self) -> None:
         dirty, self.dirty = self.dirty, []
         self.scheduled = False
+        # The fan-out's per-subscriber cost lives here: it is Subscription._take inlined, one
+        # write, and re-arming the wake-up with a bound method made once per connection.
         for conn in dirty:
-            conn.flush_stream()
+            sub = conn.sub
+            if sub is None:
+                continue
+            chunks = sub._chunks
+            if chunks:
+                sub._chunks = []
+                sub._size = 0
+                sub._limit = sub._max
+                transport = conn.transport
+                assert transport is not None
+                transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                if transport.get_write_buffer_size() > sub._max:
+                    sub.close(CloseReason.SLOW)
+                    transport.abort()
+            if sub._closed:
+                conn.stream_ended()
+            else:
+                sub._wake = conn.schedule
 
 
 class _Connection(asyncio.Protocol):
@@ -85,6 +104,7 @@ class _Connection(asyncio.Protocol):
         "cycle",
         "disconnected",
         "drained",
+        "flusher",
         "head_size",
         "headers",
         "hub",
@@ -93,6 +113,7 @@ class _Connection(asyncio.Protocol):
         "parser",
         "paused",
         "queue",
+        "schedule",
         "server",
         "sub",
         "too_large",
@@ -124,6 +145,8 @@ class _Connection(asyncio.Protocol):
         # Direct stream state.
         self.hub: Hub | None = None
         self.sub: Subscription | None = None
+        self.flusher = server.flusher
+        self.schedule = self._schedule  # made once: re-armed after every flush
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -394,10 +417,10 @@ class _Connection(asyncio.Protocol):
         if sub.pending_bytes or sub.closed:
             self._schedule()
         else:
-            sub._wake = self._schedule
+            sub._wake = self.schedule
 
     def _schedule(self) -> None:
-        flusher = self.server.flusher
+        flusher = self.flusher
         flusher.dirty.append(self)
         if not flusher.scheduled:
             flusher.scheduled = True
@@ -407,24 +430,13 @@ class _Connection(asyncio.Protocol):
         assert self.hub is not None
         self.hub._on_sub_closed(sub)
 
-    def flush_stream(self) -> None:
-        """Write what the subscription holds; end the response when it has closed."""
+    def stream_ended(self) -> None:
+        """The subscription has closed and its bytes are written: end the response."""
         sub = self.sub
         transport = self.transport
-        if sub is None or transport is None:
-            return
-        chunk = sub._take()
-        if chunk is not None and not transport.is_closing():
-            transport.write(chunk)
-            if transport.get_write_buffer_size() > sub._max:
-                sub.close(CloseReason.SLOW)
-                transport.abort()
-        if sub.closed:
-            if sub.close_reason != CloseReason.SLOW:
-                transport.close()  # after what is buffered: a clean end of the stream
-            self._end_stream()
-        else:
-            sub._wake = self._schedule
+        if sub is not None and transport is not None and sub.close_reason != CloseReason.SLOW:
+            transport.close()  # after what is buffered: a clean end of the stream
+        self._end_stream()
 
     def _end_stream(self) -> None:
         sub, self.sub = self.sub, None
