@@ -23,19 +23,9 @@ import httpx_sse
 from playwright.async_api import async_playwright
 
 import ssehub.client
+from tests._support.browser import CHROMIUM, CHROMIUM_ARGS
 
 NODE_DIR = Path(__file__).parent / "node"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @dataclass(frozen=True)

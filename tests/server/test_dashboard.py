@@ -8,22 +8,11 @@ import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
+from tests._support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests._support.sse import open_sse
 from tests.server.hub_process import HubProcess
 
 pytestmark = pytest.mark.timeout(60)
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
