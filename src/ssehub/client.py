@@ -242,7 +242,51 @@ def _shutdown_socket(response: httpx.Response | None) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-class EventSource:
+class _Source:
+    """What the async and the sync source share: their state as the caller sees it."""
+
+    _state: _Reconnection
+    _pending: deque[Message]
+    _delivered_id: str | None
+    _closed: bool
+    _response: httpx.Response | None
+
+    # -- what the caller can see ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The URL the source connects (and reconnects) to."""
+        return self._state.url
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The id of the last event delivered (None before any); sent as ``Last-Event-ID``.
+
+        Save it to resume later with ``connect(url, last_event_id=...)``.
+        """
+        return self._delivered_id if self._pending else self._state.stream_id
+
+    @property
+    def reconnect_delay(self) -> float:
+        """The current reconnection time in seconds (the server's ``retry:`` once it sends one)."""
+        return self._state.delay
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the source has reconnected."""
+        return self._state.reconnects
+
+    @property
+    def closed(self) -> bool:
+        """True once the source is closed (by `aclose` / `close`, a 204, or an error)."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._response is not None else "idle"
+        return f"<{type(self).__name__} {self.url!r} {state} last_event_id={self.last_event_id!r}>"
+
+
+class EventSource(_Source):
     """An async iterator of `Message` from one SSE URL that reconnects until closed.
 
     Create it with `connect`. Iterating opens the stream; use it as an async context manager
@@ -293,36 +337,6 @@ class EventSource:
         self._reader: asyncio.Task[Any] | None = None
         self._idle: asyncio.Event | None = None
         self._cancelled_by_close = False
-
-    # -- what the caller can see ---------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The URL the source connects (and reconnects) to."""
-        return self._state.url
-
-    @property
-    def last_event_id(self) -> str | None:
-        """The id of the last event delivered (None before any); sent as ``Last-Event-ID``.
-
-        Save it to resume later with ``connect(url, last_event_id=...)``.
-        """
-        return self._delivered_id if self._pending else self._state.stream_id
-
-    @property
-    def reconnect_delay(self) -> float:
-        """The current reconnection time in seconds (the server's ``retry:`` once it sends one)."""
-        return self._state.delay
-
-    @property
-    def reconnects(self) -> int:
-        """How many times the source has reconnected."""
-        return self._state.reconnects
-
-    @property
-    def closed(self) -> bool:
-        """True once the source is closed (by `aclose`, a 204, or an error)."""
-        return self._closed
 
     # -- iteration ---------------------------------------------------------------------------
 
@@ -473,12 +487,8 @@ class EventSource:
     ) -> None:
         await self.aclose()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._response is not None else "idle"
-        return f"<EventSource {self.url!r} {state} last_event_id={self.last_event_id!r}>"
 
-
-class SyncEventSource:
+class SyncEventSource(_Source):
     """The blocking counterpart of `EventSource`, for plain threads; create it with `connect_sync`.
 
     Iterate it in one thread; `close` may be called from any thread and ends that iteration
@@ -525,31 +535,6 @@ class SyncEventSource:
         self._lock = threading.RLock()
         self._idle = threading.Event()
         self._idle.set()
-
-    @property
-    def url(self) -> str:
-        """The URL the source connects (and reconnects) to."""
-        return self._state.url
-
-    @property
-    def last_event_id(self) -> str | None:
-        """The id of the last event delivered (None before any); sent as ``Last-Event-ID``."""
-        return self._delivered_id if self._pending else self._state.stream_id
-
-    @property
-    def reconnect_delay(self) -> float:
-        """The current reconnection time in seconds (the server's ``retry:`` once it sends one)."""
-        return self._state.delay
-
-    @property
-    def reconnects(self) -> int:
-        """How many times the source has reconnected."""
-        return self._state.reconnects
-
-    @property
-    def closed(self) -> bool:
-        """True once the source is closed (by `close`, a 204, or an error)."""
-        return self._closed
 
     def __iter__(self) -> SyncEventSource:
         return self
@@ -682,10 +667,6 @@ class SyncEventSource:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._response is not None else "idle"
-        return f"<SyncEventSource {self.url!r} {state} last_event_id={self.last_event_id!r}>"
 
 
 def connect(
