@@ -70,20 +70,17 @@ class _Flusher:
     def flush(self) -> None:
         dirty, self.dirty = self.dirty, []
         self.scheduled = False
-        # The fan-out's per-subscriber cost lives here: it is Subscription._take inlined, one
-        # write, and re-arming the wake-up with a bound method made once per connection.
+        # The fan-out's per-subscriber cost lives here: take the pending bytes, one write, and
+        # re-arm the wake-up with a bound method made once per connection.
         for conn in dirty:
             sub = conn.sub
             if sub is None:
                 continue
-            chunks = sub._chunks
-            if chunks:
-                sub._chunks = []
-                sub._size = 0
-                sub._limit = sub._max
+            chunk = sub._take()
+            if chunk is not None:
                 transport = conn.transport
                 assert transport is not None
-                transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                transport.write(chunk)
                 if transport.get_write_buffer_size() > sub._max:
                     sub.close(CloseReason.SLOW)
                     transport.abort()
