@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from tests._support.redis_server import RedisServer
-from tests._support.sse import open_sse
+from tests._support.sse import SSEStream, open_sse
 from tests.server.hub_process import HubProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -54,6 +54,22 @@ def wait_until(predicate: object, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+async def open_streams_on_every_worker(
+    stack: contextlib.AsyncExitStack, hub: HubProcess, channel: str, count: int
+) -> list[SSEStream]:
+    """At least ``count`` streams, and more until each worker holds one (at most 40 in all).
+
+    The kernel spreads SO_REUSEPORT connections by hash: a handful can all land on one worker.
+    """
+    streams: list[SSEStream] = []
+    while len(streams) < 40:
+        streams.append(await stack.enter_async_context(open_sse(channel)))
+        spread = connections_by_worker(hub, psutil.CONN_ESTABLISHED)
+        if len(streams) >= count and len(spread) == 2 and all(spread.values()):
+            break
+    return streams
+
+
 async def test_subscribers_on_every_worker_get_events_published_through_any_worker(
     workers_hub: HubProcess,
 ) -> None:
@@ -63,7 +79,7 @@ async def test_subscribers_on_every_worker_get_events_published_through_any_work
     channel = hub.url + "/events/shared"
     async with asyncio.timeout(30), contextlib.AsyncExitStack() as stack:
         # Each stream is its own TCP connection; the kernel spreads them over both workers.
-        streams = [await stack.enter_async_context(open_sse(channel)) for _ in range(8)]
+        streams = await open_streams_on_every_worker(stack, hub, channel, 8)
         assert all(s.response.status_code == 200 for s in streams)
         spread = connections_by_worker(hub, psutil.CONN_ESTABLISHED)
         assert len(spread) == 2 and all(n > 0 for n in spread.values()), spread
@@ -105,9 +121,9 @@ async def test_workers_survive_a_redis_crash_with_streams_open_and_lose_nothing_
             refused.append(n)
 
     async with asyncio.timeout(45), contextlib.AsyncExitStack() as stack:
-        streams = [await stack.enter_async_context(open_sse(channel)) for _ in range(6)]
+        streams = await open_streams_on_every_worker(stack, hub, channel, 6)
         spread = connections_by_worker(hub, psutil.CONN_ESTABLISHED)
-        assert all(n > 0 for n in spread.values()), spread
+        assert len(spread) == 2 and all(n > 0 for n in spread.values()), spread
         client = await stack.enter_async_context(httpx.AsyncClient(timeout=15))
         n = 0
         for _ in range(20):
