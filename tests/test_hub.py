@@ -25,7 +25,7 @@ from ssehub import (
 async def drain(sub: Subscription) -> list[Message]:
     """Everything queued for ``sub`` right now, parsed."""
     parser = EventParser()
-    chunk = sub._take()
+    chunk = sub.take()
     return parser.feed(chunk) if chunk else []
 
 
@@ -184,8 +184,8 @@ async def test_slow_subscriber_is_dropped_and_others_are_unaffected() -> None:
     for i in range(2_000):
         await hub.publish("/a", f"event number {i}")
         if i % 50 == 0:
-            got += len(parser.feed(fast._take() or b""))
-    got += len(parser.feed(fast._take() or b""))
+            got += len(parser.feed(fast.take() or b""))
+    got += len(parser.feed(fast.take() or b""))
     assert got == 2_000
     assert slow.closed and slow.close_reason == CloseReason.SLOW
     assert slow.pending_bytes == 0  # its buffer was freed at once
@@ -212,8 +212,8 @@ async def test_keepalive_comment_on_idle_streams_only() -> None:
     for _ in range(6):
         await hub.publish("/busy", "x")
         await asyncio.sleep(0.02)
-    assert b": ping\n\n" in (idle._take() or b"")
-    assert b": ping" not in (busy._take() or b"")
+    assert b": ping\n\n" in (idle.take() or b"")
+    assert b": ping" not in (busy.take() or b"")
     await hub.shutdown()
 
 
@@ -221,7 +221,7 @@ async def test_retry_is_sent_once_when_the_stream_opens() -> None:
     hub = Hub(retry=2500)
     sub = await hub.subscribe("/a")
     await hub.publish("/a", Message("x", id="1"))
-    assert sub._take() == b"retry: 2500\n\nid: 1\ndata: x\n\n"
+    assert sub.take() == b"retry: 2500\n\nid: 1\ndata: x\n\n"
     await hub.shutdown()
 
 

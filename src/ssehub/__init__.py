@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The protocol adapters register themselves as Hub.asgi and Hub.wsgi when imported.
+from ssehub import asgi as asgi
+from ssehub import wsgi as wsgi
 from ssehub.backends import Backend, MemoryBackend, Replay
 from ssehub.errors import (
     BackendUnavailable,

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub._serving import (
+    DIRECT_STREAM,
+    Answer,
+    DirectStream,
+    answer_before_stream,
+    cancel_on_slow_drop,
+    drain,
+    open_stream,
+)
+from ssehub.hub import ADAPTERS, Hub
 from ssehub.request import Request
 from ssehub.subscription import CloseReason, Subscription
 from ssehub.types import Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from ssehub.hub import Hub
-
-__all__ = ["DIRECT_STREAM", "ASGIApp", "request_from_scope", "stream_subscription"]
-
-_ALLOW = "GET, OPTIONS"
+__all__ = ["DIRECT_STREAM", "ASGIApp", "request_from_scope", "send_answer", "stream_subscription"]
 
 
 def request_from_scope(scope: Scope) -> Request:
@@ -45,23 +47,16 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-async def _send_json(
-    send: Send, status: int, body: dict[str, str], extra: list[tuple[str, str]]
-) -> None:
-    payload = json.dumps(body).encode()
-    headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
+async def send_answer(send: Send, answer: Answer) -> None:
+    """Send a complete `Answer` (a preflight, a 405, a refusal) as an ASGI response."""
     await send(
         {
             "type": "http.response.start",
-            "status": status,
-            "headers": _encode_headers(headers + extra),
+            "status": answer.status,
+            "headers": _encode_headers(list(answer.headers)),
         }
     )
-    await send({"type": "http.response.body", "body": payload})
-
-
-DIRECT_STREAM = "ssehub.direct_stream"
-"""ASGI extension of ssehub's own server: it writes a subscription straight to its socket."""
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 async def stream_subscription(
@@ -74,45 +69,42 @@ async def stream_subscription(
 ) -> None:
     """Write ``sub`` to an ASGI response until the client leaves or the hub ends the stream.
 
-    The response starts with ``headers``; each wake-up sends everything pending in one body
-    message. A client disconnect (``http.disconnect``) ends it at once; a client dropped as too
-    slow is cut off even while a send is blocked on it. Always unsubscribes at the end.
+    Two coroutines run: one waits for ``http.disconnect`` and ends the subscription; this one
+    starts the response with ``headers`` and sends everything pending in one body message per
+    wake-up. A client dropped as too slow is cut off even while a send is blocked on it. Always
+    unsubscribes at the end.
 
-    When ``scope`` offers the `DIRECT_STREAM` extension (ssehub's own server does), the
+    When ``scope`` offers the `DIRECT_STREAM` extension (ssehub's native server does), the
     subscription is handed to the server, which writes it to the socket with no task per
     client, and this returns at once.
     """
     if scope is not None and DIRECT_STREAM in scope.get("extensions", ()):
-        await send({"type": DIRECT_STREAM, "hub": hub, "subscription": sub, "headers": headers})
+        message: DirectStream = {
+            "type": DIRECT_STREAM,
+            "hub": hub,
+            "subscription": sub,
+            "headers": headers,
+        }
+        await send(message)  # type: ignore[arg-type]
         return
-    task = asyncio.current_task()
+    cancel_on_slow_drop(sub, asyncio.current_task())
 
-    def on_close(closed: Subscription) -> None:
-        hub._on_sub_closed(closed)
-        if closed.close_reason == CloseReason.SLOW and closed.writing and task is not None:
-            task.cancel()
-
-    sub.on_close = on_close
-
-    async def watch_disconnect() -> None:
+    async def listen_for_disconnect() -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 sub.close(CloseReason.DISCONNECTED)
                 return
 
-    watcher = asyncio.ensure_future(watch_disconnect())
+    async def write(chunk: bytes) -> None:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    listener = asyncio.ensure_future(listen_for_disconnect())
     try:
         await send(
             {"type": "http.response.start", "status": 200, "headers": _encode_headers(headers)}
         )
-        while True:
-            chunk = await sub.next_chunk()
-            if chunk is None:
-                break
-            sub.writing = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            sub.writing = False
+        await drain(sub, write)
         if sub.close_reason != CloseReason.DISCONNECTED:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
@@ -123,7 +115,7 @@ async def stream_subscription(
     except OSError:
         pass  # the client went away mid-write
     finally:
-        watcher.cancel()
+        listener.cancel()
         hub.unsubscribe(sub)
 
 
@@ -146,40 +138,15 @@ class ASGIApp:
         if scope["type"] != "http":
             raise RuntimeError(f"ssehub's ASGI app serves http, not {scope['type']!r}")
         hub = self.hub
-        extra = [
-            (k, v)
-            for k, v in hub.headers
-            if k.lower() not in {"content-type", "cache-control", "x-accel-buffering"}
-        ]
-        method = scope.get("method", "GET")
-        if method == "OPTIONS":
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 204,
-                    "headers": _encode_headers([("allow", _ALLOW), *extra]),
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
+        early = answer_before_stream(hub, scope.get("method", "GET"))
+        if early is not None:
+            await send_answer(send, early)
             return
-        if method != "GET":
-            await _send_json(
-                send,
-                405,
-                {"error": f"method {method} not allowed; subscribe with GET"},
-                [("allow", _ALLOW), *extra],
-            )
+        opened = await open_stream(hub, request_from_scope(scope))
+        if isinstance(opened, Answer):
+            await send_answer(send, opened)
             return
-        request = request_from_scope(scope)
-        try:
-            sub = await hub.open_stream(request)
-        except SubscriptionDenied as exc:
-            await _send_json(send, 403, {"error": str(exc)}, extra)
-            return
-        except HubClosed:
-            await _send_json(send, 503, {"error": "the hub is shutting down"}, extra)
-            return
-        await stream_subscription(hub, sub, receive, send, hub.headers, scope)
+        await stream_subscription(hub, opened, receive, send, hub.headers, scope)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -195,3 +162,6 @@ class ASGIApp:
                 await self.hub.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+ADAPTERS["asgi"] = ASGIApp

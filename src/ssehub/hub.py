@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ssehub.backends.base import Backend
 from ssehub.backends.memory import MemoryBackend
 from ssehub.errors import HubClosed, SubscriptionDenied
 from ssehub.request import Request
+from ssehub.resume import GAP_EVENT, Resume
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
+from ssehub.types import ASGICallable, WSGICallable
 from ssehub.wire import Message, encode_comment
 
-if TYPE_CHECKING:
-    from ssehub.asgi import ASGIApp
-    from ssehub.wsgi import WSGIApp
-
-__all__ = ["GAP_EVENT", "Channel", "Hub"]
+__all__ = ["ADAPTERS", "DEFAULT_HEADERS", "GAP_EVENT", "Channel", "Hub"]
 
 T = TypeVar("T")
 
-GAP_EVENT = "ssehub.gap"
-"""The event type a resuming client receives when history no longer holds its Last-Event-ID."""
+ADAPTERS: dict[str, Callable[[Hub], Any]] = {}
+"""The protocol adapters behind `Hub.asgi` and `Hub.wsgi`, by name, each a factory taking the
+hub. `ssehub.asgi` and `ssehub.wsgi` register themselves here when imported (``import ssehub``
+imports both), so the hub, a lower layer, never imports the adapters built on it."""
 
 _KEEPALIVE = encode_comment("ping")
 
@@ -49,8 +48,8 @@ class Channel:
         """The channel's name (by default the request path, e.g. ``/events/news``)."""
         self.subscribers: dict[Subscription, None] = {}
         """The live subscribers, in arrival order."""
-        self.holding: list[Subscription] = []
-        """Subscribers still being replayed; live events are held for them."""
+        self.holding: dict[Subscription, Resume] = {}
+        """Subscribers still being replayed, each with the live events held for it."""
         self.delivered = 0
         """Events handed to this hub's subscribers of the channel (one per subscriber)."""
 
@@ -133,8 +132,7 @@ class Hub:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        self._asgi: ASGIApp | None = None
-        self._wsgi: WSGIApp | None = None
+        self._adapters: dict[str, Any] = {}
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -148,22 +146,24 @@ class Hub:
         return list(merged.values())
 
     @property
-    def asgi(self) -> ASGIApp:
-        """The ASGI app that streams channels (mount it at a route, e.g. ``/events``)."""
-        if self._asgi is None:
-            from ssehub.asgi import ASGIApp
+    def asgi(self) -> ASGICallable:
+        """The ASGI app that streams channels (mount it at a route, e.g. ``/events``).
 
-            self._asgi = ASGIApp(self)
-        return self._asgi
+        An `ssehub.asgi.ASGIApp`, made on first use."""
+        return self._adapter("asgi")  # type: ignore[no-any-return]
 
     @property
-    def wsgi(self) -> WSGIApp:
-        """The WSGI app that streams channels from a threaded server (one thread per stream)."""
-        if self._wsgi is None:
-            from ssehub.wsgi import WSGIApp
+    def wsgi(self) -> WSGICallable:
+        """The WSGI app that streams channels from a threaded server (one thread per stream).
 
-            self._wsgi = WSGIApp(self)
-        return self._wsgi
+        An `ssehub.wsgi.WSGIApp`, made on first use."""
+        return self._adapter("wsgi")  # type: ignore[no-any-return]
+
+    def _adapter(self, name: str) -> Any:
+        app = self._adapters.get(name)
+        if app is None:
+            app = self._adapters[name] = ADAPTERS[name](self)
+        return app
 
     def channel_for(self, request: Request) -> str:
         """The channel a request subscribes to: ``channel_name(request)``, else its path."""
@@ -276,11 +276,7 @@ class Hub:
     def _keepalive_tick(self) -> None:
         for channel in self._channels.values():
             for sub in channel.subscribers:
-                if sub._active:
-                    sub._active = False
-                else:
-                    sub.push(_KEEPALIVE)
-                    sub._active = False
+                sub.keepalive(_KEEPALIVE)
         if self._loop is not None and self.keepalive is not None and not self._closed:
             self._keepalive_handle = self._loop.call_later(self.keepalive, self._keepalive_tick)
 
@@ -317,8 +313,8 @@ class Hub:
             sub.push(data)
         ch.delivered += len(subscribers)
         if ch.holding:
-            for sub in ch.holding:
-                sub._hold(event_id, data)
+            for resume in ch.holding.values():
+                resume.hold(event_id, data)
 
     # -- threads -----------------------------------------------------------------------------
 
@@ -420,7 +416,7 @@ class Hub:
         await self._ready()
         cls = ThreadedSubscription if threaded else Subscription
         sub = cls(channel, max_buffer=self.max_buffer, last_event_id=last_event_id, request=request)
-        sub.on_close = self._on_sub_closed
+        sub.on_close = self._count_close
         if self._retry_bytes:
             sub.push(self._retry_bytes)
         ch = self._channels.get(channel)
@@ -430,33 +426,22 @@ class Hub:
         if last_event_id is None:
             ch.subscribers[sub] = None
         else:
-            sub._held = []
-            ch.holding.append(sub)
+            resume = ch.holding[sub] = Resume(last_event_id)
             try:
                 replay = await self.backend.replay(channel, last_event_id)
             except BaseException:
-                ch.holding.remove(sub)
+                del ch.holding[sub]
                 self._forget(ch)
                 raise
-            ch.holding.remove(sub)
-            held, sub._held = sub._held or [], None
-            # A backend whose feed runs behind its history (Redis under load) may still be
-            # delivering the events up to last_event_id, which the client already has.
-            for index, (event_id, _) in enumerate(held):
-                if event_id == last_event_id:
-                    held = held[index + 1 :]
-                    break
-            if not replay.found:
-                gap = {"last_event_id": last_event_id, "replayed": len(replay.events)}
-                sub.push(Message(json.dumps(gap), event=GAP_EVENT).encode())
-            seen = set()
-            for event_id, data in replay.events:
-                sub._push_replay(data)
-                seen.add(event_id)
-            for event_id, data in held:
-                if event_id not in seen:
-                    sub.push(data)
-            self.replayed += len(replay.events)
+            del ch.holding[sub]
+            seam = resume.finish(replay)
+            if seam.gap is not None:
+                sub.push(seam.gap)
+            for data in seam.replayed:
+                sub.push_replay(data)
+            for data in seam.live:
+                sub.push(data)
+            self.replayed += len(seam.replayed)
             ch.subscribers[sub] = None
         if self._on_connect is not None:
             await self._call_hook(self._on_connect, sub)
@@ -482,7 +467,7 @@ class Hub:
             del self._channels[ch.name]
             self.backend.unwatch(ch.name)
 
-    def _on_sub_closed(self, sub: Subscription) -> None:
+    def _count_close(self, sub: Subscription) -> None:
         if sub.close_reason == CloseReason.SLOW:
             self.dropped_slow += 1
 

@@ -39,11 +39,12 @@ class CloseReason:
 class Subscription:
     """One subscriber of one channel.
 
-    The hub appends encoded events to it (`push`, never blocking, never copying); the adapter that
-    owns the client's connection takes everything pending in one chunk (`next_chunk` from async
-    code, `next_chunk_blocking` from a thread) and writes it. When more than ``max_buffer`` bytes
-    are pending the subscription is closed as `CloseReason.SLOW` and its buffer freed: the client
-    reconnects with ``Last-Event-ID`` and is replayed from history.
+    The hub appends encoded events to it (`push`, never blocking, never copying); the writer
+    that owns the client's connection takes everything pending in one chunk and writes it:
+    `next_chunk` from async code, `next_chunk_blocking` from a thread, or `take` plus `arm` for a
+    writer driven by its own event loop callbacks (ssehub's native server). When more than
+    ``max_buffer`` bytes are pending the subscription is closed as `CloseReason.SLOW` and its
+    buffer freed: the client reconnects with ``Last-Event-ID`` and is replayed from history.
 
     `send` writes a message to this client only (a welcome from ``on_connect``, say). Every
     method must be called on the hub's event loop; a thread-based server uses
@@ -53,15 +54,14 @@ class Subscription:
     __slots__ = (
         "_active",
         "_chunks",
-        "_closed",
-        "_held",
         "_limit",
-        "_max",
         "_size",
         "_wake",
         "channel",
         "close_reason",
+        "closed",
         "last_event_id",
+        "max_buffer",
         "on_close",
         "request",
         "writing",
@@ -86,24 +86,20 @@ class Subscription:
         self.writing = False
         """True while the adapter is writing a chunk to the client (set by the adapter)."""
         self.on_close: Callable[[Subscription], Any] | None = None
-        """Called once, on the hub's loop, when the subscription is closed by the hub."""
+        """Called once when the subscription closes (the hub counts slow drops with it; a
+        writer that chains its own hook calls the previous one first)."""
+        self.closed = False
+        """True once the hub or the client has ended this subscription (read-only)."""
+        self.max_buffer = max_buffer
+        """Bytes the client may fall behind before it is dropped as `CloseReason.SLOW`."""
         self._chunks: list[bytes] = []
         self._size = 0
-        self._max = max_buffer
+        # The bound in force: max_buffer, plus what a replay added since the last take.
         self._limit = max_buffer
-        # Called (once, then cleared) when bytes arrive or the subscription closes: the
-        # consumer re-arms it each time it waits. A future's resolver for `next_chunk`; a
-        # flush scheduler for writers that own their transport.
+        # Called (once, then cleared) when bytes arrive or the subscription closes: see `arm`.
         self._wake: Callable[[], object] | None = None
-        self._closed = False
+        # Whether anything was pushed since the last keep-alive tick.
         self._active = False
-        # While replaying history, live events are held here as (id, bytes) to dedupe the seam.
-        self._held: list[tuple[str, bytes]] | None = None
-
-    @property
-    def closed(self) -> bool:
-        """True once the hub or the client has ended this subscription."""
-        return self._closed
 
     @property
     def pending_bytes(self) -> int:
@@ -116,7 +112,7 @@ class Subscription:
 
     def push(self, data: bytes) -> None:
         """Append encoded bytes for the writer; drop the client if it is too far behind."""
-        if self._closed:
+        if self.closed:
             return
         size = self._size + len(data)
         if size > self._limit:
@@ -130,23 +126,32 @@ class Subscription:
             self._wake = None
             wake()
 
-    def _hold(self, event_id: str, data: bytes) -> None:
-        if self._held is not None:
-            self._held.append((event_id, data))
-
-    def _push_replay(self, data: bytes) -> None:
-        # Replayed history may exceed max_buffer by itself: allow it on top of the normal bound.
+    def push_replay(self, data: bytes) -> None:
+        """Append a replayed event: history may exceed ``max_buffer`` by itself, so the bound
+        grows by its size until the writer next takes the buffer."""
         self._limit += len(data)
         self.push(data)
 
-    def _take(self) -> bytes | None:
+    def keepalive(self, ping: bytes) -> None:
+        """Push ``ping`` unless something was pushed since the previous call (the hub's timer)."""
+        if not self._active:
+            self.push(ping)
+        self._active = False
+
+    def take(self) -> bytes | None:
+        """Take everything pending as one chunk (None when nothing is pending); never waits."""
         chunks = self._chunks
         if chunks:
             self._chunks = []
             self._size = 0
-            self._limit = self._max
+            self._limit = self.max_buffer
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return None
+
+    def arm(self, wake: Callable[[], object] | None) -> None:
+        """Have ``wake()`` called once, on the hub's loop, when bytes arrive or the subscription
+        closes; the writer re-arms it after each wake-up (None disarms)."""
+        self._wake = wake
 
     async def next_chunk(self) -> bytes | None:
         """Wait for pending bytes and take them all at once; None when the stream has ended.
@@ -155,10 +160,10 @@ class Subscription:
         still returned before None; after a drop for slowness they are discarded.
         """
         while True:
-            chunk = self._take()
+            chunk = self.take()
             if chunk is not None:
                 return chunk
-            if self._closed:
+            if self.closed:
                 return None
             waiter = asyncio.get_running_loop().create_future()
             self._wake = partial(_resolve, waiter)
@@ -173,14 +178,13 @@ class Subscription:
         A subscription dropped as `CloseReason.SLOW` loses its queued bytes at once, so memory
         is freed even if the client never reads again. Idempotent.
         """
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self.close_reason = reason
         if reason == CloseReason.SLOW:
             self._chunks = []
             self._size = 0
-        self._held = None
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -189,7 +193,7 @@ class Subscription:
             self.on_close(self)
 
     def __repr__(self) -> str:
-        state = f"closed:{self.close_reason}" if self._closed else "open"
+        state = f"closed:{self.close_reason}" if self.closed else "open"
         return f"<Subscription {self.channel!r} {state} pending={self._size}>"
 
 
@@ -238,10 +242,10 @@ class ThreadedSubscription(Subscription):
         connection), and None when the stream has ended.
         """
         with self._cond:
-            chunk = self._take()
-            if chunk is None and not self._closed:
+            chunk = self.take()
+            if chunk is None and not self.closed:
                 self._cond.wait(timeout)
-                chunk = self._take()
+                chunk = self.take()
             if chunk is not None:
                 return chunk
-            return None if self._closed else b""
+            return None if self.closed else b""

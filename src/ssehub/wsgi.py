@@ -18,20 +18,18 @@ iterator, the subscription is ended and forgotten on the hub's loop.
 from __future__ import annotations
 
 import contextlib
-import json
 import select
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
-from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub._serving import REFUSED, Answer, answer_before_stream, refusal
+from ssehub.hub import ADAPTERS, Hub
 from ssehub.request import Request
 from ssehub.subscription import CloseReason, ThreadedSubscription
+from ssehub.types import StartResponse, WSGIEnviron
 from ssehub.wire import encode_comment
-
-if TYPE_CHECKING:
-    from ssehub.hub import Hub
 
 __all__ = [
     "WSGIApp",
@@ -39,15 +37,11 @@ __all__ = [
     "client_disconnected",
     "open_threaded_stream",
     "request_from_environ",
+    "start_answer",
 ]
 
-WSGIEnviron = Mapping[str, Any]
-StartResponse = Callable[..., Any]
-
-_ALLOW = "GET, OPTIONS"
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 _OPENING = encode_comment("")
-_STREAM_HEADERS = {"content-type", "cache-control", "x-accel-buffering"}
 
 
 def request_from_environ(environ: WSGIEnviron, native: Any = None) -> Request:
@@ -177,28 +171,24 @@ def open_threaded_stream(
     """Open a stream for ``request`` from a worker thread and return its response body.
 
     ``channel`` overrides the hub's choice of channel. Blocks until the subscription (and any
-    replay) is ready. Raises `SubscriptionDenied` or `HubClosed` as `Hub.open_stream` does.
-    Used by the Flask and Django integrations.
+    replay) is ready. Raises `SubscriptionDenied`, `HubClosed` or `BackendUnavailable` as
+    `Hub.open_stream` does. Used by the Flask and Django integrations.
     """
-    sub = hub.run_threadsafe(hub.open_stream(request, threaded=True, channel=channel))
-    assert isinstance(sub, ThreadedSubscription)
+    opened = hub.run_threadsafe(hub.open_stream(request, threaded=True, channel=channel))
+    assert isinstance(opened, ThreadedSubscription)
     env = environ if environ is not None else request.native
     return WSGIStream(
         hub,
-        sub,
+        opened,
         env if isinstance(env, Mapping) else None,
         disconnect_check=disconnect_check,
     )
 
 
-def _status(code: int) -> str:
-    return {
-        200: "200 OK",
-        204: "204 No Content",
-        403: "403 Forbidden",
-        405: "405 Method Not Allowed",
-        503: "503 Service Unavailable",
-    }[code]
+def start_answer(start_response: StartResponse, answer: Answer) -> list[bytes]:
+    """Start a complete `Answer` (a preflight, a 405, a refusal); return its WSGI body."""
+    start_response(answer.status_line, list(answer.headers))
+    return [answer.body] if answer.body else []
 
 
 class WSGIApp:
@@ -219,35 +209,22 @@ class WSGIApp:
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         hub = self.hub
-        extra = [(k, v) for k, v in hub.headers if k.lower() not in _STREAM_HEADERS]
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method == "OPTIONS":
-            start_response(_status(204), [("Allow", _ALLOW), *extra])
-            return []
-        if method != "GET":
-            error = f"method {method} not allowed; subscribe with GET"
-            return self._json(start_response, 405, error, [("Allow", _ALLOW), *extra])
+        early = answer_before_stream(hub, environ.get("REQUEST_METHOD", "GET"))
+        if early is not None:
+            return start_answer(start_response, early)
         request = request_from_environ(environ)
         try:
             stream = open_threaded_stream(
                 hub, request, environ, disconnect_check=self.disconnect_check
             )
-        except SubscriptionDenied as exc:
-            return self._json(start_response, 403, str(exc), extra)
-        except HubClosed:
-            return self._json(start_response, 503, "the hub is shutting down", extra)
+        except REFUSED as exc:
+            return start_answer(start_response, refusal(hub, exc))
         try:
-            start_response(_status(200), list(hub.headers))
+            start_response("200 OK", list(hub.headers))
         except BaseException:
             stream.close()
             raise
         return stream
 
-    @staticmethod
-    def _json(
-        start_response: StartResponse, status: int, error: str, extra: list[tuple[str, str]]
-    ) -> list[bytes]:
-        payload = json.dumps({"error": error}).encode()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
-        start_response(_status(status), headers + extra)
-        return [payload]
+
+ADAPTERS["wsgi"] = WSGIApp

@@ -1,6 +1,7 @@
 """Where events are stored and how they travel between hubs: `MemoryBackend` by default.
 
-The Redis backend lives in `ssehub.redis` so that importing ssehub never needs redis-py.
+`ssehub.backends.redis` (imported as ``ssehub.redis``) holds the Redis backend; nothing imports
+it unless asked, so importing ssehub never needs redis-py.
 """
 
 from __future__ import annotations

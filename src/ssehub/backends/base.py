@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
+from ssehub.resume import Replay
 from ssehub.wire import Message
 
 __all__ = ["Backend", "Deliver", "Replay", "encode_event"]
 
 Deliver = Callable[[str, str, bytes], None]
 """The hub's intake: ``deliver(channel, event_id, encoded_bytes)``, called on the hub's loop."""
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """What `Backend.replay` found: the retained events after the id, oldest first.
-
-    ``found`` is False when the history does not hold the id (it was trimmed or never existed);
-    ``events`` then holds every retained event of the channel.
-    """
-
-    events: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
-    found: bool = True
 
 
 def encode_event(message: Message, event_id: str) -> bytes:

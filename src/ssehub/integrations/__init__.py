@@ -8,28 +8,6 @@ lives here and imports no framework.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ssehub.hub import Hub
-    from ssehub.subscription import Subscription
+from ssehub._serving import iter_subscription
 
 __all__ = ["iter_subscription"]
-
-
-async def iter_subscription(hub: Hub, sub: Subscription) -> AsyncIterator[bytes]:
-    """Yield ``sub``'s pending bytes, coalesced, until it ends; then unsubscribe it.
-
-    For frameworks whose streaming responses take an async iterator (Quart, Django under
-    ASGI) and cancel it when the client disconnects: the cancellation ends the iteration and
-    the subscription with it. Runs on the hub's event loop.
-    """
-    try:
-        while True:
-            chunk = await sub.next_chunk()
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        hub.unsubscribe(sub)

@@ -22,15 +22,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub._serving import Answer, answer_before_stream, cancel_on_slow_drop, drain, open_stream
 from ssehub.hub import Hub
 from ssehub.request import Request
-from ssehub.subscription import CloseReason, Subscription
+from ssehub.subscription import CloseReason
 
 __all__ = ["request_from_aiohttp", "sse_handler", "stream_response"]
-
-_ALLOW = "GET, OPTIONS"
-_STREAM_HEADERS = {"content-type", "cache-control", "x-accel-buffering"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,8 +49,8 @@ def request_from_aiohttp(request: web.Request) -> Request:
     )
 
 
-def _cors(hub: Hub) -> dict[str, str]:
-    return {k: v for k, v in hub.headers if k.lower() not in _STREAM_HEADERS}
+def _response(answer: Answer) -> web.Response:
+    return web.Response(body=answer.body, status=answer.status, headers=list(answer.headers))
 
 
 async def stream_response(
@@ -66,30 +63,16 @@ async def stream_response(
     """Stream ``channel`` (default: the hub's choice) to ``request``'s client until it ends.
 
     Resumes after ``Last-Event-ID`` (or ``?lastEventId=``); the hub's ``authorize`` hook
-    applies (403 when it refuses, 503 after shutdown). Each wake-up writes everything pending
-    in one write. Returns when the client leaves or the hub ends the stream; always
-    unsubscribes.
+    applies (403 when it refuses, 503 after shutdown or with the backend down). Each wake-up
+    writes everything pending in one write. Returns when the client leaves or the hub ends the
+    stream; always unsubscribes.
     """
-    try:
-        sub = await hub.open_stream(request_from_aiohttp(request), channel=channel)
-    except SubscriptionDenied as exc:
-        return web.json_response({"error": str(exc)}, status=403, headers=_cors(hub))
-    except HubClosed:
-        return web.json_response(
-            {"error": "the hub is shutting down"}, status=503, headers=_cors(hub)
-        )
+    opened = await open_stream(hub, request_from_aiohttp(request), channel=channel)
+    if isinstance(opened, Answer):
+        return _response(opened)
+    sub = opened
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    previous = sub.on_close
-
-    def on_close(closed: Subscription) -> None:
-        if previous is not None:
-            previous(closed)
-        # A client dropped as too slow is cut off even while a write to it is blocked.
-        if closed.close_reason == CloseReason.SLOW and closed.writing and task is not None:
-            task.cancel()
-
-    sub.on_close = on_close
+    cancel_on_slow_drop(sub, asyncio.current_task())
     timer: asyncio.TimerHandle | None = None
 
     def check_connection() -> None:
@@ -104,13 +87,7 @@ async def stream_response(
     response = web.StreamResponse(headers=list(hub.headers))
     try:
         await response.prepare(request)
-        while True:
-            chunk = await sub.next_chunk()
-            if chunk is None:
-                break
-            sub.writing = True
-            await response.write(chunk)
-            sub.writing = False
+        await drain(sub, response.write)
         if sub.close_reason != CloseReason.DISCONNECTED:
             await response.write_eof()
     except asyncio.CancelledError:
@@ -134,14 +111,9 @@ def sse_handler(hub: Hub, *, disconnect_check: float = 1.0) -> Handler:
     """
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        if request.method == "OPTIONS":
-            return web.Response(status=204, headers={"Allow": _ALLOW, **_cors(hub)})
-        if request.method != "GET":
-            return web.json_response(
-                {"error": f"method {request.method} not allowed; subscribe with GET"},
-                status=405,
-                headers={"Allow": _ALLOW, **_cors(hub)},
-            )
+        early = answer_before_stream(hub, request.method)
+        if early is not None:
+            return _response(early)
         return await stream_response(hub, request, disconnect_check=disconnect_check)
 
     return handler

@@ -24,12 +24,18 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub._serving import (
+    REFUSED,
+    Answer,
+    answer_before_stream,
+    iter_subscription,
+    open_stream,
+    refusal,
+)
 from ssehub.hub import Hub
-from ssehub.integrations import iter_subscription
 from ssehub.request import Request
 from ssehub.wsgi import open_threaded_stream, request_from_environ
 
@@ -41,9 +47,6 @@ __all__ = [
     "stream_response",
 ]
 
-_ALLOW = "GET, OPTIONS"
-_STREAM_HEADERS = {"content-type", "cache-control", "x-accel-buffering"}
-
 View = Callable[..., HttpResponseBase]
 AsyncView = Callable[..., Awaitable[HttpResponseBase]]
 
@@ -54,21 +57,13 @@ def request_from_django(request: HttpRequest) -> Request:
     return dataclasses.replace(base, path=request.path, method=request.method or "GET")
 
 
-def _cors(hub: Hub) -> dict[str, str]:
-    return {k: v for k, v in hub.headers if k.lower() not in _STREAM_HEADERS}
-
-
-def _error(hub: Hub, status: int, message: str, **extra: str) -> HttpResponse:
-    return JsonResponse({"error": message}, status=status, headers={**_cors(hub), **extra})
+def _response(answer: Answer) -> HttpResponse:
+    return HttpResponse(answer.body, status=answer.status, headers=dict(answer.headers))
 
 
 def _early(hub: Hub, request: HttpRequest) -> HttpResponseBase | None:
-    if request.method == "OPTIONS":
-        return HttpResponse(status=204, headers={"Allow": _ALLOW, **_cors(hub)})
-    if request.method != "GET":
-        message = f"method {request.method} not allowed; subscribe with GET"
-        return _error(hub, 405, message, Allow=_ALLOW)
-    return None
+    early = answer_before_stream(hub, request.method or "GET")
+    return None if early is None else _response(early)
 
 
 def stream_response(
@@ -81,8 +76,9 @@ def stream_response(
     """Stream ``channel`` (default: the hub's choice) to ``request``'s client, under WSGI.
 
     Resumes after ``Last-Event-ID`` (or ``?lastEventId=``); the hub's ``authorize`` hook
-    applies (403 when it refuses, 503 after shutdown). The stream holds the worker thread
-    until the client leaves; the response's ``close()`` (called by the server) unsubscribes.
+    applies (403 when it refuses, 503 after shutdown or with the backend down). The stream holds
+    the worker thread until the client leaves; the response's ``close()`` (called by the
+    server) unsubscribes.
     """
     try:
         stream = open_threaded_stream(
@@ -92,10 +88,8 @@ def stream_response(
             channel=channel,
             disconnect_check=disconnect_check,
         )
-    except SubscriptionDenied as exc:
-        return _error(hub, 403, str(exc))
-    except HubClosed:
-        return _error(hub, 503, "the hub is shutting down")
+    except REFUSED as exc:
+        return _response(refusal(hub, exc))
     return StreamingHttpResponse(stream, headers=dict(hub.headers))
 
 
@@ -107,13 +101,10 @@ async def astream_response(
     As `stream_response`, but the stream is an async iterator on the server's loop (where the
     hub must run: publish with ``await hub.publish`` from async views).
     """
-    try:
-        sub = await hub.open_stream(request_from_django(request), channel=channel)
-    except SubscriptionDenied as exc:
-        return _error(hub, 403, str(exc))
-    except HubClosed:
-        return _error(hub, 503, "the hub is shutting down")
-    return StreamingHttpResponse(iter_subscription(hub, sub), headers=dict(hub.headers))
+    opened = await open_stream(hub, request_from_django(request), channel=channel)
+    if isinstance(opened, Answer):
+        return _response(opened)
+    return StreamingHttpResponse(iter_subscription(hub, opened), headers=dict(hub.headers))
 
 
 def sse_view(hub: Hub, *, disconnect_check: float = 1.0) -> View:

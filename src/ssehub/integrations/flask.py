@@ -20,14 +20,12 @@ from typing import Any
 
 import flask
 
-from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub._serving import REFUSED, Answer, answer_before_stream, refusal
 from ssehub.hub import Hub
 from ssehub.request import Request
 from ssehub.wsgi import open_threaded_stream, request_from_environ
 
 __all__ = ["request_from_flask", "sse_blueprint", "sse_response"]
-
-_STREAM_HEADERS = {"content-type", "cache-control", "x-accel-buffering"}
 
 
 def request_from_flask(request: flask.Request | None = None) -> Request:
@@ -39,17 +37,14 @@ def request_from_flask(request: flask.Request | None = None) -> Request:
     return request_from_environ(request.environ, native=request)
 
 
-def _cors(hub: Hub) -> dict[str, str]:
-    return {k: v for k, v in hub.headers if k.lower() not in _STREAM_HEADERS}
-
-
 def sse_response(
     hub: Hub, channel: str | None = None, *, disconnect_check: float = 1.0
 ) -> flask.Response:
     """A response that streams ``channel`` (default: the hub's choice) to the current client.
 
     Call it inside a request. The client resumes with ``Last-Event-ID`` or ``?lastEventId=``;
-    the hub's ``authorize`` hook applies (403 when it refuses, 503 after shutdown). Blocks the
+    the hub's ``authorize`` hook applies (403 when it refuses, 503 after shutdown or with the
+    backend down). Blocks the
     worker thread only while the subscription opens; the stream then holds that thread until
     the client leaves (checked every ``disconnect_check`` seconds while idle, where the server
     allows it).
@@ -59,19 +54,14 @@ def sse_response(
         stream = open_threaded_stream(
             hub, request, request.native.environ, channel=channel, disconnect_check=disconnect_check
         )
-    except SubscriptionDenied as exc:
-        return _error(hub, 403, str(exc))
-    except HubClosed:
-        return _error(hub, 503, "the hub is shutting down")
+    except REFUSED as exc:
+        return _response(refusal(hub, exc))
     # direct_passthrough hands the stream itself to the server, which calls its close().
     return flask.Response(stream, headers=list(hub.headers), direct_passthrough=True)
 
 
-def _error(hub: Hub, status: int, message: str) -> flask.Response:
-    response = flask.jsonify(error=message)
-    response.status_code = status
-    response.headers.update(_cors(hub))
-    return response
+def _response(answer: Answer) -> flask.Response:
+    return flask.Response(answer.body, status=answer.status, headers=list(answer.headers))
 
 
 def sse_blueprint(
@@ -87,10 +77,9 @@ def sse_blueprint(
     blueprint = flask.Blueprint(name, __name__, **options)
 
     def stream(path: str = "") -> flask.Response:
-        if flask.request.method == "OPTIONS":
-            response = flask.Response(status=204, headers={"Allow": "GET, OPTIONS"})
-            response.headers.update(_cors(hub))
-            return response
+        early = answer_before_stream(hub, flask.request.method)
+        if early is not None:
+            return _response(early)
         return sse_response(hub, disconnect_check=disconnect_check)
 
     blueprint.add_url_rule(

@@ -15,7 +15,6 @@ Each open stream costs one asyncio task (the server's request task) plus its sub
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 from urllib.parse import unquote
@@ -28,8 +27,8 @@ from litestar.types import Receive as LitestarReceive
 from litestar.types import Scope as LitestarScope
 from litestar.types import Send as LitestarSend
 
-from ssehub.asgi import request_from_scope, stream_subscription
-from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub._serving import Answer, open_stream
+from ssehub.asgi import request_from_scope, send_answer, stream_subscription
 from ssehub.hub import Hub
 from ssehub.types import Receive, Scope, Send
 
@@ -75,11 +74,6 @@ def mount(hub: Hub, path: str = "/events") -> ASGIRouteHandler:
     return asgi(path, is_mount=True, copy_scope=False)(ssehub_events)
 
 
-def _json_error(status: int, message: str) -> ASGIResponse:
-    body = json.dumps({"error": message}).encode()
-    return ASGIResponse(body=body, status_code=status, media_type="application/json")
-
-
 class _EventStream(ASGIResponse):
     __slots__ = ("channel", "hub", "stream_headers")
 
@@ -97,16 +91,11 @@ class _EventStream(ASGIResponse):
             cast(Receive, receive),
             cast(Send, send),
         )
-        request = request_from_scope(asgi_scope)
-        try:
-            sub = await self.hub.open_stream(request, channel=self.channel)
-        except SubscriptionDenied as exc:
-            await _json_error(403, str(exc))(scope, receive, send)
+        opened = await open_stream(self.hub, request_from_scope(asgi_scope), channel=self.channel)
+        if isinstance(opened, Answer):
+            await send_answer(asgi_send, opened)
             return
-        except HubClosed:
-            await _json_error(503, "the hub is shutting down")(scope, receive, send)
-            return
-        await stream_subscription(self.hub, sub, asgi_receive, asgi_send, self.stream_headers)
+        await stream_subscription(self.hub, opened, asgi_receive, asgi_send, self.stream_headers)
 
 
 class EventStreamResponse(Response[None]):
@@ -114,7 +103,8 @@ class EventStreamResponse(Response[None]):
 
     ``channel`` defaults to the hub's choice for the request. Resumes after ``Last-Event-ID``
     (or ``?lastEventId=``); the hub's ``authorize`` hook applies (403 when it refuses, 503
-    after shutdown); ``headers`` are added to the hub's. Ends when the client disconnects.
+    after shutdown or with the backend down); ``headers`` are added to the hub's. Ends when
+    the client disconnects.
     """
 
     def __init__(

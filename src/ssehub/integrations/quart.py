@@ -17,19 +17,14 @@ Add ``hub.shutdown`` to ``app.after_serving``.
 
 from __future__ import annotations
 
-import json
-
 import quart
 
+from ssehub._serving import Answer, iter_subscription, open_stream
 from ssehub.asgi import request_from_scope
-from ssehub.errors import HubClosed, SubscriptionDenied
 from ssehub.hub import Hub
-from ssehub.integrations import iter_subscription
 from ssehub.request import Request
 
 __all__ = ["request_from_quart", "sse_response"]
-
-_STREAM_HEADERS = {"content-type", "cache-control", "x-accel-buffering"}
 
 
 def request_from_quart() -> Request:
@@ -41,21 +36,13 @@ async def sse_response(hub: Hub, channel: str | None = None) -> quart.Response:
     """A response that streams ``channel`` (default: the hub's choice) to the current client.
 
     Resumes after ``Last-Event-ID`` (or ``?lastEventId=``); the hub's ``authorize`` hook
-    applies (403 when it refuses, 503 after shutdown). The response has no timeout (Quart's
-    ``RESPONSE_TIMEOUT`` would cut the stream); it ends when the client disconnects.
+    applies (403 when it refuses, 503 after shutdown or with the backend down). The response
+    has no timeout (Quart's ``RESPONSE_TIMEOUT`` would cut the stream); it ends when the client
+    disconnects.
     """
-    cors = {k: v for k, v in hub.headers if k.lower() not in _STREAM_HEADERS}
-    try:
-        sub = await hub.open_stream(request_from_quart(), channel=channel)
-    except SubscriptionDenied as exc:
-        return quart.Response(_error(str(exc)), 403, cors, content_type="application/json")
-    except HubClosed:
-        message = _error("the hub is shutting down")
-        return quart.Response(message, 503, cors, content_type="application/json")
-    response = quart.Response(iter_subscription(hub, sub), 200, dict(hub.headers))
+    opened = await open_stream(hub, request_from_quart(), channel=channel)
+    if isinstance(opened, Answer):
+        return quart.Response(opened.body, opened.status, dict(opened.headers))
+    response = quart.Response(iter_subscription(hub, opened), 200, dict(hub.headers))
     response.timeout = None
     return response
-
-
-def _error(message: str) -> str:
-    return json.dumps({"error": message})

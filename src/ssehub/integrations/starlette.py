@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from ssehub.asgi import request_from_scope, stream_subscription
-from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub._serving import Answer, open_stream
+from ssehub.asgi import request_from_scope, send_answer, stream_subscription
 from ssehub.hub import Hub
 from ssehub.types import Receive, Scope, Send
 
@@ -33,8 +33,8 @@ class EventStreamResponse(Response):
     ``channel`` defaults to the hub's choice for the request (its ``channel_name`` or the
     path). The client resumes with ``Last-Event-ID`` (or ``?lastEventId=``) as with
     ``hub.asgi``; the hub's ``authorize`` hook still applies (403 when it refuses; 503 after
-    shutdown). ``headers`` are added to the hub's. The subscription opens when the response
-    is sent and ends when the client disconnects.
+    shutdown or with the backend down). ``headers`` are added to the hub's. The subscription
+    opens when the response is sent and ends when the client disconnects.
     """
 
     media_type = "text/event-stream"
@@ -53,13 +53,8 @@ class EventStreamResponse(Response):
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = request_from_scope(scope)
-        try:
-            sub = await self.hub.open_stream(request, channel=self.channel)
-        except SubscriptionDenied as exc:
-            await JSONResponse({"error": str(exc)}, 403)(scope, receive, send)
+        opened = await open_stream(self.hub, request_from_scope(scope), channel=self.channel)
+        if isinstance(opened, Answer):
+            await send_answer(send, opened)
             return
-        except HubClosed:
-            await JSONResponse({"error": "the hub is shutting down"}, 503)(scope, receive, send)
-            return
-        await stream_subscription(self.hub, sub, receive, send, self.stream_headers)
+        await stream_subscription(self.hub, opened, receive, send, self.stream_headers)

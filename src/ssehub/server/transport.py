@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from ssehub.asgi import DIRECT_STREAM
+from ssehub._serving import DIRECT_STREAM, DirectStream
 from ssehub.hub import Hub
 from ssehub.subscription import CloseReason, Subscription
 from ssehub.types import ASGIMessage, Receive, Scope, Send
@@ -76,18 +76,18 @@ class _Flusher:
             sub = conn.sub
             if sub is None:
                 continue
-            chunk = sub._take()
+            chunk = sub.take()
             if chunk is not None:
                 transport = conn.transport
                 assert transport is not None
                 transport.write(chunk)
-                if transport.get_write_buffer_size() > sub._max:
+                if transport.get_write_buffer_size() > sub.max_buffer:
                     sub.close(CloseReason.SLOW)
                     transport.abort()
-            if sub._closed:
+            if sub.closed:
                 conn.stream_ended()
             else:
-                sub._wake = conn.schedule
+                sub.arm(conn.schedule)
 
 
 class _Connection(asyncio.Protocol):
@@ -387,7 +387,7 @@ class _Connection(asyncio.Protocol):
                 await self.drained
             return
         if kind == DIRECT_STREAM:
-            self._start_stream(message["hub"], message["subscription"], message["headers"])
+            self._start_stream(cast(DirectStream, message))
             return
         raise RuntimeError(f"unexpected ASGI message {kind!r}")
 
@@ -399,22 +399,21 @@ class _Connection(asyncio.Protocol):
 
     # -- direct streams -------------------------------------------------------------------
 
-    def _start_stream(self, hub: Hub, sub: Subscription, headers: list[tuple[str, str]]) -> None:
+    def _start_stream(self, stream: DirectStream) -> None:
         transport = self.transport
         assert transport is not None
-        self.hub = hub
-        self.sub = sub
+        self.hub = stream["hub"]
+        self.sub = sub = stream["subscription"]
         # The stream's body ends when the connection closes: no chunk framing, so every
         # subscriber gets the very bytes the hub encoded once.
-        head = _head(200, [*headers, ("connection", "close")])
+        head = _head(200, [*stream["headers"], ("connection", "close")])
         transport.write(bytes(head + b"\r\n"))
-        sub.on_close = self._stream_closed
         if transport.is_closing():
             sub.close(CloseReason.DISCONNECTED)
         if sub.pending_bytes or sub.closed:
             self._schedule()
         else:
-            sub._wake = self.schedule
+            sub.arm(self.schedule)
 
     def _schedule(self) -> None:
         flusher = self.flusher
@@ -422,10 +421,6 @@ class _Connection(asyncio.Protocol):
         if not flusher.scheduled:
             flusher.scheduled = True
             self.loop.call_soon(flusher.flush)
-
-    def _stream_closed(self, sub: Subscription) -> None:
-        assert self.hub is not None
-        self.hub._on_sub_closed(sub)
 
     def stream_ended(self) -> None:
         """The subscription has closed and its bytes are written: end the response."""

@@ -1,0 +1,28 @@
+-- Removes the oldest entries of a stream beyond `maxlen`, and those older than `minid`, keeping
+-- the user-id index in step and remembering the SSE id of the newest event removed (a client
+-- resuming from exactly that event has missed nothing). The index field "\n" can never be a
+-- user id: ids may not contain LF. Put before each of the other scripts.
+local function trim(stream, index, maxlen, minid)
+  local len = redis.call('XLEN', stream)
+  local removed = {}
+  if len > maxlen then
+    removed = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - maxlen)
+  end
+  if minid then
+    local old = redis.call('XRANGE', stream, '-', '(' .. minid)
+    if #old > #removed then removed = old end
+  end
+  if #removed == 0 then return end
+  local ids = {}
+  for i, entry in ipairs(removed) do
+    local sid, fields, uid = entry[1], entry[2], nil
+    for j = 1, #fields, 2 do
+      if fields[j] == 'u' then uid = fields[j + 1] end
+    end
+    if uid and redis.call('HGET', index, uid) == sid then redis.call('HDEL', index, uid) end
+    if i == #removed and maxlen > 0 then redis.call('HSET', index, '\n', uid or sid) end
+    ids[#ids + 1] = sid
+    if #ids == 500 then redis.call('XDEL', stream, unpack(ids)); ids = {} end
+  end
+  if #ids > 0 then redis.call('XDEL', stream, unpack(ids)) end
+end

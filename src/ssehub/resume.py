@@ -1,0 +1,89 @@
+"""The replay/live seam as data: what a resuming subscriber is sent, in which order (sans-IO).
+
+A client that comes back with ``Last-Event-ID`` is owed every retained event after that id and
+then the live stream, with no duplicate and no gap. Reading history takes time (a Redis round
+trip), and live events keep arriving meanwhile; so while the backend's `Replay` is read, the
+hub holds the live events in a `Resume`, and `Resume.finish` merges the two:
+
+1. the `GAP_EVENT` notice, when history no longer holds the id (the client missed something);
+2. the replayed events, oldest first;
+3. the held live events that the replay did not already contain, in arrival order.
+
+Live events up to and including the resume id are dropped from the held ones: a backend whose
+feed runs behind its history (Redis under load) may still be delivering events the client
+already has. Nothing here does I/O; the hub pushes the result into the `Subscription`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ssehub.wire import Message
+
+__all__ = ["GAP_EVENT", "Replay", "Resume", "Seam", "gap_notice"]
+
+GAP_EVENT = "ssehub.gap"
+"""The event type a resuming client receives when history no longer holds its Last-Event-ID."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What `Backend.replay` found: the retained events after the id, oldest first.
+
+    ``found`` is False when the history does not hold the id (it was trimmed or never existed);
+    ``events`` then holds every retained event of the channel.
+    """
+
+    events: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
+    found: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Seam:
+    """What a resuming subscriber is sent, in this order: ``gap``, ``replayed``, ``live``."""
+
+    gap: bytes | None
+    """The encoded `GAP_EVENT` notice, or None when history held the resume id."""
+    replayed: tuple[bytes, ...]
+    """The retained events after the resume id, oldest first (may exceed ``max_buffer``)."""
+    live: tuple[bytes, ...]
+    """Live events that arrived during the replay and are not part of it, in arrival order."""
+
+
+def gap_notice(last_event_id: str, replayed: int) -> Message:
+    """The `GAP_EVENT` message: JSON ``{"last_event_id", "replayed"}``, with no id of its own."""
+    data = json.dumps({"last_event_id": last_event_id, "replayed": replayed})
+    return Message(data, event=GAP_EVENT)
+
+
+class Resume:
+    """One subscriber's resume in progress: live events are held here while history is read."""
+
+    __slots__ = ("held", "last_event_id")
+
+    def __init__(self, last_event_id: str) -> None:
+        self.last_event_id = last_event_id
+        """The id the client resumes after."""
+        self.held: list[tuple[str, bytes]] = []
+        """Live events, as ``(id, encoded bytes)``, that arrived since the resume began."""
+
+    def hold(self, event_id: str, data: bytes) -> None:
+        """Keep a live event until the replay is merged (called by the hub's fan-out)."""
+        self.held.append((event_id, data))
+
+    def finish(self, replay: Replay) -> Seam:
+        """Merge ``replay`` with the held live events: no duplicate, no gap, in order."""
+        held = self.held
+        for index, (event_id, _) in enumerate(held):
+            if event_id == self.last_event_id:
+                held = held[index + 1 :]
+                break
+        replayed = tuple(data for _, data in replay.events)
+        seen = {event_id for event_id, _ in replay.events}
+        live = tuple(data for event_id, data in held if event_id not in seen)
+        gap = None
+        if not replay.found:
+            gap = gap_notice(self.last_event_id, len(replay.events)).encode()
+        return Seam(gap, replayed, live)
