@@ -382,3 +382,31 @@ async def test_a_silent_connection_counts_as_dropped_after_read_timeout(served: 
 def test_importing_the_client_does_not_import_httpx() -> None:
     code = "import sys, ssehub, ssehub.client; sys.exit('httpx' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_public_names_are_the_documented_ones() -> None:
+    assert ssehub.client.__all__ == [
+        "BadContentType",
+        "BadStatus",
+        "ClientError",
+        "ConnectionLost",
+        "EventSource",
+        "SyncEventSource",
+        "connect",
+        "connect_sync",
+    ]
+    for name in ssehub.client.__all__:
+        assert getattr(ssehub.client, name).__doc__, name
+
+
+async def test_repr_shows_whether_the_source_is_idle_open_or_closed(served: Served) -> None:
+    url = served.url + CHANNEL
+    events = ssehub.client.connect(url)
+    assert repr(events) == f"<EventSource {url!r} idle last_event_id=None>"
+    reader = asyncio.ensure_future(take(events, 1))
+    await until(lambda: served.hub.client_count(CHANNEL) == 1)
+    first = await served.hub.publish(CHANNEL, "x")
+    await reader
+    assert repr(events) == f"<EventSource {url!r} open last_event_id={first!r}>"
+    await events.aclose()
+    assert repr(events) == f"<EventSource {url!r} closed last_event_id={first!r}>"
