@@ -328,6 +328,14 @@ def test_publish_threadsafe_without_a_loop_starts_the_hubs_own() -> None:
     hub.run_threadsafe(hub.shutdown())
 
 
+def test_threadsafe_calls_after_shutdown_of_the_hubs_own_loop_raise_at_once() -> None:
+    hub = Hub()
+    hub.publish_threadsafe("/a", "one")
+    hub.run_threadsafe(hub.shutdown())
+    with pytest.raises(HubClosed):
+        hub.publish_threadsafe("/a", "two", timeout=None)  # no wait on a loop that is gone
+
+
 def test_invalid_settings_and_messages_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="history"):
         Hub(history=-1)

@@ -330,6 +330,9 @@ class Hub:
                     "called from the hub's own event loop: use the async method instead"
                 )
             return loop
+        if self._closed:
+            # Shut down, and its loop (the hub's own thread, or the app's) no longer runs.
+            raise HubClosed("the hub is shut down")
         if loop is not None and self._thread is None:
             raise RuntimeError("the hub's event loop is not running")
         with self._thread_lock:

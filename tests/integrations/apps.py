@@ -162,6 +162,28 @@ def flask_app(hub: Hub) -> Any:
     return app
 
 
+def wsgi_app(hub: Hub) -> Any:
+    """Bare WSGI: ``hub.wsgi`` for every path under /events, dispatched by a plain WSGI app."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        path: str = environ.get("PATH_INFO", "")
+        if path.startswith("/events/"):
+            return hub.wsgi(environ, start_response)
+        name = path.partition("/")[2].partition("/")[2]
+        if path.startswith("/publish/") and environ["REQUEST_METHOD"] == "POST":
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            result = {"id": hub.publish_threadsafe(f"/events/{name}", time_message(body))}
+        elif path.startswith("/clients/"):
+            result = {"clients": hub.run_threadsafe(count_clients(hub, f"/events/{name}"))}
+        else:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found"]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json_body(result)]
+
+    return app
+
+
 def json_body(data: Any) -> bytes:
     """JSON bytes (for the Django views)."""
     return json.dumps(data).encode()

@@ -205,6 +205,9 @@ def _start(name: str) -> Iterator[Served]:
     elif name == "flask":
         for base in _serve_waitress(apps.flask_app(apps.make_hub())):
             yield Served(name, base)
+    elif name == "wsgi":
+        for base in _serve_waitress(apps.wsgi_app(apps.make_hub())):
+            yield Served(name, base)
     elif name == "django-wsgi":
         for base in _serve_gunicorn("tests.integrations.django_site:application"):
             yield Served(name, base)
@@ -224,6 +227,7 @@ FRAMEWORKS = [
     "quart",
     "aiohttp",
     "flask",
+    "wsgi",
     "django-wsgi",
     "django-asgi",
 ]

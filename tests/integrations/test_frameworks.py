@@ -110,7 +110,7 @@ async def test_a_disconnect_frees_the_subscription(served: Served) -> None:
     await wait_clients(served, name, 0, timeout=8.0)
 
 
-MOUNTED = {"starlette", "litestar", "aiohttp", "flask", "django-wsgi", "django-asgi"}
+MOUNTED = {"starlette", "litestar", "aiohttp", "flask", "wsgi", "django-wsgi", "django-asgi"}
 """The apps that mount the hub's own handler (the others stream from a route of their own)."""
 
 
