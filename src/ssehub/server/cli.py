@@ -308,7 +308,7 @@ def _started(args: argparse.Namespace, port: int) -> None:
 
 def serve_native(args: argparse.Namespace) -> int:
     """Run one hub process on ssehub's own HTTP server until SIGTERM or SIGINT."""
-    from ssehub.server.transport import HTTPServer
+    from ssehub.server.native import HTTPServer
 
     app = build_server(args)
     sock = _bind(args.host, args.port, args.reuse_port)
