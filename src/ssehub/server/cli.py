@@ -19,7 +19,8 @@ from typing import Any
 
 from ssehub.backends.base import Backend
 from ssehub.hub import Hub
-from ssehub.server.app import DEFAULT_MAX_BODY, HubServer, on_client_gone
+from ssehub.server.app import DEFAULT_MAX_BODY, HubServer
+from ssehub.subscription import CloseReason, Subscription
 
 __all__ = ["build_parser", "main"]
 
@@ -240,6 +241,17 @@ def make_backend(redis_url: str | None) -> Backend | None:
         ) from None
     backend: Backend = RedisBackend(redis_url)
     return backend
+
+
+def on_client_gone(sub: Subscription) -> None:
+    """The hub's ``on_disconnect`` hook for ``ssehub serve``: log clients dropped as too slow."""
+    if sub.close_reason == CloseReason.SLOW:
+        client = sub.request.client if sub.request is not None else None
+        log.warning(
+            "event=client_dropped reason=slow channel=%s client=%s",
+            sub.channel,
+            f"{client[0]}:{client[1]}" if client else "-",
+        )
 
 
 def build_server(args: argparse.Namespace) -> HubServer:

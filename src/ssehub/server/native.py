@@ -50,6 +50,7 @@ import httptools
 
 from ssehub._serving import DIRECT_STREAM, DirectStream
 from ssehub.hub import Hub
+from ssehub.server.publish import DEFAULT_MAX_BODY
 from ssehub.subscription import CloseReason, Subscription
 from ssehub.types import ASGIMessage, Receive, Scope, Send
 
@@ -486,7 +487,7 @@ class HTTPServer:
     flusher: _Flusher
 
     def __init__(
-        self, app: ASGIApp, *, max_body: int = 1024 * 1024, access_log: bool = False
+        self, app: ASGIApp, *, max_body: int = DEFAULT_MAX_BODY, access_log: bool = False
     ) -> None:
         self.app = app
         self.max_body = max_body
