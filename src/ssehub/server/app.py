@@ -24,7 +24,8 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -38,7 +39,6 @@ from ssehub.server.dashboard import STATS_PATH, Dashboard
 from ssehub.server.publish import DEFAULT_MAX_BODY, check_head, parse_body, too_large
 from ssehub.server.routing import HTTPError, Route, Router
 from ssehub.types import Receive, Scope, Send
-from ssehub.wire import Message
 
 __all__ = ["DEFAULT_MAX_BODY", "EVENTS_PREFIX", "STATS_PATH", "HubServer"]
 
@@ -49,9 +49,6 @@ EVENTS_PREFIX = "/events/"
 
 _JSON_CT = (b"content-type", b"application/json")
 _NO_STORE = [(b"cache-control", b"no-store")]
-
-# What one publish or broadcast does once its messages are parsed: the JSON answer's fields.
-_Deliver = Callable[[str, "Message | list[Message]"], Awaitable[dict[str, Any]]]
 
 
 class _ClientGone(Exception):
@@ -120,7 +117,7 @@ class HubServer:
             [
                 Route(EVENTS_PREFIX, self._subscribe, ("GET",), prefix=True),
                 Route(EVENTS_PREFIX, self._publish, ("POST",), prefix=True),
-                Route("/broadcast", self._broadcast, ("POST",)),
+                Route("/broadcast", partial(self._publish, broadcast=True), ("POST",)),
                 Route("/", self._get_dashboard),
                 Route("/channels", self._get_channels),
                 Route("/metrics", self._get_metrics),
@@ -229,7 +226,9 @@ class HubServer:
         cors = self.cors
         if cors.enabled:
             headers += cors.simple_headers(scope["headers"])
-        await self._send(send, status, headers, body)
+        # Sent here rather than through _send: this answers every publish.
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _send_preflight(self, scope: Scope, send: Send, allow: str) -> None:
         headers = self.cors.preflight_headers(scope["headers"], allow.encode())
@@ -275,21 +274,35 @@ class HubServer:
             error,
         )
 
-    async def _accept(
-        self, scope: Scope, receive: Receive, send: Send, target: str, deliver: _Deliver
+    async def _publish(
+        self, scope: Scope, receive: Receive, send: Send, *, broadcast: bool = False
     ) -> None:
-        """Read, check and parse a publish to ``target``, ``deliver`` it, and answer.
-
-        Every refusal is counted in `publish_errors` and logged; a publish that started before
-        `close` is let finish.
-        """
+        """Read, check and parse a publish, publish it (to every channel when ``broadcast``),
+        and answer. Every refusal is counted in `publish_errors` and logged; a publish that
+        started before `close` is let finish."""
+        channel = None if broadcast else _full_path(scope)
+        target = "/broadcast" if channel is None else channel
+        hub = self.hub
         self._inflight += 1
         try:
             if self._closing:
                 raise HTTPError(503, "the hub is shutting down")
             head = check_head(scope["headers"], token=self._publish_token, max_body=self.max_body)
             messages = parse_body(head, await self._read_body(receive))
-            answer = await deliver(target, messages)
+            answer: dict[str, Any]
+            if channel is None:
+                result: Any
+                if type(messages) is list:
+                    result = [await hub.broadcast(m) for m in messages]
+                else:
+                    result = await hub.broadcast(messages)  # type: ignore[arg-type]
+                answer = {"ids": result, "clients": hub.client_count()}
+            elif type(messages) is list:
+                ids = [await hub.publish(channel, m) for m in messages]
+                answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
+            else:
+                event_id = await hub.publish(channel, messages)  # type: ignore[arg-type]
+                answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
         except HTTPError as exc:
             self._rejected(exc.status, target, scope, exc.message)
             raise
@@ -304,29 +317,6 @@ class HubServer:
             if self._idle is not None and not self._inflight:
                 self._idle.set()
         await self._send_json(scope, send, 200, dumps(answer))
-
-    async def _publish(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._accept(scope, receive, send, _full_path(scope), self._publish_to)
-
-    async def _broadcast(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._accept(scope, receive, send, "/broadcast", self._broadcast_all)
-
-    async def _publish_to(self, channel: str, messages: Message | list[Message]) -> dict[str, Any]:
-        hub = self.hub
-        if type(messages) is list:
-            ids = [await hub.publish(channel, m) for m in messages]
-            return {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
-        event_id = await hub.publish(channel, messages)  # type: ignore[arg-type]
-        return {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
-
-    async def _broadcast_all(self, _: str, messages: Message | list[Message]) -> dict[str, Any]:
-        hub = self.hub
-        result: Any
-        if type(messages) is list:
-            result = [await hub.broadcast(m) for m in messages]
-        else:
-            result = await hub.broadcast(messages)  # type: ignore[arg-type]
-        return {"ids": result, "clients": hub.client_count()}
 
     # -- subscribing -------------------------------------------------------------------------
 

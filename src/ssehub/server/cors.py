@@ -32,7 +32,7 @@ class CORS:
     comma in it).
     """
 
-    __slots__ = ("_any", "_cache", "_origins")
+    __slots__ = ("_any", "_cache", "_origins", "enabled")
 
     def __init__(self, origins: Iterable[str] = ()) -> None:
         listed = list(dict.fromkeys(origins))
@@ -42,11 +42,8 @@ class CORS:
         self._any = "*" in listed
         self._origins = frozenset(o.encode("latin-1") for o in listed if o != "*")
         self._cache: dict[bytes, Headers] = {}
-
-    @property
-    def enabled(self) -> bool:
+        self.enabled = self._any or bool(self._origins)
         """Whether any origin is allowed (without origins, no CORS header is ever sent)."""
-        return self._any or bool(self._origins)
 
     def is_allowed_origin(self, origin: bytes) -> bool:
         """Whether ``origin`` (an ``Origin`` header's value) may call the hub."""
@@ -57,7 +54,7 @@ class CORS:
 
         Empty when the request's origin is not allowed. The result is shared: do not change it.
         """
-        if not self._origins and not self._any:
+        if not self.enabled:
             return _NONE
         origin = None
         for name, value in request_headers:

@@ -59,6 +59,10 @@ class PublishHead:
     """The ``charset`` parameter of the Content-Type, lowercased, if it has one."""
 
 
+_JSON_HEAD = PublishHead(json=True)
+_TEXT_HEAD = PublishHead(json=False)
+
+
 def check_head(
     headers: Iterable[tuple[bytes, bytes]], *, token: bytes | None, max_body: int
 ) -> PublishHead:
@@ -100,7 +104,10 @@ def check_head(
     charset = None
     if params and b"charset" in params.lower():
         charset = params.lower().split(b"charset=", 1)[-1].split(b";")[0].strip(b" \"'")
-    return PublishHead(json=mime == b"application/json" or mime.endswith(b"+json"), charset=charset)
+    json = mime == b"application/json" or mime.endswith(b"+json")
+    if charset is None:  # the usual case, on the hot path: no new object
+        return _JSON_HEAD if json else _TEXT_HEAD
+    return PublishHead(json=json, charset=charset)
 
 
 def too_large(max_body: int) -> PublishError:
