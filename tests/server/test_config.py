@@ -8,7 +8,7 @@ from dataclasses import fields
 import pytest
 
 from ssehub.server.cli import INTERNAL_DESTS, build_parser
-from ssehub.server.config import ServeConfig
+from ssehub.server.config import CLIError, ServeConfig
 from ssehub.server.supervisor import read_worker_config, worker_message
 
 # A command line that sets every serve option to a value other than its default.
@@ -85,3 +85,12 @@ def test_a_config_missing_a_field_is_refused() -> None:
     del values["redis"]
     with pytest.raises(ValueError, match="redis"):
         ServeConfig.from_dict(values)
+
+
+@pytest.mark.parametrize("payload", [b"", b"[1]", b'{"config": {}, "ready_fd": 3}', b"\xff"])
+def test_a_worker_without_a_valid_config_is_a_clear_error(payload: bytes) -> None:
+    read_fd, write_fd = os.pipe()
+    with open(write_fd, "wb") as pipe:
+        pipe.write(payload)
+    with pytest.raises(CLIError, match="--worker-config-fd"):
+        read_worker_config(read_fd)

@@ -277,9 +277,11 @@ class HubServer:
     async def _publish(
         self, scope: Scope, receive: Receive, send: Send, *, broadcast: bool = False
     ) -> None:
-        """Read, check and parse a publish, publish it (to every channel when ``broadcast``),
-        and answer. Every refusal is counted in `publish_errors` and logged; a publish that
-        started before `close` is let finish."""
+        """Publish a request's message(s) to its channel (to every one when ``broadcast``).
+
+        Every refusal is counted in `publish_errors` and logged; a publish that started before
+        `close` is let finish.
+        """
         channel = None if broadcast else _full_path(scope)
         target = "/broadcast" if channel is None else channel
         hub = self.hub

@@ -44,10 +44,19 @@ def worker_message(config: ServeConfig, ready_fd: int) -> bytes:
 
 
 def read_worker_config(fd: int) -> tuple[ServeConfig, int]:
-    """Read a `worker_message` from ``fd`` to its end (closing it): the config and ready fd."""
-    with open(fd, "rb") as pipe:
-        message = json.loads(pipe.read())
-    return ServeConfig.from_dict(message["config"]), int(message["ready_fd"])
+    """Read a `worker_message` from ``fd`` to its end (closing it): the config and ready fd.
+
+    Raises CLIError when ``fd`` holds no such message (the flag is for the supervisor only).
+    """
+    try:
+        with open(fd, "rb") as pipe:
+            message = json.loads(pipe.read())
+        return ServeConfig.from_dict(message["config"]), int(message["ready_fd"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CLIError(
+            f"{WORKER_CONFIG_FLAG} {fd}: no worker configuration there ({exc!r}); the flag is "
+            "for the --workers supervisor only"
+        ) from None
 
 
 def _start_worker(message: bytes, ready_fd: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
