@@ -57,7 +57,7 @@ async def run_uvicorn(app: Any, **config: Any) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def run_native(app: Any, **config: Any) -> AsyncIterator[str]:
     """Serve ``app`` with ssehub's own HTTP server (direct streams) on a free loopback port."""
-    from ssehub.server.transport import HTTPServer
+    from ssehub.server.native import HTTPServer
 
     sock = _free_socket()
     port = sock.getsockname()[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -112,3 +113,37 @@ def test_redis_that_is_down_fails_health(start_hub: HubFactory) -> None:
         assert "error" in published.json()
     finally:
         server.close()
+
+
+async def test_every_worker_serves_the_options_of_the_command_line(
+    start_hub: HubFactory, redis: RedisServer
+) -> None:
+    hub = start_hub(
+        "--redis",
+        redis.url,
+        "--workers",
+        "2",
+        "--cors-origin",
+        "http://w.example",
+        "--max-body",
+        "100",
+        env={"SSEHUB_PUBLISH_TOKEN": "w-secret"},
+    )
+    clients = await _client_on_each_worker(hub.url, 2)
+    try:
+        for pid, client in clients.items():
+            # The token reached the worker through its config pipe, not its command line or
+            # environment.
+            assert b"w-secret" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert b"w-secret" not in Path(f"/proc/{pid}/environ").read_bytes()
+            origin = {"Origin": "http://w.example"}
+            refused = await client.post("/events/opts", content="x", headers=origin)
+            assert refused.status_code == 401
+            assert refused.headers["access-control-allow-origin"] == "http://w.example"
+            auth = {"Authorization": "Bearer w-secret"}
+            too_big = await client.post("/events/opts", content="x" * 101, headers=auth)
+            assert too_big.status_code == 413
+            assert (await client.post("/events/opts", content="x", headers=auth)).status_code == 200
+    finally:
+        for client in clients.values():
+            await client.aclose()

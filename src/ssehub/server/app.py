@@ -1,85 +1,54 @@
 """The standalone hub's HTTP API as one plain ASGI app: subscribe, publish, inspect, dashboard.
 
-Routes (the contract in DESIGN.md):
+Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
 
 - ``GET /events/{channel...}`` streams the channel (its name is the full request path);
   ``POST`` to the same path publishes to it.
 - ``POST /broadcast`` publishes to every channel.
 - ``GET /channels``, ``GET /metrics``, ``GET /healthz``, ``GET /`` (the dashboard) and
   ``GET /dashboard/stats`` (the dashboard's own live feed, on a hub of its own).
-- ``OPTIONS`` on any route answers a CORS preflight.
+- ``OPTIONS`` on any route answers a CORS preflight; another method the route does not list
+  gets 405. Both carry the route's ``Allow``.
 
-Publishing is the hot path: one scan of the headers, the body read in one piece, one JSON parse,
-`Message` objects built, `Hub.publish` awaited, a small JSON answer. Nothing else happens per
-event; metrics read the hub's own counters when scraped.
+Publishing is the hot path: one route lookup, one scan of the headers (`publish.check_head`),
+the body read in one piece, one JSON parse (`publish.parse_body`), `Hub.publish` awaited, a
+small JSON answer. Nothing else happens per event; metrics read the hub's own counters when
+scraped. Subscribing goes through the stream policy every adapter shares (`ssehub._serving`:
+the 403/503 refusals), with this server's own per-origin CORS (`cors.CORS`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from importlib import resources
+from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ssehub._serving import Answer, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
-from ssehub.errors import BackendUnavailable, HubClosed, InvalidMessage, SubscriptionDenied
+from ssehub.errors import BackendUnavailable, HubClosed
 from ssehub.hub import Hub
-from ssehub.subscription import CloseReason, Subscription
+from ssehub.server._json import dumps
+from ssehub.server.cors import CORS
+from ssehub.server.dashboard import STATS_PATH, Dashboard
+from ssehub.server.publish import DEFAULT_MAX_BODY, check_head, parse_body, too_large
+from ssehub.server.routing import HTTPError, Route, Router
 from ssehub.types import Receive, Scope, Send
-from ssehub.wire import Message
 
-__all__ = ["DEFAULT_MAX_BODY", "STATS_PATH", "HubServer"]
+__all__ = ["DEFAULT_MAX_BODY", "EVENTS_PREFIX", "STATS_PATH", "HubServer"]
 
 log = logging.getLogger("ssehub.server")
 
-DEFAULT_MAX_BODY = 1024 * 1024
-"""The largest publish body accepted by default (1 MiB)."""
-
-STATS_PATH = "/dashboard/stats"
-"""The dashboard's live statistics stream (served by a hub of its own, not listed in /channels)."""
-
 EVENTS_PREFIX = "/events/"
+"""The prefix of every channel's path: ``/events/<channel>``."""
 
-_loads: Callable[[str], Any]
-_dumps: Callable[[Any], bytes]
-try:  # orjson is optional: faster parsing and encoding when installed
-    import orjson  # type: ignore[import-not-found,unused-ignore]
-
-    _loads = orjson.loads
-    _dumps = orjson.dumps
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
-
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-_FIELDS = frozenset({"data", "event", "id", "retry"})
 _JSON_CT = (b"content-type", b"application/json")
-_PREFLIGHT_HEADERS = b"content-type, authorization, last-event-id, cache-control"
-_ROUTE_METHODS = {
-    "events": "GET, POST, OPTIONS",
-    "broadcast": "POST, OPTIONS",
-    "read": "GET, OPTIONS",
-}
-
-
-class _HTTPError(Exception):
-    """An error answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(
-        self, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
+_NO_STORE = [(b"cache-control", b"no-store")]
 
 
 class _ClientGone(Exception):
@@ -95,26 +64,14 @@ def _full_path(scope: Scope) -> str:
     return path
 
 
-def _message_from(obj: Any, where: str = "") -> Message:
-    if type(obj) is not dict:
-        raise _HTTPError(
-            400,
-            f"{where}a message must be a JSON object like "
-            f'{{"data": "...", "event": "...", "id": "...", "retry": 1000}}, '
-            f"got {type(obj).__name__}",
-        )
-    if not obj.keys() <= _FIELDS:
-        unknown = ", ".join(sorted(repr(k) for k in obj.keys() - _FIELDS))
-        raise _HTTPError(400, f"{where}unknown field(s) {unknown}; allowed: data, event, id, retry")
-    data = obj.get("data")
-    if type(data) is not str:
-        if data is None and "data" not in obj:
-            raise _HTTPError(400, f'{where}missing field "data" (a string)')
-        raise _HTTPError(400, f"{where}data must be a string, got {type(data).__name__}")
-    try:
-        return Message(data, id=obj.get("id"), event=obj.get("event"), retry=obj.get("retry"))
-    except InvalidMessage as exc:
-        raise _HTTPError(400, f"{where}{exc}") from None
+def _not_found(path: str) -> HTTPError:
+    if path in (EVENTS_PREFIX, "/events"):
+        return HTTPError(404, "no channel given: use /events/<channel>")
+    return HTTPError(
+        404,
+        f"no route {path}; the routes are /events/<channel>, /broadcast, /channels, "
+        "/metrics, /healthz and /",
+    )
 
 
 class HubServer:
@@ -145,30 +102,39 @@ class HubServer:
         self.max_body = max_body
         self._publish_token = publish_token.encode() if publish_token else None
         self._subscribe_token = subscribe_token.encode() if subscribe_token else None
-        origins = list(dict.fromkeys(cors_origins))
-        for origin in origins:
-            if any(c in origin for c in "\r\n\0 ,"):
-                raise ValueError(f"invalid CORS origin {origin!r}")
-        self._any_origin = "*" in origins
-        self._origins = {o.encode("latin-1"): o for o in origins if o != "*"}
-        self._cors_cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self.cors = CORS(cors_origins)
+        """The cross-origin policy (``cors_origins``)."""
         self.publish_errors: dict[int, int] = {}
         """Rejected publishes and broadcasts, by HTTP status."""
         self.started_at = time.time()
+        self.dashboard = Dashboard(hub, self.publish_errors, stats_interval)
+        """The dashboard page and its statistics feed."""
         self._closing = False
         self._inflight = 0
         self._idle: asyncio.Event | None = None
-        self._stats_interval = stats_interval
-        self._stats_task: asyncio.Task[None] | None = None
-        self._stats_prev: dict[str, int] = {}
-        self._stats_prev_delivered: dict[str, int] = {}
-        self._stats_prev_time = time.monotonic()
-        self._stats_last: bytes | None = None
-        self.stats_hub = Hub(history=0, keepalive=15.0, on_connect=self._stats_viewer_joined)
-        """A separate hub for the dashboard's statistics stream, so it never shows up in
-        ``/channels``, metrics or broadcasts."""
-        self._dashboard: bytes | None = None
         self._registry: Any = None
+        self.router = Router(
+            [
+                Route(EVENTS_PREFIX, self._subscribe, ("GET",), prefix=True),
+                Route(EVENTS_PREFIX, self._publish, ("POST",), prefix=True),
+                Route("/broadcast", partial(self._publish, broadcast=True), ("POST",)),
+                Route("/", self._get_dashboard),
+                Route("/channels", self._get_channels),
+                Route("/metrics", self._get_metrics),
+                Route("/healthz", self._get_health),
+                Route(STATS_PATH, self._get_stats_stream),
+            ]
+        )
+        """The route table."""
+
+    @property
+    def stats_hub(self) -> Hub:
+        """The dashboard's statistics hub (never in ``/channels``, metrics or broadcasts)."""
+        return self.dashboard.stats_hub
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot for the dashboard (see `Dashboard.stats`)."""
+        return self.dashboard.stats()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -187,8 +153,7 @@ class HubServer:
                     await asyncio.wait_for(self._idle.wait(), timeout)
                 except asyncio.TimeoutError:
                     log.warning("event=shutdown_timeout inflight_publishes=%d", self._inflight)
-            if self._stats_task is not None:
-                self._stats_task.cancel()
+            self.dashboard.stop()
         await asyncio.gather(self.hub.shutdown(timeout), self.stats_hub.shutdown(timeout))
 
     # -- ASGI --------------------------------------------------------------------------------
@@ -203,55 +168,27 @@ class HubServer:
         path: str = scope["path"]
         method: str = scope["method"]
         try:
-            if path.startswith(EVENTS_PREFIX) and len(path) > len(EVENTS_PREFIX):
-                if method == "POST":
-                    await self._publish(scope, receive, send)
-                elif method == "GET":
-                    await self._subscribe(scope, receive, send)
-                else:
-                    self._check_method(method, "events", scope)
-            elif path == "/broadcast":
-                if method == "POST":
-                    await self._broadcast(scope, receive, send)
-                else:
-                    self._check_method(method, "broadcast", scope)
+            resource = self.router.match(path)
+            if resource is None:
+                raise _not_found(path)
+            endpoint = resource.endpoints.get(method)
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+            elif method == "OPTIONS":
+                await self._send_preflight(scope, send, resource.allow)
             else:
-                route = self._read_route(path)
-                if method != "GET":
-                    self._check_method(method, "read", scope)
-                else:
-                    await route(scope, receive, send)
-        except _HTTPError as exc:
-            await self._send_error(scope, send, exc)
+                allow = resource.allow
+                raise HTTPError(
+                    405,
+                    f"method {method} not allowed here; allowed: {allow}",
+                    [(b"allow", allow.encode())],
+                )
+        except HTTPError as exc:
+            await self._send_json(
+                scope, send, exc.status, dumps({"error": exc.message}), exc.headers
+            )
         except _ClientGone:
             pass
-
-    def _read_route(self, path: str) -> Callable[[Scope, Receive, Send], Any]:
-        if path == "/":
-            return self._get_dashboard
-        if path == "/channels":
-            return self._get_channels
-        if path == "/metrics":
-            return self._get_metrics
-        if path == "/healthz":
-            return self._get_health
-        if path == STATS_PATH:
-            return self._get_stats_stream
-        if path == EVENTS_PREFIX or path == "/events":
-            raise _HTTPError(404, "no channel given: use /events/<channel>")
-        raise _HTTPError(
-            404,
-            f"no route {path}; the routes are /events/<channel>, /broadcast, /channels, "
-            "/metrics, /healthz and /",
-        )
-
-    def _check_method(self, method: str, route: str, scope: Scope) -> None:
-        allow = _ROUTE_METHODS[route]
-        if method == "OPTIONS":
-            raise _Preflight(allow)
-        raise _HTTPError(
-            405, f"method {method} not allowed here; allowed: {allow}", [(b"allow", allow.encode())]
-        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -269,33 +206,13 @@ class HubServer:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    # -- CORS and responses ------------------------------------------------------------------
+    # -- responses ---------------------------------------------------------------------------
 
-    def _cors(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        if not self._origins and not self._any_origin:
-            return []
-        origin = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value
-                break
-        if origin is None:
-            return [(b"access-control-allow-origin", b"*")] if self._any_origin else []
-        cached = self._cors_cache.get(origin)
-        if cached is not None:
-            return cached
-        if origin in self._origins:
-            headers = [
-                (b"access-control-allow-origin", origin),
-                (b"vary", b"Origin"),
-            ]
-        elif self._any_origin:
-            headers = [(b"access-control-allow-origin", b"*")]
-        else:
-            headers = []
-        if len(self._cors_cache) < 1024:
-            self._cors_cache[origin] = headers
-        return headers
+    async def _send(
+        self, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _send_json(
         self,
@@ -306,100 +223,34 @@ class HubServer:
         extra: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         headers = [_JSON_CT, (b"content-length", b"%d" % len(body)), *extra]
-        if self._origins or self._any_origin:
-            headers += self._cors(scope)
+        cors = self.cors
+        if cors.enabled:
+            headers += cors.simple_headers(scope["headers"])
+        # Sent here rather than through _send: this answers every publish.
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _send_error(self, scope: Scope, send: Send, exc: _HTTPError) -> None:
-        if isinstance(exc, _Preflight):
-            await self._send_preflight(scope, send, exc.message)
-            return
-        await self._send_json(scope, send, exc.status, _dumps({"error": exc.message}), exc.headers)
-
     async def _send_preflight(self, scope: Scope, send: Send, allow: str) -> None:
-        headers = [(b"allow", allow.encode()), *self._cors(scope)]
-        if len(headers) > 1:
-            headers += [
-                (b"access-control-allow-methods", allow.encode()),
-                (b"access-control-allow-headers", _PREFLIGHT_HEADERS),
-                (b"access-control-max-age", b"86400"),
-            ]
-        await send({"type": "http.response.start", "status": 204, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
+        headers = self.cors.preflight_headers(scope["headers"], allow.encode())
+        await self._send(send, 204, headers, b"")
 
     # -- publishing (the hot path) -----------------------------------------------------------
 
-    async def _read_publish(self, scope: Scope, receive: Receive) -> list[Message] | Message:
-        """Check the token and read the body into one message or a list of them."""
-        content_type = b""
-        authorization = None
-        length = -1
-        encoded = False
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                length = int(value) if value.isdigit() else -1
-            elif name == b"content-encoding":
-                encoded = value.strip().lower() != b"identity"
-        token = self._publish_token
-        if token is not None and (
-            authorization is None
-            or authorization[:7].lower() != b"bearer "
-            or not hmac.compare_digest(authorization[7:].strip(), token)
-        ):
-            raise _HTTPError(
-                401,
-                "publishing needs the header 'Authorization: Bearer <publish token>'",
-                [(b"www-authenticate", b'Bearer realm="ssehub"')],
-            )
-        if length > self.max_body:
-            raise _HTTPError(413, f"the body is over the limit of {self.max_body} bytes")
-        if encoded:
-            raise _HTTPError(415, "compressed bodies are not accepted; send identity encoding")
-        body = await self._read_body(receive)
-        mime, _, params = content_type.partition(b";")
-        mime = mime.strip().lower()
-        if params and b"charset" in params.lower():
-            charset = params.lower().split(b"charset=", 1)[-1].split(b";")[0].strip(b" \"'")
-            if charset not in (b"utf-8", b"utf8"):
-                raise _HTTPError(415, f"only UTF-8 bodies are accepted, not {charset.decode()!r}")
-        try:
-            text = body.decode()
-        except UnicodeDecodeError as exc:
-            raise _HTTPError(
-                415, f"the body is not valid UTF-8 (byte {exc.start}): only UTF-8 is accepted"
-            ) from None
-        if mime == b"application/json" or mime.endswith(b"+json"):
-            try:
-                parsed = _loads(text)
-            except ValueError as exc:
-                raise _HTTPError(400, f"malformed JSON: {exc}") from None
-            if type(parsed) is list:
-                return [_message_from(item, f"item {i}: ") for i, item in enumerate(parsed)]
-            return _message_from(parsed)
-        try:
-            return Message(text)
-        except InvalidMessage as exc:  # pragma: no cover - any str is valid data
-            raise _HTTPError(400, str(exc)) from None
-
     async def _read_body(self, receive: Receive) -> bytes:
+        max_body = self.max_body
         message = await receive()
         if message["type"] != "http.request":
             raise _ClientGone
         body: bytes = message.get("body", b"")
         if not message.get("more_body", False):
-            if len(body) > self.max_body:
-                raise _HTTPError(413, f"the body is over the limit of {self.max_body} bytes")
+            if len(body) > max_body:
+                raise too_large(max_body)
             return body
         chunks = [body]
         size = len(body)
         while True:
-            if size > self.max_body:
-                raise _HTTPError(413, f"the body is over the limit of {self.max_body} bytes")
+            if size > max_body:
+                raise too_large(max_body)
             message = await receive()
             if message["type"] != "http.request":
                 raise _ClientGone
@@ -408,8 +259,8 @@ class HubServer:
             size += len(body)
             if not message.get("more_body", False):
                 break
-        if size > self.max_body:
-            raise _HTTPError(413, f"the body is over the limit of {self.max_body} bytes")
+        if size > max_body:
+            raise too_large(max_body)
         return b"".join(chunks)
 
     def _rejected(self, status: int, where: str, scope: Scope, error: str) -> None:
@@ -423,66 +274,51 @@ class HubServer:
             error,
         )
 
-    async def _publish(self, scope: Scope, receive: Receive, send: Send) -> None:
-        channel = _full_path(scope)
+    async def _publish(
+        self, scope: Scope, receive: Receive, send: Send, *, broadcast: bool = False
+    ) -> None:
+        """Publish a request's message(s) to its channel (to every one when ``broadcast``).
+
+        Every refusal is counted in `publish_errors` and logged; a publish that started before
+        `close` is let finish.
+        """
+        channel = None if broadcast else _full_path(scope)
+        target = "/broadcast" if channel is None else channel
         hub = self.hub
         self._inflight += 1
         try:
             if self._closing:
-                raise _HTTPError(503, "the hub is shutting down")
-            messages = await self._read_publish(scope, receive)
-            if type(messages) is list:
+                raise HTTPError(503, "the hub is shutting down")
+            head = check_head(scope["headers"], token=self._publish_token, max_body=self.max_body)
+            messages = parse_body(head, await self._read_body(receive))
+            answer: dict[str, Any]
+            if channel is None:
+                result: Any
+                if type(messages) is list:
+                    result = [await hub.broadcast(m) for m in messages]
+                else:
+                    result = await hub.broadcast(messages)  # type: ignore[arg-type]
+                answer = {"ids": result, "clients": hub.client_count()}
+            elif type(messages) is list:
                 ids = [await hub.publish(channel, m) for m in messages]
-                body = _dumps(
-                    {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
-                )
+                answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
             else:
                 event_id = await hub.publish(channel, messages)  # type: ignore[arg-type]
-                body = _dumps(
-                    {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
-                )
-        except _HTTPError as exc:
-            self._rejected(exc.status, channel, scope, exc.message)
+                answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
+        except HTTPError as exc:
+            self._rejected(exc.status, target, scope, exc.message)
             raise
         except HubClosed:
-            self._rejected(503, channel, scope, "the hub is shut down")
-            raise _HTTPError(503, "the hub is shutting down") from None
+            self._rejected(503, target, scope, "the hub is shut down")
+            raise HTTPError(503, "the hub is shutting down") from None
         except BackendUnavailable as exc:
-            self._rejected(503, channel, scope, str(exc))
-            raise _HTTPError(503, f"the backend is unavailable: {exc}") from None
+            self._rejected(503, target, scope, str(exc))
+            raise HTTPError(503, f"the backend is unavailable: {exc}") from None
         finally:
             self._inflight -= 1
             if self._idle is not None and not self._inflight:
                 self._idle.set()
-        await self._send_json(scope, send, 200, body)
-
-    async def _broadcast(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hub = self.hub
-        self._inflight += 1
-        try:
-            if self._closing:
-                raise _HTTPError(503, "the hub is shutting down")
-            messages = await self._read_publish(scope, receive)
-            result: Any
-            if type(messages) is list:
-                result = [await hub.broadcast(m) for m in messages]
-            else:
-                result = await hub.broadcast(messages)  # type: ignore[arg-type]
-            body = _dumps({"ids": result, "clients": hub.client_count()})
-        except _HTTPError as exc:
-            self._rejected(exc.status, "/broadcast", scope, exc.message)
-            raise
-        except HubClosed:
-            self._rejected(503, "/broadcast", scope, "the hub is shut down")
-            raise _HTTPError(503, "the hub is shutting down") from None
-        except BackendUnavailable as exc:
-            self._rejected(503, "/broadcast", scope, str(exc))
-            raise _HTTPError(503, f"the backend is unavailable: {exc}") from None
-        finally:
-            self._inflight -= 1
-            if self._idle is not None and not self._inflight:
-                self._idle.set()
-        await self._send_json(scope, send, 200, body)
+        await self._send_json(scope, send, 200, dumps(answer))
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -502,7 +338,7 @@ class HubServer:
             for key, value in parse_qsl(query.decode("latin-1")):
                 if key == "token" and hmac.compare_digest(value.encode("latin-1"), token):
                     return
-        raise _HTTPError(
+        raise HTTPError(
             401,
             "subscribing needs 'Authorization: Bearer <subscribe token>' or ?token=<token>",
             [(b"www-authenticate", b'Bearer realm="ssehub"')],
@@ -510,19 +346,18 @@ class HubServer:
 
     async def _stream(self, hub: Hub, scope: Scope, receive: Receive, send: Send) -> None:
         self._check_subscribe_token(scope)
-        try:
-            sub = await hub.open_stream(request_from_scope(scope))
-        except SubscriptionDenied as exc:
-            raise _HTTPError(403, str(exc)) from None
-        except HubClosed:
-            raise _HTTPError(503, "the hub is shutting down") from None
-        except BackendUnavailable as exc:
-            raise _HTTPError(503, f"the backend is unavailable: {exc}") from None
+        opened = await open_stream(hub, request_from_scope(scope))
+        if isinstance(opened, Answer):
+            # The shared refusal (403 or 503, its JSON body), with this server's CORS for the
+            # request's origin rather than the hub's fixed headers.
+            await self._send_json(scope, send, opened.status, opened.body)
+            return
         headers = hub.headers
-        if self._origins or self._any_origin:
-            cors = [(k.decode(), v.decode("latin-1")) for k, v in self._cors(scope)]
-            headers = headers + cors
-        await stream_subscription(hub, sub, receive, send, headers, scope)
+        cors = self.cors
+        if cors.enabled:
+            allowed = cors.simple_headers(scope["headers"])
+            headers = headers + [(k.decode(), v.decode("latin-1")) for k, v in allowed]
+        await stream_subscription(hub, opened, receive, send, headers, scope)
 
     async def _subscribe(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._stream(self.hub, scope, receive, send)
@@ -545,19 +380,19 @@ class HubServer:
                     "delivered": ch.delivered if ch is not None else 0,
                 }
             )
-        body = _dumps({"channels": channels, "clients": hub.client_count()})
-        await self._send_json(scope, send, 200, body, [(b"cache-control", b"no-store")])
+        body = dumps({"channels": channels, "clients": hub.client_count()})
+        await self._send_json(scope, send, 200, body, _NO_STORE)
 
     async def _get_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Imported here: prometheus-client is only needed once /metrics is scraped.
         from ssehub.server.metrics import build_registry, render
 
         if self._registry is None:
             self._registry = build_registry(self)
         body, content_type = render(self._registry)
         headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
-        headers += self._cors(scope)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        headers += self.cors.simple_headers(scope["headers"])
+        await self._send(send, 200, headers, body)
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """Whether the hub can serve, and a JSON-able report (backend state, clients, uptime)."""
@@ -580,105 +415,13 @@ class HubServer:
 
     async def _get_health(self, scope: Scope, receive: Receive, send: Send) -> None:
         ok, report = await self.health()
-        await self._send_json(
-            scope, send, 200 if ok else 503, _dumps(report), [(b"cache-control", b"no-store")]
-        )
+        await self._send_json(scope, send, 200 if ok else 503, dumps(report), _NO_STORE)
 
     async def _get_dashboard(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._dashboard is None:
-            self._dashboard = (
-                resources.files("ssehub.server").joinpath("dashboard.html").read_bytes()
-            )
-        body = self._dashboard
+        body = self.dashboard.page()
         headers = [
             (b"content-type", b"text/html; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
             (b"cache-control", b"no-cache"),
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    # -- the dashboard's statistics feed -----------------------------------------------------
-
-    def stats(self) -> dict[str, Any]:
-        """A snapshot for the dashboard: every channel's clients, totals and rates per second.
-
-        Rates are measured since the previous snapshot. At most 500 channels are listed (the
-        busiest first); ``total_channels`` says how many there are.
-        """
-        hub = self.hub
-        now = time.monotonic()
-        elapsed = max(now - self._stats_prev_time, 1e-6)
-        published = hub.published_counts()
-        prev = self._stats_prev
-        prev_delivered = self._stats_prev_delivered
-        delivered: dict[str, int] = {}
-        names = set(hub.channels())
-        names.update(name for name, count in published.items() if prev.get(name) != count)
-        rows: list[dict[str, Any]] = []
-        for name in names:
-            ch = hub.get_channel(name)
-            sent = ch.delivered if ch is not None else 0
-            delivered[name] = sent
-            count = published.get(name, 0)
-            rows.append(
-                {
-                    "channel": name,
-                    "clients": len(ch) if ch is not None else 0,
-                    "published": count,
-                    "rate": round(max(count - prev.get(name, count), 0) / elapsed, 2),
-                    "delivery_rate": round(
-                        max(sent - prev_delivered.get(name, sent), 0) / elapsed, 2
-                    ),
-                }
-            )
-        rows.sort(key=lambda r: (-r["clients"], -r["rate"], r["channel"]))
-        self._stats_prev = published
-        self._stats_prev_delivered = delivered
-        self._stats_prev_time = now
-        return {
-            "time": time.time(),
-            "clients": hub.client_count(),
-            "total_channels": len(rows),
-            "channels": rows[:500],
-            "published": sum(published.values()),
-            "replayed": hub.replayed,
-            "dropped_slow": hub.dropped_slow,
-            "publish_errors": sum(self.publish_errors.values()),
-        }
-
-    def _stats_viewer_joined(self, sub: Subscription) -> None:
-        sub.send(Message(_dumps(self.stats()).decode(), event="stats"))
-        if self._stats_task is None or self._stats_task.done():
-            self._stats_task = asyncio.ensure_future(self._stats_loop())
-
-    async def _stats_loop(self) -> None:
-        stats_hub = self.stats_hub
-        while not self._closing and not stats_hub.closed:
-            await asyncio.sleep(self._stats_interval)
-            if not stats_hub.client_count():
-                return
-            try:
-                await stats_hub.publish(
-                    STATS_PATH, Message(_dumps(self.stats()).decode(), event="stats")
-                )
-            except HubClosed:
-                return
-
-
-class _Preflight(_HTTPError):
-    """Raised by the router to answer OPTIONS (a CORS preflight) with the route's methods."""
-
-    def __init__(self, allow: str) -> None:
-        super().__init__(204, allow)
-
-
-def on_client_gone(sub: Subscription) -> None:
-    """The hub's ``on_disconnect`` hook for ``ssehub serve``: log clients dropped as too slow."""
-    if sub.close_reason == CloseReason.SLOW:
-        client = sub.request.client if sub.request is not None else None
-        log.warning(
-            "event=client_dropped reason=slow channel=%s client=%s",
-            sub.channel,
-            f"{client[0]}:{client[1]}" if client else "-",
-        )
+        await self._send(send, 200, headers, body)

@@ -7,8 +7,8 @@ delivers per channel, and `HubCollector` turns those counters into metric famili
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -16,14 +16,33 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-if TYPE_CHECKING:
-    from ssehub.server.app import HubServer
+from ssehub.hub import Hub
 
-__all__ = ["HubCollector", "build_registry", "render"]
+__all__ = ["HubCollector", "MetricsSource", "build_registry", "render"]
+
+
+class MetricsSource(Protocol):
+    """What the metrics read (`ssehub.server.app.HubServer` is one): the served hub, the
+    rejected publishes by status, and the dashboard's statistics hub."""
+
+    @property
+    def hub(self) -> Hub:
+        """The hub whose counters are exported."""
+        ...
+
+    @property
+    def publish_errors(self) -> Mapping[int, int]:
+        """Publishes and broadcasts rejected, by HTTP status."""
+        ...
+
+    @property
+    def stats_hub(self) -> Hub:
+        """The hub of the dashboard's statistics stream (its clients are the viewers)."""
+        ...
 
 
 class HubCollector:
-    """A Prometheus collector over a `HubServer`'s hub (registered in its own registry).
+    """A Prometheus collector over a served hub, a `MetricsSource` (in a registry of its own).
 
     Families (all prefixed ``ssehub_``): ``connections_open``, ``channels``,
     ``channel_clients{channel}``, ``events_published_total{channel}``,
@@ -32,7 +51,7 @@ class HubCollector:
     ``dashboard_viewers``.
     """
 
-    def __init__(self, server: HubServer) -> None:
+    def __init__(self, server: MetricsSource) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Any]:
@@ -91,7 +110,7 @@ class HubCollector:
         )
 
 
-def build_registry(server: HubServer) -> CollectorRegistry:
+def build_registry(server: MetricsSource) -> CollectorRegistry:
     """A registry of ``server``'s metrics: the hub's families plus process and GC metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(server))

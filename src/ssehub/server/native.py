@@ -1,11 +1,35 @@
-"""A lean HTTP/1.1 server for the standalone hub: ASGI for the API, sockets for the streams.
+"""ssehub's own HTTP/1.1 server: ASGI for the hub's API, sockets written directly for streams.
 
-uvicorn's per-message path (a task per client, one ``send`` per chunk through its protocol)
-dominates the cost of fan-out. This server speaks just enough ASGI to run the hub's API app
-(one request at a time per connection, keep-alive, fixed and streamed bodies, lifespan), and
-offers the `ssehub.asgi.DIRECT_STREAM` extension: a subscription handed over with it is written
-straight to the client's transport. Publishing then costs, per subscriber, one append; each loop
-iteration, one ``write`` per subscriber with pending bytes; and no task or coroutine per client.
+Intentional divergence: ``ssehub serve`` runs on this server by default (``--http native``),
+not on uvicorn, although the hub's API is a plain ASGI app (`ssehub.server.app.HubServer`)
+that any ASGI server runs (``--http uvicorn`` keeps that path). The reason is fan-out cost.
+uvicorn runs a task per streaming response and takes every chunk through ``send()``, its
+protocol's checks and then ``transport.write``: about 2.5x the server CPU per delivery. Same
+app, same run (BENCHMARKS.md, "Why the standalone hub runs on its own server"):
+
+    workload                               native             uvicorn
+    W1, 1,000 subscribers, 1 publisher     237,570 events/s   105,272 events/s
+    W1, 1,000 subscribers, 4 publishers    582,263 events/s   214,941 events/s
+    W2, memory per idle connection (10k)   6.34 KiB           14.0 KiB
+    W3 latency, p50 / p99 / max            3.37 / 8.89 / 14.0 ms   13.3 / 30.1 / 40.6 ms
+
+On uvicorn the hub misses the W1 target (at least 0.8x the bare asyncio baseline: 0.60x) and
+the W3 one (p99 under 10 ms).
+
+What this server does instead: it speaks just enough ASGI to run the hub's API app (one request
+at a time per connection, keep-alive, fixed and streamed bodies, lifespan), and offers the
+`ssehub._serving.DIRECT_STREAM` extension. An app that sees it in ``scope["extensions"]``
+hands a subscription over with one `ssehub._serving.DirectStream` message (as
+`ssehub.asgi.stream_subscription` does); the server then writes it straight to the client's
+transport, through the subscription's writer API (`Subscription.take`, `Subscription.arm`).
+Publishing costs, per subscriber, one append; each loop iteration, one ``write`` per subscriber
+with pending bytes (`_Flusher`); and no task or coroutine per client. A stream's body ends when
+the connection closes (no chunk framing), so every subscriber gets the very bytes the hub
+encoded once.
+
+What it does not do: TLS, HTTP/2, WebSocket, upgrades, proxy headers; put a proxy in front for
+those, or use ``--http uvicorn``. All its state belongs to an `HTTPServer` instance (no module
+state, no signal handlers: the caller installs those and calls `HTTPServer.shutdown`).
 
 Request parsing uses httptools (installed with ``ssehub[server]``).
 """
@@ -26,6 +50,7 @@ import httptools
 
 from ssehub._serving import DIRECT_STREAM, DirectStream
 from ssehub.hub import Hub
+from ssehub.server.publish import DEFAULT_MAX_BODY
 from ssehub.subscription import CloseReason, Subscription
 from ssehub.types import ASGIMessage, Receive, Scope, Send
 
@@ -462,7 +487,7 @@ class HTTPServer:
     flusher: _Flusher
 
     def __init__(
-        self, app: ASGIApp, *, max_body: int = 1024 * 1024, access_log: bool = False
+        self, app: ASGIApp, *, max_body: int = DEFAULT_MAX_BODY, access_log: bool = False
     ) -> None:
         self.app = app
         self.max_body = max_body

@@ -1,0 +1,99 @@
+"""What ``ssehub serve`` runs with, as one value: `ServeConfig`, built once from the flags.
+
+The command line (`ssehub.server.cli`) parses the flags into a `ServeConfig`; the runners
+(`ssehub.server.runners`) build the hub and serve it from that value alone; and the
+``--workers N`` supervisor (`ssehub.server.supervisor`) hands the very same value to each
+worker as JSON (`ServeConfig.to_json`, `ServeConfig.from_json`), so no flag can differ between
+the workers and the command line that started them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+__all__ = ["PUBLISH_TOKEN_ENV", "SUBSCRIBE_TOKEN_ENV", "CLIError", "ServeConfig"]
+
+PUBLISH_TOKEN_ENV = "SSEHUB_PUBLISH_TOKEN"
+"""The environment variable read for ``--publish-token`` (keeps it out of the process list)."""
+
+SUBSCRIBE_TOKEN_ENV = "SSEHUB_SUBSCRIBE_TOKEN"
+"""The environment variable read for ``--subscribe-token``."""
+
+
+class CLIError(Exception):
+    """A bad combination of options or a missing optional dependency (exit status 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Every option of ``ssehub serve``: one field per flag, named after the flag's ``dest``.
+
+    The parser (``ssehub serve --help``) documents each flag and holds the defaults; build a
+    config with `from_args`. Tokens are fields like the others: they travel to workers through
+    a pipe, never on a command line.
+    """
+
+    host: str
+    port: int
+    workers: int
+    http: str
+    cors_origin: tuple[str, ...]
+    history: int
+    history_ttl: float | None
+    retry: int | None
+    keepalive: float
+    max_body: int
+    max_buffer: int
+    redis: str | None
+    publish_token: str | None
+    subscribe_token: str | None
+    log_level: str
+    access_log: bool
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, ignore: frozenset[str] = frozenset()
+    ) -> ServeConfig:
+        """The config of parsed ``ssehub serve`` arguments.
+
+        Every destination in ``args`` but those in ``ignore`` must be a field (TypeError
+        otherwise): a flag added to the parser and not here fails at once, not in a worker.
+        """
+        given = vars(args)
+        names = {f.name for f in fields(cls)}
+        unknown = given.keys() - names - ignore
+        if unknown:
+            raise TypeError(f"ssehub serve options missing from ServeConfig: {sorted(unknown)}")
+        return cls.from_dict({name: given[name] for name in names})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ServeConfig:
+        """The config of a dict of every field (as `to_dict` makes it); ValueError if not one."""
+        names = {f.name for f in fields(cls)}
+        if values.keys() != names:
+            missing, extra = sorted(names - values.keys()), sorted(values.keys() - names)
+            raise ValueError(f"not a ServeConfig: missing {missing}, unknown {extra}")
+        return cls(**{**values, "cors_origin": tuple(values["cors_origin"])})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-able dict of every field (the inverse of `from_dict`)."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """The config as a JSON object (the inverse of `from_json`)."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ServeConfig:
+        """The config `to_json` wrote (ValueError if ``text`` is not one)."""
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError("a ServeConfig is a JSON object")
+        return cls.from_dict(values)
+
+    def with_port(self, port: int) -> ServeConfig:
+        """The same config on another port (a worker's, once the supervisor resolved port 0)."""
+        return replace(self, port=port)

@@ -1,0 +1,183 @@
+"""Publish requests as data: a request's head and body in, messages or a typed refusal out.
+
+Sans-IO, like h11: nothing here reads a socket or awaits. The app reads the body; this module
+decides. The checks run in two steps, so that a refusal happens as early as it can:
+
+1. `check_head`, from the headers alone, before the body is read: the publish token (401), a
+   declared ``Content-Length`` over the limit (413), a compressed body (415).
+2. `parse_body`, once the body is in: a charset other than UTF-8 or bytes that are not UTF-8
+   (415); then, for ``application/json`` (or any ``+json`` type), one JSON object
+   ``{"data", "event"?, "id"?, "retry"?}`` or an array of them (400 when malformed, with an
+   unknown field, a value of the wrong type, or a value `Message` refuses); otherwise the raw
+   text is the data.
+
+Every refusal is a `PublishError` with its HTTP status and a message that says what was wrong
+and what is allowed. `parse_publish` runs both steps on a complete request.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ssehub.errors import InvalidMessage
+from ssehub.server._json import loads
+from ssehub.server.routing import HTTPError
+from ssehub.wire import Message
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "PublishError",
+    "PublishHead",
+    "check_head",
+    "parse_body",
+    "parse_publish",
+]
+
+DEFAULT_MAX_BODY = 1024 * 1024
+"""The largest publish body accepted by default (1 MiB)."""
+
+FIELDS = frozenset({"data", "event", "id", "retry"})
+"""The fields of a JSON message."""
+
+_BEARER_REALM = [(b"www-authenticate", b'Bearer realm="ssehub"')]
+
+
+class PublishError(HTTPError):
+    """A publish refused: ``status`` (400, 401, 413 or 415) and a ``message`` for the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishHead:
+    """What a publish request's head says about its body, once `check_head` accepted it."""
+
+    json: bool
+    """Whether the body is JSON (``application/json`` or a ``+json`` type)."""
+    charset: bytes | None = None
+    """The ``charset`` parameter of the Content-Type, lowercased, if it has one."""
+
+
+_JSON_HEAD = PublishHead(json=True)
+_TEXT_HEAD = PublishHead(json=False)
+
+
+def check_head(
+    headers: Iterable[tuple[bytes, bytes]], *, token: bytes | None, max_body: int
+) -> PublishHead:
+    """Check a publish request's head (ASGI headers: lowercase names); raise `PublishError`.
+
+    ``token``, when set, must come as ``Authorization: Bearer <token>`` (401 otherwise). A
+    declared ``Content-Length`` over ``max_body`` gets 413, a ``Content-Encoding`` other than
+    identity 415.
+    """
+    content_type = b""
+    authorization = None
+    length = -1
+    encoded = False
+    for name, value in headers:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"authorization":
+            authorization = value
+        elif name == b"content-length":
+            length = int(value) if value.isdigit() else -1
+        elif name == b"content-encoding":
+            encoded = value.strip().lower() != b"identity"
+    if token is not None and (
+        authorization is None
+        or authorization[:7].lower() != b"bearer "
+        or not hmac.compare_digest(authorization[7:].strip(), token)
+    ):
+        raise PublishError(
+            401,
+            "publishing needs the header 'Authorization: Bearer <publish token>'",
+            _BEARER_REALM,
+        )
+    if length > max_body:
+        raise too_large(max_body)
+    if encoded:
+        raise PublishError(415, "compressed bodies are not accepted; send identity encoding")
+    mime, _, params = content_type.partition(b";")
+    mime = mime.strip().lower()
+    charset = None
+    if params and b"charset" in params.lower():
+        charset = params.lower().split(b"charset=", 1)[-1].split(b";")[0].strip(b" \"'")
+    json = mime == b"application/json" or mime.endswith(b"+json")
+    if charset is None:  # the usual case, on the hot path: no new object
+        return _JSON_HEAD if json else _TEXT_HEAD
+    return PublishHead(json=json, charset=charset)
+
+
+def too_large(max_body: int) -> PublishError:
+    """The 413 for a body over ``max_body`` bytes (declared, or counted while it is read)."""
+    return PublishError(413, f"the body is over the limit of {max_body} bytes")
+
+
+def parse_body(head: PublishHead, body: bytes) -> Message | list[Message]:
+    """The message (or, for a JSON array, the messages in order) that ``body`` publishes.
+
+    Raises `PublishError`: 415 for a charset other than UTF-8 or bytes that are not UTF-8, 400
+    for malformed JSON or a message that is not valid (the error names the item of an array).
+    One bad item refuses the whole array.
+    """
+    if head.charset is not None and head.charset not in (b"utf-8", b"utf8"):
+        raise PublishError(415, f"only UTF-8 bodies are accepted, not {head.charset.decode()!r}")
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as exc:
+        raise PublishError(
+            415, f"the body is not valid UTF-8 (byte {exc.start}): only UTF-8 is accepted"
+        ) from None
+    if head.json:
+        try:
+            parsed = loads(text)
+        except ValueError as exc:
+            raise PublishError(400, f"malformed JSON: {exc}") from None
+        if type(parsed) is list:
+            return [message_from(item, f"item {i}: ") for i, item in enumerate(parsed)]
+        return message_from(parsed)
+    try:
+        return Message(text)
+    except InvalidMessage as exc:  # pragma: no cover - any str is valid data
+        raise PublishError(400, str(exc)) from None
+
+
+def message_from(obj: Any, where: str = "") -> Message:
+    """The `Message` a parsed JSON value describes; `PublishError` (400) prefixed by ``where``."""
+    if type(obj) is not dict:
+        raise PublishError(
+            400,
+            f"{where}a message must be a JSON object like "
+            f'{{"data": "...", "event": "...", "id": "...", "retry": 1000}}, '
+            f"got {type(obj).__name__}",
+        )
+    if not obj.keys() <= FIELDS:
+        unknown = ", ".join(sorted(repr(k) for k in obj.keys() - FIELDS))
+        raise PublishError(
+            400, f"{where}unknown field(s) {unknown}; allowed: data, event, id, retry"
+        )
+    data = obj.get("data")
+    if type(data) is not str:
+        if data is None and "data" not in obj:
+            raise PublishError(400, f'{where}missing field "data" (a string)')
+        raise PublishError(400, f"{where}data must be a string, got {type(data).__name__}")
+    try:
+        return Message(data, id=obj.get("id"), event=obj.get("event"), retry=obj.get("retry"))
+    except InvalidMessage as exc:
+        raise PublishError(400, f"{where}{exc}") from None
+
+
+def parse_publish(
+    headers: Iterable[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    token: bytes | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+) -> Message | list[Message]:
+    """Both steps on a complete request: `check_head`, the body's size, then `parse_body`."""
+    head = check_head(headers, token=token, max_body=max_body)
+    if len(body) > max_body:
+        raise too_large(max_body)
+    return parse_body(head, body)

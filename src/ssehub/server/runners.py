@@ -1,0 +1,248 @@
+"""Run one hub process: the `HubServer` built from a `ServeConfig`, on the native server or uvicorn.
+
+`serve_one` binds the port, serves until SIGTERM or SIGINT, and shuts down gracefully: new
+connections are refused, the hub ends every stream cleanly (clients reconnect elsewhere), and
+the process exits 0. Both runners log the same ``event=start``, ``event=stopping`` and
+``event=stop`` lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from types import FrameType
+
+from ssehub.backends.base import Backend
+from ssehub.hub import Hub
+from ssehub.server.app import HubServer
+from ssehub.server.config import CLIError, ServeConfig
+from ssehub.subscription import CloseReason, Subscription
+
+__all__ = [
+    "bind",
+    "build_server",
+    "make_backend",
+    "on_client_gone",
+    "serve_native",
+    "serve_one",
+    "serve_uvicorn",
+    "url",
+]
+
+log = logging.getLogger("ssehub.server")
+
+
+def make_backend(redis_url: str | None) -> Backend | None:
+    """The backend for ``--redis URL`` (None: the in-memory default); CLIError without redis."""
+    if redis_url is None:
+        return None
+    try:
+        from ssehub.redis import RedisBackend  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise CLIError(
+            f"--redis needs the Redis backend: install it with pip install 'ssehub[redis]' ({exc})"
+        ) from None
+    backend: Backend = RedisBackend(redis_url)
+    return backend
+
+
+def on_client_gone(sub: Subscription) -> None:
+    """The hub's ``on_disconnect`` hook for ``ssehub serve``: log clients dropped as too slow."""
+    if sub.close_reason == CloseReason.SLOW:
+        client = sub.request.client if sub.request is not None else None
+        log.warning(
+            "event=client_dropped reason=slow channel=%s client=%s",
+            sub.channel,
+            f"{client[0]}:{client[1]}" if client else "-",
+        )
+
+
+def build_server(config: ServeConfig) -> HubServer:
+    """The `HubServer` (and its `Hub`) that ``ssehub serve`` runs with ``config``."""
+    hub = Hub(
+        history=config.history,
+        history_ttl=config.history_ttl,
+        retry=config.retry,
+        keepalive=config.keepalive or None,
+        max_buffer=config.max_buffer,
+        backend=make_backend(config.redis),
+        on_disconnect=on_client_gone,
+    )
+    return HubServer(
+        hub,
+        publish_token=config.publish_token,
+        subscribe_token=config.subscribe_token,
+        cors_origins=config.cors_origin,
+        max_body=config.max_body,
+    )
+
+
+def bind(host: str, port: int, reuse_port: bool, listen: bool = True) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (listening unless ``listen`` is False); CLIError
+    when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if listen:
+        # Listen at once: connections made while the hub starts wait in the backlog instead of
+        # being refused.
+        sock.listen(4096)
+    return sock
+
+
+def url(host: str, port: int) -> str:
+    """The base URL of a hub listening on ``host:port``."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _ignore_signal(signum: int, frame: FrameType | None) -> None:
+    """Installed around uvicorn: it re-raises the signal it handled once it has shut down
+    gracefully, and this handler turns that into a clean exit (status 0)."""
+
+
+def _started(config: ServeConfig, port: int, ready_fd: int | None) -> None:
+    log.info(
+        "event=start url=%s pid=%d http=%s backend=%s history=%d keepalive=%s auth=%s cors=%s",
+        url(config.host, port),
+        os.getpid(),
+        config.http,
+        "redis" if config.redis else "memory",
+        config.history,
+        config.keepalive or "off",
+        "publish-token" if config.publish_token else "open",
+        ",".join(config.cors_origin) or "-",
+    )
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+
+
+def _stopped(app: HubServer) -> None:
+    log.info(
+        "event=stop pid=%d published=%d", os.getpid(), sum(app.hub.published_counts().values())
+    )
+
+
+def serve_one(config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None) -> int:
+    """Run one hub process until SIGTERM or SIGINT; return the exit status.
+
+    ``reuse_port`` binds with SO_REUSEPORT (a ``--workers`` worker); once the hub serves, one
+    byte is written to ``ready_fd`` (the supervisor's pipe), if given, and it is closed.
+    """
+    if config.http == "native":
+        return serve_native(config, reuse_port=reuse_port, ready_fd=ready_fd)
+    return serve_uvicorn(config, reuse_port=reuse_port, ready_fd=ready_fd)
+
+
+def serve_native(
+    config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None
+) -> int:
+    """Run one hub process on ssehub's own HTTP server until SIGTERM or SIGINT."""
+    from ssehub.server.native import HTTPServer
+
+    app = build_server(config)
+    sock = bind(config.host, config.port, reuse_port)
+    port = sock.getsockname()[1]
+
+    async def run() -> None:
+        server = HTTPServer(app, max_body=config.max_body, access_log=config.access_log)
+        loop = asyncio.get_running_loop()
+
+        def stop(sig: signal.Signals) -> None:
+            log.info("event=stopping signal=%s clients=%d", sig.name, app.hub.client_count())
+            server.shutdown()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+        task = asyncio.ensure_future(server.serve([sock], timeout=10))
+        started = asyncio.ensure_future(server.started.wait())
+        await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
+        if server.started.is_set():
+            _started(config, port, ready_fd)
+        else:
+            started.cancel()
+        await task
+
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(run())
+        else:
+            uvloop.run(run())
+    finally:
+        sock.close()
+    _stopped(app)
+    return 0
+
+
+def serve_uvicorn(
+    config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None
+) -> int:
+    """Run one hub process on uvicorn (``--http uvicorn``) until SIGTERM or SIGINT."""
+    import uvicorn
+
+    app = build_server(config)
+    sock = bind(config.host, config.port, reuse_port)
+    port = sock.getsockname()[1]
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn, but the hub's streams end before uvicorn waits for open responses.
+
+        uvicorn waits for every open response before the lifespan shutdown, and an SSE stream
+        never finishes by itself: so the hub is shut down first (streams end cleanly and
+        clients reconnect elsewhere), then uvicorn finishes as usual.
+        """
+
+        signal_name = ""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.signal_name = signal.Signals(sig).name
+            super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                _started(config, port, ready_fd)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for listener in getattr(self, "servers", ()):
+                listener.close()  # refuse new connections before ending the streams
+            log.info(
+                "event=stopping signal=%s clients=%d",
+                self.signal_name or "-",
+                app.hub.client_count(),
+            )
+            await app.close()
+            await super().shutdown(sockets=sockets)
+
+    uvicorn_config = uvicorn.Config(
+        app,
+        lifespan="on",
+        ws="none",
+        log_config=None,
+        access_log=config.access_log,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        backlog=4096,
+    )
+    server = GracefulServer(uvicorn_config)
+    previous = {sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _stopped(app)
+    return 0
