@@ -488,7 +488,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
             first += size
             if spec.get("phases"):
                 print(json.dumps({"phase": k, "failures": failures[:3]}), flush=True)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         failures.append("timed out opening subscribers")
     connect_s = time.perf_counter() - t_connect
     print(json.dumps({"ready": n - len(failures), "failures": failures[:3]}), flush=True)

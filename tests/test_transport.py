@@ -64,7 +64,7 @@ async def raw_exchange(base: str, payload: bytes, idle: float = 0.3) -> bytes:
         while True:
             try:
                 chunk = await asyncio.wait_for(reader.read(65536), idle)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if not chunk:
                 break

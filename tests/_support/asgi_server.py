@@ -49,7 +49,7 @@ async def run_uvicorn(app: Any, **config: Any) -> AsyncIterator[str]:
         server.should_exit = True
         try:
             await asyncio.wait_for(task, 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             task.cancel()
         sock.close()
 
@@ -75,7 +75,7 @@ async def run_native(app: Any, **config: Any) -> AsyncIterator[str]:
         server.shutdown()
         try:
             await asyncio.wait_for(task, 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             task.cancel()
         sock.close()
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import fields
 
 import pytest
 
+import ssehub
 from ssehub.server.cli import INTERNAL_DESTS, build_parser
 from ssehub.server.config import CLIError, ServeConfig
 from ssehub.server.supervisor import read_worker_config, worker_message
@@ -94,3 +97,11 @@ def test_a_worker_without_a_valid_config_is_a_clear_error(payload: bytes) -> Non
         pipe.write(payload)
     with pytest.raises(CLIError, match="--worker-config-fd"):
         read_worker_config(read_fd)
+
+
+def test_version_flag_names_the_installed_version_which_matches_the_package() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ssehub", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"ssehub {ssehub.__version__}"

@@ -151,7 +151,7 @@ class HubServer:
                 self._idle = asyncio.Event()
                 try:
                     await asyncio.wait_for(self._idle.wait(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     log.warning("event=shutdown_timeout inflight_publishes=%d", self._inflight)
             self.dashboard.stop()
         await asyncio.gather(self.hub.shutdown(timeout), self.stats_hub.shutdown(timeout))
@@ -399,7 +399,7 @@ class HubServer:
         hub = self.hub
         try:
             backend = await asyncio.wait_for(hub.backend.health(), 5.0)
-        except (BackendUnavailable, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BackendUnavailable, OSError) as exc:
             backend = {"ok": False, "backend": type(hub.backend).__name__, "error": str(exc)}
         ok = bool(backend.get("ok")) and not hub.closed and not self._closing
         report = {

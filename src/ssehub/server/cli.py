@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 from ssehub.server.config import PUBLISH_TOKEN_ENV, SUBSCRIBE_TOKEN_ENV, CLIError, ServeConfig
@@ -77,6 +78,13 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
+def _version() -> str:
+    try:
+        return metadata.version("ssehub")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ssehub`` argument parser (``ssehub serve --help`` documents every flag)."""
     parser = argparse.ArgumentParser(
@@ -84,9 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="ssehub: a fast Server-Sent Events hub. Run `ssehub serve` to start the "
         "standalone hub: any service publishes over HTTP, browsers subscribe with EventSource.",
     )
-    from ssehub import __version__
-
-    parser.add_argument("--version", action="version", version=f"ssehub {__version__}")
+    parser.add_argument("--version", action="version", version=f"ssehub {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",

@@ -40,7 +40,7 @@ def make_backend(redis_url: str | None) -> Backend | None:
     if redis_url is None:
         return None
     try:
-        from ssehub.redis import RedisBackend  # type: ignore[import-not-found,unused-ignore]
+        from ssehub.backends.redis import RedisBackend
     except ImportError as exc:
         raise CLIError(
             f"--redis needs the Redis backend: install it with pip install 'ssehub[redis]' ({exc})"
