@@ -17,13 +17,7 @@ from starlette.routing import Mount
 from ssehub import GAP_EVENT, EventParser, Hub, Message, Request, Subscription
 from tests._support.asgi_server import SERVERS
 from tests._support.sse import SSEStream, open_sse
-
-
-async def wait_for(predicate: object, timeout: float = 15.0) -> None:
-    """Poll ``predicate()`` until true (bounded)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.005)
+from tests._support.waiting import eventually
 
 
 @pytest.fixture
@@ -53,7 +47,7 @@ async def test_stream_headers_and_seed_byte_exact_event(hub: Hub, base: str) -> 
         assert headers["cache-control"] == "no-cache"
         assert headers["x-accel-buffering"] == "no"
         assert headers["access-control-allow-origin"] == "*"
-        await wait_for(lambda: hub.client_count("/events/my-channel") == 1)
+        await eventually(lambda: hub.client_count("/events/my-channel") == 1)
         await hub.publish(
             "/events/my-channel", Message("test", id="123", retry=10000, event="myevent")
         )
@@ -63,7 +57,7 @@ async def test_stream_headers_and_seed_byte_exact_event(hub: Hub, base: str) -> 
 
 async def test_channels_are_isolated_over_http(hub: Hub, base: str) -> None:
     async with open_sse(f"{base}/events/a?x=1") as a, open_sse(f"{base}/events/b") as b:
-        await wait_for(lambda: hub.client_count() == 2)
+        await eventually(lambda: hub.client_count() == 2)
         assert sorted(hub.channels()) == ["/events/a", "/events/b"]  # no query string
         await hub.publish("/events/a", "only a")
         await hub.publish("/events/b", "only b")
@@ -77,7 +71,7 @@ async def test_channels_are_isolated_over_http(hub: Hub, base: str) -> None:
 
 async def test_broadcast_reaches_every_connected_channel(hub: Hub, base: str) -> None:
     async with open_sse(f"{base}/events/a") as a, open_sse(f"{base}/events/b") as b:
-        await wait_for(lambda: hub.client_count() == 2)
+        await eventually(lambda: hub.client_count() == 2)
         ids = await hub.broadcast(Message("hello all", event="announce"))
         for stream, channel in ((a, "/events/a"), (b, "/events/b")):
             event = await stream.next_event()
@@ -86,7 +80,7 @@ async def test_broadcast_reaches_every_connected_channel(hub: Hub, base: str) ->
 
 async def test_multiline_and_lone_cr_data_survive_the_wire(hub: Hub, base: str) -> None:
     async with open_sse(f"{base}/events/a") as stream:
-        await wait_for(lambda: hub.client_count() == 1)
+        await eventually(lambda: hub.client_count() == 1)
         await hub.publish("/events/a", "one\rtwo\r\nthree\nfour")
         assert (await stream.next_event()).data == "one\ntwo\nthree\nfour"
 
@@ -166,7 +160,7 @@ async def test_stuck_client_is_dropped_while_20_others_receive_10000_events(
     async with run_server(hub.asgi) as base:
         port = int(base.rsplit(":", 1)[1])
         stuck = stuck_client(port, channel)
-        await wait_for(lambda: hub.client_count(channel) == 1)
+        await eventually(lambda: hub.client_count(channel) == 1)
         received = [0] * 20
         tails = [b""] * 20
 
@@ -181,7 +175,7 @@ async def test_stuck_client_is_dropped_while_20_others_receive_10000_events(
                     return
 
         async with contextlib_stack(20, f"{base}{channel}") as streams:
-            await wait_for(lambda: hub.client_count(channel) == 21)
+            await eventually(lambda: hub.client_count(channel) == 21)
             readers = [asyncio.create_task(reader(i, s)) for i, s in enumerate(streams)]
             for n in range(count):
                 await hub.publish(channel, f"event {n:05d} {padding}")
@@ -189,7 +183,7 @@ async def test_stuck_client_is_dropped_while_20_others_receive_10000_events(
                     await asyncio.sleep(0)  # let writers run, as a real publisher would
             await asyncio.wait_for(asyncio.gather(*readers), 60)
             assert hub.dropped_slow == 1  # the stuck client, and only it
-            await wait_for(lambda: hub.client_count(channel) == 20)
+            await eventually(lambda: hub.client_count(channel) == 20)
         assert received == [count] * 20
         for tail in tails:
             *_, last = EventParser().feed(tail[tail.index(b"\n\n") + 2 :])
@@ -256,8 +250,8 @@ async def test_client_disconnect_is_noticed_at_once_and_frees_the_subscription(
     gone: list[Subscription] = []
     hub._on_disconnect = gone.append
     async with open_sse(f"{base}/events/a"):
-        await wait_for(lambda: hub.client_count("/events/a") == 1)
-    await wait_for(lambda: hub.client_count() == 0, timeout=2)
+        await eventually(lambda: hub.client_count("/events/a") == 1)
+    await eventually(lambda: hub.client_count() == 0, timeout=2)
     assert not hub.has_channel("/events/a")
     assert len(gone) == 1 and gone[0].closed
 
@@ -266,7 +260,7 @@ async def test_shutdown_with_clients_connected_ends_streams_cleanly(run_server: 
     hub = Hub()
     async with run_server(hub.asgi) as base:
         async with open_sse(f"{base}/events/a") as s1, open_sse(f"{base}/events/b") as s2:
-            await wait_for(lambda: hub.client_count() == 2)
+            await eventually(lambda: hub.client_count() == 2)
             await hub.publish("/events/a", "before shutdown")
             await asyncio.wait_for(hub.shutdown(), 5)
             assert [e.data for e in await s1.read_until_end()] == ["before shutdown"]
@@ -279,7 +273,7 @@ async def test_shutdown_with_clients_connected_ends_streams_cleanly(run_server: 
 
 async def test_restart_ends_streams_and_clients_resume(hub: Hub, base: str) -> None:
     async with open_sse(f"{base}/events/a") as stream:
-        await wait_for(lambda: hub.client_count() == 1)
+        await eventually(lambda: hub.client_count() == 1)
         first = await hub.publish("/events/a", "first")
         await hub.restart()
         assert [e.data for e in await stream.read_until_end()] == ["first"]
@@ -309,7 +303,7 @@ async def test_authorize_and_on_connect_hooks(run_server: Any) -> None:
 async def test_channel_name_function_picks_the_channel(run_server: Any) -> None:
     hub = Hub(channel_name=lambda request: request.query.get("topic", "default"))
     async with run_server(hub.asgi) as base, open_sse(f"{base}/anything?topic=t1") as s:
-        await wait_for(lambda: hub.has_channel("t1"))
+        await eventually(lambda: hub.has_channel("t1"))
         await hub.publish("t1", "on t1")
         assert (await s.next_event()).data == "on t1"
     await hub.shutdown()
@@ -324,7 +318,7 @@ async def test_mounted_in_starlette_and_fastapi(framework: str, run_server: Any)
     else:
         app = Starlette(routes=[Mount("/events", app=hub.asgi)])
     async with run_server(app) as base, open_sse(f"{base}/events/my-channel") as stream:
-        await wait_for(lambda: hub.has_channel("/events/my-channel"))
+        await eventually(lambda: hub.has_channel("/events/my-channel"))
         await hub.publish("/events/my-channel", Message("tick", event="time"))
         event = await stream.next_event()
         assert (event.event, event.data) == ("time", "tick")

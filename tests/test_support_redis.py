@@ -10,6 +10,8 @@ import pytest
 from tests._support import free_port
 from tests._support.redis_server import RedisServer, RedisServerError
 
+pytestmark = pytest.mark.redis
+
 
 def _command(port: int, *parts: bytes) -> bytes:
     """Send one RESP command to 127.0.0.1:port and return the first reply line."""

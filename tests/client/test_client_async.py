@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -18,6 +17,7 @@ from ssehub import GAP_EVENT, Message
 from ssehub.client import BadContentType, BadStatus, ConnectionLost, EventSource
 from tests._support.hub_app import Scripted, Served
 from tests._support.tcp_proxy import tcp_proxy
+from tests._support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -30,13 +30,6 @@ The exact waits are checked in test_reconnect.py; these end-to-end checks only b
 sides, loosely enough for a busy 2-core machine and tightly enough to catch a wrong order of
 magnitude (a wait not taken, or one not capped).
 """
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds; TimeoutError after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 async def take(source: EventSource, count: int, timeout: float = 5.0) -> list[Message]:
@@ -68,7 +61,7 @@ async def test_yields_published_events_as_messages(served: Served) -> None:
     ]
     async with ssehub.client.connect(served.url + CHANNEL) as events:
         task = asyncio.ensure_future(take(events, len(published)))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         ids = [await served.hub.publish(CHANNEL, m) for m in published]
         got = await task
     assert [(m.data, m.event, m.id) for m in got] == [
@@ -90,16 +83,16 @@ async def test_reconnects_after_a_cut_connection_and_gets_missed_events_once(
         ssehub.client.connect(proxy.url + CHANNEL, jitter=0) as events,
     ):
         reader = asyncio.ensure_future(take(events, 2))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         before = [await served.hub.publish(CHANNEL, f"before {i}") for i in range(2)]
         assert [m.data for m in await reader] == ["before 0", "before 1"]
 
         proxy.cut()
-        await until(lambda: served.hub.client_count(CHANNEL) == 0)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 0)
         missed = [await served.hub.publish(CHANNEL, f"missed {i}") for i in range(3)]
         reader = asyncio.ensure_future(take(events, 4))
         proxy.restore()
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         after = await served.hub.publish(CHANNEL, "after")
         got = await reader
 
@@ -119,14 +112,14 @@ async def test_reconnects_after_a_cut_connection_and_gets_missed_events_once(
 async def test_reconnects_when_the_server_ends_the_stream(served: Served) -> None:
     async with ssehub.client.connect(served.url + CHANNEL) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         first = await served.hub.publish(CHANNEL, "one")
         assert (await reader)[0].id == first
 
         reader = asyncio.ensure_future(take(events, 1))
         await served.hub.restart()  # ends every open stream; clients should come back
-        await until(lambda: len(served.app.streams(CHANNEL)) == 2)
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: len(served.app.streams(CHANNEL)) == 2)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         second = await served.hub.publish(CHANNEL, "two")
         got = await reader
     assert [(m.id, m.data) for m in got] == [(second, "two")]
@@ -139,7 +132,7 @@ async def test_retries_server_errors_then_streams(served: Served) -> None:
         served.url + CHANNEL, reconnect_delay=0.01, jitter=0
     ) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         await served.hub.publish(CHANNEL, "through")
         assert [m.data for m in await reader] == ["through"]
     assert len(served.app.streams(CHANNEL)) == 3
@@ -149,14 +142,14 @@ async def test_retries_server_errors_then_streams(served: Served) -> None:
 async def test_waits_the_servers_retry_before_reconnecting(served: Served) -> None:
     async with ssehub.client.connect(served.url + CHANNEL, reconnect_delay=0.0, jitter=0) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         await served.hub.publish(CHANNEL, Message("sets the retry", retry=300))
         await reader
         assert events.reconnect_delay == 0.3
         reader = asyncio.ensure_future(take(events, 1))
         ended = time.monotonic()
         await served.hub.restart()
-        await until(lambda: len(served.app.streams(CHANNEL)) == 2)
+        await eventually(lambda: len(served.app.streams(CHANNEL)) == 2)
         reader.cancel()
     second = served.app.streams(CHANNEL)[1]
     # The stream ended at restart; the next request came the server's 300 ms later.
@@ -168,14 +161,14 @@ async def test_caps_a_huge_server_retry_at_max_reconnect_delay(served: Served) -
         served.url + CHANNEL, max_reconnect_delay=0.2, jitter=0
     ) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         await served.hub.publish(CHANNEL, Message("slow down", retry=3_600_000))
         await reader
         assert events.reconnect_delay == 3600.0
         reader = asyncio.ensure_future(take(events, 1))
         ended = time.monotonic()
         await served.hub.restart()
-        await until(lambda: len(served.app.streams(CHANNEL)) == 2)
+        await eventually(lambda: len(served.app.streams(CHANNEL)) == 2)
         reader.cancel()
     second = served.app.streams(CHANNEL)[1]
     # The cap's 200 ms, not the hour the server asked for.
@@ -186,7 +179,7 @@ async def test_backoff_doubles_with_each_failure_in_a_row(served: Served) -> Non
     served.app.scripted.extend([Scripted(503), Scripted(503), Scripted(503)])
     async with ssehub.client.connect(served.url + CHANNEL, reconnect_delay=0.1, jitter=0) as events:
         task = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         await served.hub.publish(CHANNEL, "finally")
         await task
     times = [r.at for r in served.app.streams(CHANNEL)]
@@ -204,7 +197,7 @@ async def test_retry_after_header_is_honoured(served: Served) -> None:
         served.url + CHANNEL, reconnect_delay=0.0, jitter=0.1
     ) as events:
         task = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         await served.hub.publish(CHANNEL, "later")
         await task
     first, second = served.app.streams(CHANNEL)
@@ -225,7 +218,7 @@ async def test_http_204_ends_the_iteration_without_reconnecting(served: Served) 
 async def test_http_204_on_reconnect_ends_after_the_delivered_events(served: Served) -> None:
     async with ssehub.client.connect(served.url + CHANNEL) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         await served.hub.publish(CHANNEL, "last words")
         await reader
         served.app.scripted.append(Scripted(204))
@@ -261,12 +254,12 @@ async def test_headers_are_sent_on_every_connection(served: Served) -> None:
     headers = {"Authorization": "Bearer s3cret", "X-Tenant": "acme"}
     async with ssehub.client.connect(served.url + CHANNEL, headers=headers) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         await served.hub.publish(CHANNEL, "hi")
         await reader
         reader = asyncio.ensure_future(take(events, 1))
         await served.hub.restart()
-        await until(lambda: len(served.app.streams(CHANNEL)) == 2)
+        await eventually(lambda: len(served.app.streams(CHANNEL)) == 2)
         reader.cancel()
     for request in served.app.streams(CHANNEL):
         assert request.headers["authorization"] == "Bearer s3cret"
@@ -302,11 +295,11 @@ async def test_gives_up_after_max_reconnects_with_connection_lost() -> None:
 async def test_closing_the_context_disconnects_from_the_hub(served: Served) -> None:
     async with ssehub.client.connect(served.url + CHANNEL) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         await served.hub.publish(CHANNEL, "x")
         await reader
     assert events.closed
-    await until(lambda: served.hub.client_count(CHANNEL) == 0)
+    await eventually(lambda: served.hub.client_count(CHANNEL) == 0)
     with pytest.raises(StopAsyncIteration):
         await anext(events)
 
@@ -320,20 +313,20 @@ async def test_aclose_from_another_task_ends_a_waiting_iteration(served: Served)
             received.append(message)
 
     consumer = asyncio.ensure_future(consume())
-    await until(lambda: served.hub.client_count(CHANNEL) == 1)
+    await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
     await served.hub.publish(CHANNEL, "only")
-    await until(lambda: len(received) == 1)
+    await eventually(lambda: len(received) == 1)
     await events.aclose()
     async with asyncio.timeout(5):
         await consumer  # ends normally: no CancelledError leaks out of the iteration
     assert not consumer.cancelled()
-    await until(lambda: served.hub.client_count(CHANNEL) == 0)
+    await eventually(lambda: served.hub.client_count(CHANNEL) == 0)
 
 
 async def test_a_timed_out_read_loses_nothing(served: Served) -> None:
     async with ssehub.client.connect(served.url + CHANNEL) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         first = await served.hub.publish(CHANNEL, "before")
         await reader
         with pytest.raises(TimeoutError):
@@ -351,7 +344,7 @@ async def test_a_timed_out_read_loses_nothing(served: Served) -> None:
 async def test_last_event_id_follows_delivered_events_not_buffered_ones(served: Served) -> None:
     async with ssehub.client.connect(served.url + CHANNEL) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         await served.hub.publish(CHANNEL, Message("0", id="a"))
         await reader
         # Published together, they most likely arrive in one chunk; each is counted on delivery.
@@ -367,11 +360,11 @@ async def test_a_silent_connection_counts_as_dropped_after_read_timeout(served: 
     # The hub here sends no keep-alive comments, so the stream is silent between events.
     async with ssehub.client.connect(served.url + CHANNEL, read_timeout=0.2) as events:
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         first = await served.hub.publish(CHANNEL, "first")
         await reader
         reader = asyncio.ensure_future(take(events, 1))
-        await until(lambda: len(served.app.streams(CHANNEL)) >= 2)
+        await eventually(lambda: len(served.app.streams(CHANNEL)) >= 2)
         await served.hub.publish(CHANNEL, "still here")
         got = await reader
     assert [m.data for m in got] == ["still here"]
@@ -404,7 +397,7 @@ async def test_repr_shows_whether_the_source_is_idle_open_or_closed(served: Serv
     events = ssehub.client.connect(url)
     assert repr(events) == f"<EventSource {url!r} idle last_event_id=None>"
     reader = asyncio.ensure_future(take(events, 1))
-    await until(lambda: served.hub.client_count(CHANNEL) == 1)
+    await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
     first = await served.hub.publish(CHANNEL, "x")
     await reader
     assert repr(events) == f"<EventSource {url!r} open last_event_id={first!r}>"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 
 import pytest
 
@@ -16,17 +15,11 @@ from ssehub import Message
 from ssehub.client import BadStatus, SyncEventSource
 from tests._support.hub_app import Scripted, Served
 from tests._support.tcp_proxy import tcp_proxy
+from tests._support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
 CHANNEL = "/events/sync"
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds; TimeoutError after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 class Consumer:
@@ -59,17 +52,17 @@ async def test_sync_client_reconnects_after_a_cut_and_gets_missed_events_once(
             proxy.url + CHANNEL, headers={"Authorization": "Bearer t"}
         )
         consumer = Consumer(source)
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         first = await served.hub.publish(CHANNEL, Message("a\nb", event="two-lines"))
-        await until(lambda: len(consumer.received) == 1)
+        await eventually(lambda: len(consumer.received) == 1)
 
         proxy.cut()
-        await until(lambda: served.hub.client_count(CHANNEL) == 0)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 0)
         missed = [await served.hub.publish(CHANNEL, f"missed {i}") for i in range(3)]
         proxy.restore()
-        await until(lambda: served.hub.client_count(CHANNEL) == 1)
+        await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
         after = await served.hub.publish(CHANNEL, "after")
-        await until(lambda: len(consumer.received) == 5)
+        await eventually(lambda: len(consumer.received) == 5)
         await asyncio.to_thread(source.close)
         await consumer.join()
 
@@ -90,20 +83,20 @@ async def test_sync_client_reconnects_after_a_cut_and_gets_missed_events_once(
 async def test_sync_close_from_another_thread_wakes_a_blocked_read(served: Served) -> None:
     source = ssehub.client.connect_sync(served.url + CHANNEL)
     consumer = Consumer(source)
-    await until(lambda: served.hub.client_count(CHANNEL) == 1)
+    await eventually(lambda: served.hub.client_count(CHANNEL) == 1)
     # The consumer is now blocked reading an idle stream.
     await asyncio.to_thread(source.close)
     await consumer.join()
     assert consumer.error is None
     assert source.closed
-    await until(lambda: served.hub.client_count(CHANNEL) == 0)
+    await eventually(lambda: served.hub.client_count(CHANNEL) == 0)
 
 
 async def test_sync_close_during_the_reconnection_wait(served: Served) -> None:
     served.app.scripted.append(Scripted(503))
     source = ssehub.client.connect_sync(served.url + CHANNEL, reconnect_delay=60)
     consumer = Consumer(source)
-    await until(lambda: len(served.app.streams(CHANNEL)) == 1)
+    await eventually(lambda: len(served.app.streams(CHANNEL)) == 1)
     await asyncio.to_thread(source.close)  # would otherwise sleep for a minute
     await consumer.join()
     assert consumer.error is None

@@ -16,7 +16,7 @@ from tests._support.tcp_proxy import tcp_proxy
 from tests.interop.clients import DRIVERS, Driver, Received
 from tests.interop.hub_http import HubControl
 
-pytestmark = pytest.mark.timeout(45)
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(45)]
 
 TYPES = ["update", "user.joined", "ping"]
 """The custom event types the clients listen for."""

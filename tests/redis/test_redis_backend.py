@@ -17,21 +17,14 @@ from ssehub.redis import RedisBackend
 from tests._support.asgi_server import run_uvicorn
 from tests._support.redis_server import RedisServer
 from tests._support.sse import open_sse
+from tests._support.waiting import eventually
 
 if TYPE_CHECKING:
     # tests/redis has no __init__.py: as a package it would shadow redis-py itself.
     from tests.redis.conftest import HubPair
 
 
-pytestmark = pytest.mark.timeout(30)
-
-
-async def wait_for(predicate: object, timeout: float = 5.0) -> None:
-    """Poll ``predicate()`` until it is true (fails the test after ``timeout`` seconds)."""
-    assert callable(predicate)
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
 
 
 class Reader:
@@ -67,7 +60,7 @@ async def test_subscriber_on_hub_a_gets_events_published_on_hub_b(hubs: HubPair)
     a = await hubs.hub()
     b = await hubs.hub()
     async with run_uvicorn(a.asgi) as url_a, open_sse(url_a + "/events/news") as stream:
-        await wait_for(lambda: a.client_count("/events/news") == 1)
+        await eventually(lambda: a.client_count("/events/news") == 1)
         ids = [await b.publish("/events/news", f"story {n}") for n in range(3)]
         events = await stream.events(3)
     assert [e.data for e in events] == ["story 0", "story 1", "story 2"]
@@ -98,7 +91,7 @@ async def test_event_bytes_match_the_in_memory_encoding(hubs: HubPair) -> None:
         Message("both", id="x-1", comment="c"),
     ]
     async with run_uvicorn(a.asgi) as url_a, open_sse(url_a + "/events/bytes") as stream:
-        await wait_for(lambda: a.client_count("/events/bytes") == 1)
+        await eventually(lambda: a.client_count("/events/bytes") == 1)
         ids = [await b.publish("/events/bytes", m) for m in messages]
         expected = b"".join(encode_event(m, i) for m, i in zip(messages, ids, strict=True))
         await stream.wait_raw(expected)
@@ -110,7 +103,7 @@ async def test_subscriber_moves_from_hub_a_to_hub_b_with_last_event_id(hubs: Hub
     b = await hubs.hub()
     async with run_uvicorn(a.asgi) as url_a, run_uvicorn(b.asgi) as url_b:
         async with open_sse(url_a + "/events/move") as first:
-            await wait_for(lambda: a.client_count("/events/move") == 1)
+            await eventually(lambda: a.client_count("/events/move") == 1)
             for n in range(3):
                 await a.publish("/events/move", f"m{n}")
             seen = await first.events(3)

@@ -15,7 +15,7 @@ from tests._support.asgi_server import run_uvicorn
 from tests._support.redis_server import RedisServer
 from tests._support.sse import SSEStream, open_sse
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(40)]
 
 
 def redis_hub(url: str, **options: object) -> Hub:

@@ -17,7 +17,7 @@ from tests._support.redis_server import RedisServer
 from tests._support.sse import SSEStream, open_sse
 from tests.server.hub_process import HubProcess
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import re
@@ -11,6 +12,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import httpx
 
 _START = re.compile(r"event=start url=(http://\S+)")
 _counter = itertools.count()
@@ -64,3 +67,13 @@ class HubProcess:
 
 HubFactory = Callable[..., HubProcess]
 """The ``start_hub`` fixture: ``start_hub(*serve_args, env=...)`` returns a `HubProcess`."""
+
+
+async def wait_clients(client: httpx.AsyncClient, channel: str, count: int) -> None:
+    """Wait until the hub's ``/channels`` lists ``channel`` with ``count`` clients (bounded)."""
+    for _ in range(200):
+        listed = (await client.get("/channels")).json()["channels"]
+        if any(c["channel"] == channel and c["clients"] == count for c in listed):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{channel} never had {count} clients")

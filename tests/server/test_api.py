@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import httpx
@@ -10,22 +9,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests._support.sse import SSEStream, open_sse
-from tests.server.hub_process import HubProcess
+from tests.server.hub_process import HubProcess, wait_clients
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def _channel() -> str:
     return f"/events/test-{uuid.uuid4().hex[:8]}"
-
-
-async def _wait_clients(client: httpx.AsyncClient, channel: str, count: int) -> None:
-    for _ in range(200):
-        listed = (await client.get("/channels")).json()["channels"]
-        if any(c["channel"] == channel and c["clients"] == count for c in listed):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{channel} never had {count} clients")
 
 
 async def test_json_publish_reaches_subscriber_with_assigned_id(hub: HubProcess) -> None:
@@ -35,7 +25,7 @@ async def test_json_publish_reaches_subscriber_with_assigned_id(hub: HubProcess)
         assert stream.response.headers["content-type"].startswith("text/event-stream")
         assert stream.response.headers["cache-control"] == "no-cache"
         assert stream.response.headers["x-accel-buffering"] == "no"
-        await _wait_clients(c, channel, 1)
+        await wait_clients(c, channel, 1)
         answer = await c.post(channel, json={"data": "hello", "event": "greeting"})
         assert answer.status_code == 200
         body = answer.json()
@@ -49,7 +39,7 @@ async def test_json_publish_reaches_subscriber_with_assigned_id(hub: HubProcess)
 async def test_raw_body_is_the_data_and_json_fields_are_kept(hub: HubProcess) -> None:
     channel = _channel()
     async with open_sse(hub.url + channel) as stream, httpx.AsyncClient(base_url=hub.url) as c:
-        await _wait_clients(c, channel, 1)
+        await wait_clients(c, channel, 1)
         raw = await c.post(channel, content="line one\nline two ü")
         assert raw.status_code == 200
         own = await c.post(channel, json={"data": "x", "id": "my-id", "retry": 2500})
@@ -65,7 +55,7 @@ async def test_json_array_publishes_every_message_in_order(hub: HubProcess) -> N
     batch = [{"data": f"event {i}", "event": "batch" if i % 2 else None} for i in range(50)]
     batch = [{k: v for k, v in m.items() if v is not None} for m in batch]
     async with open_sse(hub.url + channel) as stream, httpx.AsyncClient(base_url=hub.url) as c:
-        await _wait_clients(c, channel, 1)
+        await wait_clients(c, channel, 1)
         answer = await c.post(channel, json=batch)
         assert answer.status_code == 200
         body = answer.json()
@@ -84,8 +74,8 @@ async def test_channels_are_isolated_and_named_by_full_path(hub: HubProcess) -> 
         open_sse(hub.url + b) as sb,
         httpx.AsyncClient(base_url=hub.url) as c,
     ):
-        await _wait_clients(c, a, 1)
-        await _wait_clients(c, b, 1)
+        await wait_clients(c, a, 1)
+        await wait_clients(c, b, 1)
         await c.post(a, content="for a")
         await c.post(b, content="for b")
         assert (await sa.next_event()).data == "for a"
@@ -113,8 +103,8 @@ async def test_broadcast_reaches_every_channel(hub: HubProcess) -> None:
         open_sse(hub.url + b) as sb,
         httpx.AsyncClient(base_url=hub.url) as c,
     ):
-        await _wait_clients(c, a, 1)
-        await _wait_clients(c, b, 1)
+        await wait_clients(c, a, 1)
+        await wait_clients(c, b, 1)
         answer = await c.post("/broadcast", json={"data": "to all", "event": "notice"})
         assert answer.status_code == 200
         ids = answer.json()["ids"]
@@ -140,7 +130,7 @@ async def test_healthz_reports_backend_and_clients(hub: HubProcess) -> None:
 async def test_metrics_expose_per_channel_counters_from_the_hub(hub: HubProcess) -> None:
     channel = _channel()
     async with open_sse(hub.url + channel) as stream, httpx.AsyncClient(base_url=hub.url) as c:
-        await _wait_clients(c, channel, 1)
+        await wait_clients(c, channel, 1)
         await c.post(channel, json=[{"data": "1"}, {"data": "2"}, {"data": "3"}])
         await stream.events(3)
         await c.post(channel, json={"data": 5})  # a rejected publish
@@ -177,7 +167,7 @@ async def test_dashboard_stats_stream_lists_channels(hub: HubProcess) -> None:
         open_sse(hub.url + "/dashboard/stats") as stats,
         httpx.AsyncClient(base_url=hub.url) as c,
     ):
-        await _wait_clients(c, channel, 1)
+        await wait_clients(c, channel, 1)
         await c.post(channel, content="tick")
         seen = await _stats_until(stats, channel)
         assert seen["clients"] == 1

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests._support.sse import open_sse
-from tests.server.hub_process import HubProcess
+from tests.server.hub_process import HubProcess, wait_clients
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -59,21 +59,12 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, str], bytes, int, str]] = [
 ]
 
 
-async def _wait_clients(client: httpx.AsyncClient, channel: str, count: int) -> None:
-    for _ in range(200):
-        listed = (await client.get("/channels")).json()["channels"]
-        if any(c["channel"] == channel and c["clients"] == count for c in listed):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{channel} never had {count} clients")
-
-
 async def test_every_bad_request_gets_its_4xx_and_nothing_accepted_is_lost(
     hub: HubProcess,
 ) -> None:
     channel = f"/events/bad-{uuid.uuid4().hex[:8]}"
     async with open_sse(hub.url + channel) as stream, httpx.AsyncClient(base_url=hub.url) as c:
-        await _wait_clients(c, channel, 1)
+        await wait_clients(c, channel, 1)
         accepted = []
         answer = await c.post(channel, content="before")
         assert answer.status_code == 200

@@ -12,7 +12,7 @@ from tests._support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests._support.sse import open_sse
 from tests.server.hub_process import HubProcess
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 @pytest.fixture

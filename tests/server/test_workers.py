@@ -14,7 +14,7 @@ from ssehub import EventParser
 from tests._support.redis_server import RedisServer
 from tests.server.hub_process import HubFactory
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 @pytest.fixture(scope="module")
