@@ -108,9 +108,9 @@ def quart_app(hub: Hub) -> Any:
 
     @app.post("/publish/<path:name>")
     async def publish(name: str) -> Any:
-        return {
-            "id": await hub.publish(f"/events/{name}", time_message(await quart.request.get_data()))
-        }
+        body = await quart.request.get_data(as_text=False)
+        assert isinstance(body, bytes)
+        return {"id": await hub.publish(f"/events/{name}", time_message(body))}
 
     @app.get("/clients/<path:name>")
     async def clients(name: str) -> Any:
@@ -170,6 +170,7 @@ def wsgi_app(hub: Hub) -> Any:
         if path.startswith("/events/"):
             return hub.wsgi(environ, start_response)
         name = path.partition("/")[2].partition("/")[2]
+        result: dict[str, object]
         if path.startswith("/publish/") and environ["REQUEST_METHOD"] == "POST":
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             result = {"id": hub.publish_threadsafe(f"/events/{name}", time_message(body))}

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -60,7 +60,7 @@ def _wait_port(port: int, alive: Callable[[], bool], timeout: float = 15.0) -> N
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
-def _serve_uvicorn(app: Any, lifespan: str = "off") -> Iterator[str]:
+def _serve_uvicorn(app: Any, lifespan: Literal["auto", "on", "off"] = "off") -> Iterator[str]:
     import uvicorn
 
     port = free_port()

@@ -128,7 +128,7 @@ async def test_events_published_while_a_feed_is_cut_are_refilled_once(
         admin = aioredis.Redis.from_url(redis_server.url)
         try:
             # Cut every feed connection; Redis itself stays up and keeps accepting events.
-            await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await admin.client_kill_filter(_type="pubsub")
         finally:
             await admin.aclose()
         during = [f"d{n}" for n in range(20)]
@@ -140,8 +140,8 @@ async def test_events_published_while_a_feed_is_cut_are_refilled_once(
         await eventually(lambda: _both_refilled(a, b))
         await b.publish("/cut", "after")
         for sub in (sub_a, sub_b):
-            data = await _read_until(sub, b"data: after\n")
-            lines = [line for line in data.split(b"\n") if line.startswith(b"data: ")]
+            received = await _read_until(sub, b"data: after\n")
+            lines = [line for line in received.split(b"\n") if line.startswith(b"data: ")]
             assert lines == [b"data: " + d.encode() for d in ["before", *during, "after"]]
         assert b"data: fresh\n" in await _read_until(sub_new, b"data: fresh\n")
 
@@ -237,7 +237,7 @@ async def test_a_stream_made_anew_below_the_delivered_ids_is_followed(
         admin = aioredis.Redis.from_url(redis_server.url)
         try:
             await admin.delete(backend.stream_key("/anew"), backend.index_key("/anew"))
-            await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await admin.client_kill_filter(_type="pubsub")
         finally:
             await admin.aclose()
         await b.publish("/anew", "during")
