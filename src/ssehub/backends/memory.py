@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import sys
 import time
 from collections import OrderedDict, deque
 
@@ -35,6 +36,7 @@ TOMBSTONES = 10_000
 """Freed channels whose last event id is remembered (the most recent ones), so that a client
 resuming from the very last event of a channel whose history expired is not told of a gap."""
 
+_NO_BOUND = sys.maxsize
 _SWEEP_BATCH = 2000  # evictions or stale keys handled per slice of work, so no slice is long
 
 
@@ -68,8 +70,9 @@ class MemoryBackend(Backend):
         self._histories: dict[str, _History] = {}
         self._limit = 1000
         self._ttl: float | None = None
-        self._max_bytes: int | None = None
-        self._memory: int | None = None
+        # The byte bounds; "no bound" is a bound no process reaches, so each is one comparison.
+        self._max_bytes = _NO_BOUND
+        self._memory = _NO_BOUND
         self._max_event: int | None = None
         self._prefix = f"{int(time.time() * 1000)}-"
         self._seq = 0
@@ -103,8 +106,8 @@ class MemoryBackend(Backend):
         self._forget = forget
         self._limit = history
         self._ttl = history_ttl
-        self._max_bytes = history_bytes
-        self._memory = history_memory
+        self._max_bytes = _NO_BOUND if history_bytes is None else history_bytes
+        self._memory = _NO_BOUND if history_memory is None else history_memory
         self._max_event = max_event
         if history_ttl is not None:
             self._schedule_sweep(min(history_ttl, 1.0))
@@ -159,17 +162,14 @@ class MemoryBackend(Backend):
         hist.size += cost
         self.retained_bytes += cost
         self.retained_events += 1
+        limit = self._limit
         max_bytes = self._max_bytes
-        if len(entries) > self._limit or (max_bytes is not None and hist.size > max_bytes):
-            while entries and (
-                len(entries) > self._limit or (max_bytes is not None and hist.size > max_bytes)
-            ):
-                self._pop_oldest(hist)
+        while entries and (len(entries) > limit or hist.size > max_bytes):
+            self._pop_oldest(hist)
         if self._ttl is not None:
             self._expire(hist)
-        memory = self._memory
-        if memory is not None and self.retained_bytes > memory:
-            self._evict(memory)
+        if self.retained_bytes > self._memory:
+            self._evict(self._memory)
         if not entries and not hist.freed:
             self._free(hist)
 
