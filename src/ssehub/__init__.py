@@ -8,6 +8,7 @@ from ssehub import wsgi as wsgi
 from ssehub.backends import Backend, MemoryBackend, Replay
 from ssehub.errors import (
     BackendUnavailable,
+    EventTooLarge,
     HubClosed,
     InvalidMessage,
     SSEHubError,
@@ -25,6 +26,7 @@ __all__ = [
     "Channel",
     "CloseReason",
     "EventParser",
+    "EventTooLarge",
     "Hub",
     "HubClosed",
     "InvalidMessage",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailable",
+    "EventTooLarge",
     "HubClosed",
     "InvalidMessage",
     "SSEHubError",
@@ -17,6 +18,11 @@ class SSEHubError(Exception):
 
 class InvalidMessage(SSEHubError, ValueError):
     """A message field breaks the SSE wire format (the message says which field and why)."""
+
+
+class EventTooLarge(InvalidMessage):
+    """An event whose encoding is larger than a client's buffer (the hub's ``max_buffer``): no
+    subscriber could ever receive it, so it is refused before it is stored or delivered."""
 
 
 class HubClosed(SSEHubError, RuntimeError):

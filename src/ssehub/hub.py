@@ -17,7 +17,16 @@ from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
 from ssehub.types import ASGICallable, WSGICallable
 from ssehub.wire import Message, encode_comment
 
-__all__ = ["ADAPTERS", "DEFAULT_HEADERS", "GAP_EVENT", "Channel", "Hub"]
+__all__ = [
+    "ADAPTERS",
+    "BROADCAST_SLICE",
+    "DEFAULT_HEADERS",
+    "DEFAULT_HISTORY_BYTES",
+    "DEFAULT_HISTORY_MEMORY",
+    "GAP_EVENT",
+    "Channel",
+    "Hub",
+]
 
 T = TypeVar("T")
 
@@ -27,6 +36,17 @@ hub. `ssehub.asgi` and `ssehub.wsgi` register themselves here when imported (``i
 imports both), so the hub, a lower layer, never imports the adapters built on it."""
 
 _KEEPALIVE = encode_comment("ping")
+
+DEFAULT_HISTORY_BYTES = 16 * 1024 * 1024
+"""History kept per channel by default, in bytes (16 MiB)."""
+
+DEFAULT_HISTORY_MEMORY = 256 * 1024 * 1024
+"""History kept for the whole hub by default, in bytes (256 MiB); the oldest events go first."""
+
+BROADCAST_SLICE = 0.005
+"""Seconds a broadcast may publish before it lets the event loop run other work. Short, since
+a request that arrives meanwhile needs a few loop iterations (read, publish, write), and the
+broadcast takes a slice in each."""
 
 DEFAULT_HEADERS: tuple[tuple[str, str], ...] = (
     ("content-type", "text/event-stream; charset=utf-8"),
@@ -70,11 +90,18 @@ class Hub:
     Args:
         history: events kept per channel for replay (0 keeps none).
         history_ttl: seconds an event stays in history, when set.
+        history_bytes: bytes of history kept per channel (None: no byte bound); the oldest
+            events of the channel go first.
+        history_memory: bytes of history kept for the whole hub (None: no bound); past it the
+            hub's oldest retained events go first, whichever channel holds them, and a client
+            resuming from one of them is sent the `GAP_EVENT`. Both byte bounds apply to
+            in-process history (the default backend), not to Redis.
         retry: reconnection delay in milliseconds sent once when a stream opens.
         keepalive: seconds between ``:`` comments on idle streams (None disables them).
         headers: extra response headers (CORS); they override the defaults.
         channel_name: maps a `Request` to its channel (default: the request path).
-        max_buffer: bytes a client may fall behind before it is dropped (it then resumes).
+        max_buffer: bytes a client may fall behind before it is dropped (it then resumes); also
+            the largest event `publish` accepts once encoded (`EventTooLarge` past it).
         backend: where history lives and how events reach other hubs (default in-memory).
         on_connect: called with each new `Subscription` (may be async; may `send` to it).
         on_disconnect: called with each ended `Subscription` (may be async).
@@ -86,6 +113,8 @@ class Hub:
         *,
         history: int = 1000,
         history_ttl: float | None = None,
+        history_bytes: int | None = DEFAULT_HISTORY_BYTES,
+        history_memory: int | None = DEFAULT_HISTORY_MEMORY,
         retry: int | None = None,
         keepalive: float | None = 15.0,
         headers: Mapping[str, str] | None = None,
@@ -100,12 +129,21 @@ class Hub:
             raise ValueError(f"history must be a non-negative int, got {history!r}")
         if history_ttl is not None and history_ttl <= 0:
             raise ValueError(f"history_ttl must be positive seconds, got {history_ttl!r}")
+        for name, value in (("history_bytes", history_bytes), ("history_memory", history_memory)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                raise ValueError(
+                    f"{name} must be a positive number of bytes or None, got {value!r}"
+                )
         if keepalive is not None and keepalive <= 0:
             raise ValueError(f"keepalive must be positive seconds or None, got {keepalive!r}")
         if max_buffer <= 0:
             raise ValueError(f"max_buffer must be a positive number of bytes, got {max_buffer!r}")
         self.history = history
         self.history_ttl = history_ttl
+        self.history_bytes = history_bytes
+        self.history_memory = history_memory
         self.keepalive = keepalive
         self.max_buffer = max_buffer
         self.retry = retry
@@ -120,6 +158,8 @@ class Hub:
         self._authorize = authorize
         self._channels: dict[str, Channel] = {}
         self._published: dict[str, int] = {}
+        self.published_total = 0
+        """Events this hub has published, every channel (forgotten channels included)."""
         self.replayed = 0
         """Events sent from history to resuming clients."""
         self.dropped_slow = 0
@@ -198,7 +238,13 @@ class Hub:
         self._starting = loop.create_future()
         try:
             await self.backend.start(
-                self._deliver, history=self.history, history_ttl=self.history_ttl
+                self._deliver,
+                history=self.history,
+                history_ttl=self.history_ttl,
+                history_bytes=self.history_bytes,
+                history_memory=self.history_memory,
+                max_event=self.max_buffer,
+                forget=self._history_forgotten,
             )
         except BaseException as exc:
             self._starting.set_exception(exc)
@@ -285,7 +331,8 @@ class Hub:
     async def publish(self, channel: str, message: Message | str) -> str:
         """Publish ``message`` (a `Message`, or a str of data) to ``channel``; return its id.
 
-        Never waits on a subscriber. Raises `HubClosed` after shutdown and
+        Never waits on a subscriber. Raises `HubClosed` after shutdown, `EventTooLarge` when
+        the encoded event is over ``max_buffer`` (nothing is stored or delivered), and
         `BackendUnavailable` when the backend cannot store the event.
         """
         if self._starting is None or self._closed:
@@ -294,15 +341,34 @@ class Hub:
             self._wrong_loop()
         if not isinstance(message, Message):
             message = Message(message)
-        self._published[channel] = self._published.get(channel, 0) + 1
-        return await self.backend.publish(channel, message)
+        event_id = await self.backend.publish(channel, message)
+        self.published_total += 1
+        # A channel's counter lives as long as its state: local subscribers or retained history.
+        if channel in self._channels or self.backend.retains(channel):
+            self._published[channel] = self._published.get(channel, 0) + 1
+        return event_id
 
     async def broadcast(self, message: Message | str) -> dict[str, str]:
-        """Publish ``message`` to every channel (with subscribers or history); ids by channel."""
+        """Publish ``message`` to every channel (with subscribers or history); ids by channel.
+
+        Lets the event loop run other work every `BROADCAST_SLICE` seconds, so a broadcast over
+        many channels never stalls the streams. Raises as `publish` does (`EventTooLarge` before
+        any channel got the event).
+        """
         await self._ready()
-        names = set(self._channels)
-        names.update(await self.backend.channels())
-        return {name: await self.publish(name, message) for name in sorted(names)}
+        if not isinstance(message, Message):
+            message = Message(message)
+        names = dict.fromkeys(self._channels)
+        names.update(dict.fromkeys(await self.backend.channels()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BROADCAST_SLICE
+        ids: dict[str, str] = {}
+        for count, name in enumerate(names, 1):
+            ids[name] = await self.publish(name, message)
+            if not count & 63 and loop.time() >= deadline:
+                await asyncio.sleep(0)
+                deadline = loop.time() + BROADCAST_SLICE
+        return ids
 
     def _deliver(self, channel: str, event_id: str, data: bytes) -> None:
         ch = self._channels.get(channel)
@@ -469,6 +535,13 @@ class Hub:
         if not ch.subscribers and not ch.holding:
             del self._channels[ch.name]
             self.backend.unwatch(ch.name)
+            if not self.backend.retains(ch.name):
+                self._published.pop(ch.name, None)
+
+    def _history_forgotten(self, channel: str) -> None:
+        # The backend's hook: it retains nothing of ``channel`` any more.
+        if channel not in self._channels:
+            self._published.pop(channel, None)
 
     def _count_close(self, sub: Subscription) -> None:
         if sub.close_reason == CloseReason.SLOW:
@@ -502,7 +575,8 @@ class Hub:
         return sum(len(ch) for ch in self._channels.values())
 
     def published_count(self, channel: str) -> int:
-        """Events this hub has published to ``channel``."""
+        """Events this hub has published to ``channel`` (0 once the channel has neither
+        subscribers here nor retained history: its state is then freed)."""
         return self._published.get(channel, 0)
 
     def published_counts(self) -> dict[str, int]:

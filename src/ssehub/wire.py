@@ -18,6 +18,18 @@ _MAX_RETRY = 2**63 - 1
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
+def _check_encodable(name: str, text: str) -> None:
+    # isascii() is O(1) in CPython (a flag of the str object): ASCII text costs nothing here.
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidMessage(
+                f"{name} is not encodable as UTF-8: a lone surrogate at index {exc.start} "
+                "(text must be valid Unicode)"
+            ) from None
+
+
 def _split_lines(text: str) -> list[str]:
     if "\r" in text:
         return _LINE_BREAK.split(text)
@@ -31,7 +43,9 @@ class Message:
     ``data`` may hold any text; it is sent as one ``data:`` line per line (CRLF, CR and LF all
     split lines). ``id`` may not contain CR, LF or NUL, ``event`` may not contain CR or LF, and
     ``retry`` (the client's reconnection delay in milliseconds) must be a non-negative integer.
-    ``comment`` is sent as ``:`` lines before the fields; clients ignore it.
+    ``comment`` is sent as ``:`` lines before the fields; clients ignore it. Every text field
+    must be encodable as UTF-8 (no lone surrogate such as ``"\\ud800"``), so that a message
+    that was built can always be encoded.
 
     Raises `InvalidMessage` (a `ValueError`) when a field breaks those rules.
     """
@@ -45,16 +59,19 @@ class Message:
     def __post_init__(self) -> None:
         if not isinstance(self.data, str):
             raise InvalidMessage(f"data must be a str, got {type(self.data).__name__}")
+        _check_encodable("data", self.data)
         if self.id is not None:
             if not isinstance(self.id, str):
                 raise InvalidMessage(f"id must be a str, got {type(self.id).__name__}")
             if "\r" in self.id or "\n" in self.id or "\0" in self.id:
                 raise InvalidMessage(f"id may not contain CR, LF or NUL: {self.id!r}")
+            _check_encodable("id", self.id)
         if self.event is not None:
             if not isinstance(self.event, str):
                 raise InvalidMessage(f"event must be a str, got {type(self.event).__name__}")
             if "\r" in self.event or "\n" in self.event:
                 raise InvalidMessage(f"event may not contain CR or LF: {self.event!r}")
+            _check_encodable("event", self.event)
         if self.retry is not None and (
             isinstance(self.retry, bool)
             or not isinstance(self.retry, int)
@@ -64,8 +81,10 @@ class Message:
                 "retry must be a non-negative integer number of milliseconds (at most 2**63-1), "
                 f"got {self.retry!r}"
             )
-        if self.comment is not None and not isinstance(self.comment, str):
-            raise InvalidMessage(f"comment must be a str, got {type(self.comment).__name__}")
+        if self.comment is not None:
+            if not isinstance(self.comment, str):
+                raise InvalidMessage(f"comment must be a str, got {type(self.comment).__name__}")
+            _check_encodable("comment", self.comment)
 
     def encode(self) -> bytes:
         """Encode to UTF-8 bytes, fields in the order comment, id, retry, event, data."""

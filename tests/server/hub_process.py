@@ -28,6 +28,7 @@ class HubProcess:
         full_env = dict(os.environ)
         full_env.pop("SSEHUB_PUBLISH_TOKEN", None)
         full_env.pop("SSEHUB_SUBSCRIBE_TOKEN", None)
+        full_env.pop("SSEHUB_ADMIN_TOKEN", None)
         full_env.update(env or {})
         self.args = [sys.executable, "-m", "ssehub", "serve", "--port", "0", *args]
         self.proc = subprocess.Popen(

@@ -30,6 +30,13 @@ EVERY_FLAG = {
     "--redis": ["--redis", "redis://127.0.0.1:6390/2"],
     "--publish-token": ["--publish-token", "pub-secret"],
     "--subscribe-token": ["--subscribe-token", "sub-secret"],
+    "--allowed-host": ["--allowed-host", "hub.example", "--allowed-host", ".example.org"],
+    "--history-bytes": ["--history-bytes", "1MiB"],
+    "--history-memory": ["--history-memory", "64MiB"],
+    "--max-batch": ["--max-batch", "10"],
+    "--admin-token": ["--admin-token", "admin-secret"],
+    "--public-metrics": ["--public-metrics"],
+    "--metrics-channels": ["--metrics-channels", "5"],
     "--log-level": ["--log-level", "debug"],
     "--access-log": ["--access-log"],
 }
@@ -43,6 +50,7 @@ def _parse(argv: list[str]) -> ServeConfig:
 def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSEHUB_PUBLISH_TOKEN", raising=False)
     monkeypatch.delenv("SSEHUB_SUBSCRIBE_TOKEN", raising=False)
+    monkeypatch.delenv("SSEHUB_ADMIN_TOKEN", raising=False)
 
 
 def test_every_serve_option_is_a_config_field() -> None:

@@ -6,13 +6,25 @@ import abc
 from collections.abc import Callable
 from typing import Any
 
+from ssehub.errors import EventTooLarge
 from ssehub.resume import Replay
 from ssehub.wire import Message
 
-__all__ = ["Backend", "Deliver", "Replay", "encode_event"]
+__all__ = ["Backend", "Deliver", "Forget", "Replay", "encode_event", "too_large"]
 
 Deliver = Callable[[str, str, bytes], None]
 """The hub's intake: ``deliver(channel, event_id, encoded_bytes)``, called on the hub's loop."""
+
+Forget = Callable[[str], None]
+"""The hub's hook ``forget(channel)``: the backend no longer retains anything of the channel."""
+
+
+def too_large(size: int, max_event: int) -> EventTooLarge:
+    """The error for an encoded event of ``size`` bytes over ``max_event`` (a client's buffer)."""
+    return EventTooLarge(
+        f"the event is {size} bytes once encoded, larger than a client's buffer of {max_event} "
+        "bytes: no subscriber could receive it (raise max_buffer / --max-buffer to send it)"
+    )
 
 
 def encode_event(message: Message, event_id: str) -> bytes:
@@ -39,9 +51,25 @@ class Backend(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def start(self, deliver: Deliver, *, history: int, history_ttl: float | None) -> None:
+    async def start(
+        self,
+        deliver: Deliver,
+        *,
+        history: int,
+        history_ttl: float | None,
+        history_bytes: int | None = None,
+        history_memory: int | None = None,
+        max_event: int | None = None,
+        forget: Forget | None = None,
+    ) -> None:
         """Begin feeding events to ``deliver``; keep ``history`` events per channel (and no
-        older than ``history_ttl`` seconds when set)."""
+        older than ``history_ttl`` seconds when set).
+
+        A backend that keeps history in this process also bounds it in bytes: at most
+        ``history_bytes`` per channel and ``history_memory`` in all (oldest events first), and
+        calls ``forget(channel)`` once it retains nothing of a channel. `publish` refuses an
+        event whose encoding is over ``max_event`` bytes with `ssehub.EventTooLarge`.
+        """
 
     @abc.abstractmethod
     async def publish(self, channel: str, message: Message) -> str:
@@ -57,6 +85,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def channels(self) -> list[str]:
         """Every channel that has retained history."""
+
+    def retains(self, channel: str) -> bool:
+        """Whether this process holds state for ``channel``'s history (False: none, or it lives
+        elsewhere, as in Redis). The hub keeps a channel's counters only while this is true or
+        the channel has local subscribers."""
+        return False
 
     def watch(self, channel: str) -> None:  # noqa: B027 - optional hook
         """The hub has local subscribers on ``channel`` (a backend may subscribe to it)."""

@@ -1,32 +1,59 @@
-"""The default backend: history and fan-out inside one process."""
+"""The default backend: history and fan-out inside one process.
+
+History is bounded four ways: events per channel (``history``), age (``history_ttl``), bytes per
+channel (``history_bytes``) and bytes for the whole hub (``history_memory``). Past the hub-wide
+bound the oldest retained events go first, whichever channel holds them. A channel's history
+object is freed as soon as it retains nothing (trimmed, expired or evicted), and the hub is told
+(``forget``), so a hub that saw 100k short-lived channels returns to its size.
+
+Every bound costs O(1) per publish: byte counters, and a heap of channels keyed by the age of
+their oldest retained event, touched only when a channel starts retaining or the hub-wide bound
+or the age sweep evicts. Keys go stale (too old) when a channel trims by itself; a stale key is
+corrected when it surfaces, so the heap's minimum is always the hub's oldest retained event.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
+import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
-from ssehub.backends.base import Backend, Deliver, Replay, encode_event
+from ssehub.backends.base import Backend, Deliver, Forget, Replay, encode_event, too_large
 from ssehub.wire import Message
 
-__all__ = ["MemoryBackend"]
+__all__ = ["CHANNEL_OVERHEAD", "EVENT_OVERHEAD", "TOMBSTONES", "MemoryBackend"]
+
+EVENT_OVERHEAD = 160
+"""Bytes a retained event is counted beyond its encoded size (its entry, its index slot)."""
+
+CHANNEL_OVERHEAD = 1024
+"""Bytes a channel with history is counted beyond its events (its history object, counters)."""
+
+TOMBSTONES = 10_000
+"""Freed channels whose last event id is remembered (the most recent ones), so that a client
+resuming from the very last event of a channel whose history expired is not told of a gap."""
+
+_NO_BOUND = sys.maxsize
+_SWEEP_BATCH = 2000  # evictions or stale keys handled per slice of work, so no slice is long
 
 
 class _History:
-    __slots__ = ("entries", "index", "next_seq", "trimmed")
+    __slots__ = ("entries", "freed", "index", "name", "next_seq", "queued", "size", "trimmed")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         # (seq, id, bytes, monotonic time); seq counts up by one per event of this channel.
         self.entries: deque[tuple[int, str, bytes, float]] = deque()
         self.index: dict[str, int] = {}
         self.next_seq = 0
         # The newest event trimmed away: a client resuming from it has missed nothing.
         self.trimmed: tuple[int, str] | None = None
-
-    def pop_oldest(self) -> None:
-        seq, event_id, _, _ = self.entries.popleft()
-        if self.index.get(event_id) == seq:
-            del self.index[event_id]
-        self.trimmed = (seq, event_id)
+        self.size = 0  # bytes counted for the retained entries
+        self.queued = False  # whether the age heap holds a key for this history
+        self.freed = False
 
 
 class MemoryBackend(Backend):
@@ -39,51 +66,215 @@ class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
+        self._forget: Forget | None = None
         self._histories: dict[str, _History] = {}
         self._limit = 1000
         self._ttl: float | None = None
+        # The byte bounds; "no bound" is a bound no process reaches, so each is one comparison.
+        self._max_bytes = _NO_BOUND
+        self._memory = _NO_BOUND
+        self._max_event: int | None = None
         self._prefix = f"{int(time.time() * 1000)}-"
         self._seq = 0
+        # (time of the oldest retained event, tie-breaker, history): the hub-wide age order.
+        self._heap: list[tuple[float, int, _History]] = []
+        self._ticket = itertools.count()
+        # channel -> the id of its newest event, for channels freed lately (TOMBSTONES at most).
+        self._tombstones: OrderedDict[str, str] = OrderedDict()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.retained_bytes = 0
+        """Bytes of history counted now, every channel (events plus fixed overheads)."""
+        self.retained_events = 0
+        """Events held in history now, every channel."""
+        self.evicted = 0
+        """Events removed to keep the whole hub under ``history_memory``."""
 
-    async def start(self, deliver: Deliver, *, history: int, history_ttl: float | None) -> None:
-        """Take the hub's intake and the retention settings."""
+    async def start(
+        self,
+        deliver: Deliver,
+        *,
+        history: int,
+        history_ttl: float | None,
+        history_bytes: int | None = None,
+        history_memory: int | None = None,
+        max_event: int | None = None,
+        forget: Forget | None = None,
+    ) -> None:
+        """Take the hub's intake and the retention settings; start the age sweep if any."""
         self._deliver = deliver
+        self._forget = forget
         self._limit = history
         self._ttl = history_ttl
+        self._max_bytes = _NO_BOUND if history_bytes is None else history_bytes
+        self._memory = _NO_BOUND if history_memory is None else history_memory
+        self._max_event = max_event
+        if history_ttl is not None:
+            self._schedule_sweep(min(history_ttl, 1.0))
+
+    async def close(self) -> None:
+        """Stop the age sweep."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     async def publish(self, channel: str, message: Message) -> str:
-        """Assign the id, append to the channel's history and deliver at once."""
+        """Assign the id, append to the channel's history and deliver at once.
+
+        Raises `ssehub.EventTooLarge` (nothing stored or delivered) for an event over
+        ``max_event`` bytes once encoded.
+        """
         self._seq += 1
         event_id = message.id if message.id is not None else self._prefix + str(self._seq)
         data = encode_event(message, event_id)
+        max_event = self._max_event
+        if max_event is not None and len(data) > max_event:
+            raise too_large(len(data), max_event)
         if self._limit > 0:
-            hist = self._histories.get(channel)
-            if hist is None:
-                hist = self._histories[channel] = _History()
-            seq = hist.next_seq
-            hist.next_seq = seq + 1
-            hist.entries.append((seq, event_id, data, time.monotonic()))
-            hist.index[event_id] = seq
-            if len(hist.entries) > self._limit:
-                hist.pop_oldest()
-            if self._ttl is not None:
-                self._expire(hist)
+            self._retain(channel, event_id, data)
         if self._deliver is not None:
             self._deliver(channel, event_id, data)
         return event_id
+
+    def _retain(self, channel: str, event_id: str, data: bytes) -> None:
+        hist = self._histories.get(channel)
+        if hist is None:
+            hist = self._histories[channel] = _History(channel)
+            self.retained_bytes += CHANNEL_OVERHEAD
+            last = self._tombstones.pop(channel, None)
+            if last is not None:
+                hist.trimmed = (-1, last)  # every event of the new history comes after it
+        now = time.monotonic()
+        entries = hist.entries
+        if not hist.queued:
+            if len(self._heap) > 2 * len(self._histories) + 1024:
+                # Freed histories leave their keys behind: compact now and then (amortized O(1)).
+                self._heap = [item for item in self._heap if not item[2].freed]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (now, next(self._ticket), hist))
+            hist.queued = True
+        seq = hist.next_seq
+        hist.next_seq = seq + 1
+        entries.append((seq, event_id, data, now))
+        hist.index[event_id] = seq
+        cost = len(data) + EVENT_OVERHEAD
+        hist.size += cost
+        self.retained_bytes += cost
+        self.retained_events += 1
+        limit = self._limit
+        max_bytes = self._max_bytes
+        while entries and (len(entries) > limit or hist.size > max_bytes):
+            self._pop_oldest(hist)
+        if self._ttl is not None:
+            self._expire(hist)
+        if self.retained_bytes > self._memory:
+            self._evict(self._memory)
+        if not entries and not hist.freed:
+            self._free(hist)
+
+    def _pop_oldest(self, hist: _History) -> None:
+        seq, event_id, data, _ = hist.entries.popleft()
+        if hist.index.get(event_id) == seq:
+            del hist.index[event_id]
+        hist.trimmed = (seq, event_id)
+        cost = len(data) + EVENT_OVERHEAD
+        hist.size -= cost
+        self.retained_bytes -= cost
+        self.retained_events -= 1
+
+    def _free(self, hist: _History) -> None:
+        # The history retains nothing: drop it (a later publish starts a new one).
+        hist.freed = True
+        if self._histories.get(hist.name) is hist:
+            del self._histories[hist.name]
+        self.retained_bytes -= CHANNEL_OVERHEAD
+        if hist.trimmed is not None:
+            tombstones = self._tombstones
+            tombstones[hist.name] = hist.trimmed[1]
+            tombstones.move_to_end(hist.name)
+            if len(tombstones) > TOMBSTONES:
+                tombstones.popitem(last=False)
+        if self._forget is not None:
+            self._forget(hist.name)
+
+    def _oldest(self, budget: int) -> tuple[_History | None, int]:
+        """The history holding the hub's oldest retained event (None when none), fixing stale
+        keys on the way; ``budget`` bounds the heap operations, and what is left is returned."""
+        heap = self._heap
+        while heap and budget > 0:
+            budget -= 1
+            when, _, hist = heap[0]
+            if hist.freed or not hist.entries:
+                heapq.heappop(heap)
+                hist.queued = False
+                if not hist.freed:
+                    self._free(hist)
+                continue
+            first = hist.entries[0][3]
+            if first > when:  # stale: the channel trimmed by itself since
+                heapq.heapreplace(heap, (first, next(self._ticket), hist))
+                continue
+            return hist, budget
+        return None, budget
+
+    def _evict_one(self, hist: _History) -> None:
+        self._pop_oldest(hist)
+        entries = hist.entries
+        if entries:
+            heapq.heapreplace(self._heap, (entries[0][3], next(self._ticket), hist))
+        else:
+            heapq.heappop(self._heap)
+            hist.queued = False
+            self._free(hist)
+
+    def _evict(self, memory: int) -> None:
+        budget = _SWEEP_BATCH
+        while self.retained_bytes > memory and budget > 0:
+            hist, budget = self._oldest(budget)
+            if hist is None:
+                return
+            self._evict_one(hist)
+            self.evicted += 1
 
     def _expire(self, hist: _History) -> None:
         assert self._ttl is not None
         cutoff = time.monotonic() - self._ttl
         entries = hist.entries
         while entries and entries[0][3] < cutoff:
-            hist.pop_oldest()
+            self._pop_oldest(hist)
+
+    def _schedule_sweep(self, delay: float) -> None:
+        self._sweeper = asyncio.get_running_loop().call_later(delay, self._sweep)
+
+    def _sweep(self, budget: int = _SWEEP_BATCH) -> bool:
+        """Expire events past ``history_ttl`` hub-wide, oldest first, within ``budget`` heap
+        operations; True when everything expired is gone."""
+        if self._ttl is None:
+            return True
+        cutoff = time.monotonic() - self._ttl
+        done = False
+        while budget > 0:
+            hist, budget = self._oldest(budget)
+            if hist is None:
+                done = True
+                break
+            if hist.entries[0][3] >= cutoff:
+                done = True
+                break
+            budget -= 1
+            self._evict_one(hist)
+        if not self._closed:
+            # More to do: continue after the loop's other work; else wait for the next expiry.
+            self._schedule_sweep(min(self._ttl, 1.0) if done else 0.0)
+        return done
 
     async def replay(self, channel: str, last_event_id: str) -> Replay:
         """The events after ``last_event_id``; every retained event if the id is not held."""
         hist = self._histories.get(channel)
         if hist is None:
-            return Replay((), found=False)
+            # Found when it is the last event of a channel freed lately: nothing was missed.
+            return Replay((), found=self._tombstones.get(channel) == last_event_id)
         if self._ttl is not None:
             self._expire(hist)
         entries = hist.entries
@@ -91,14 +282,27 @@ class MemoryBackend(Backend):
         if seq is None and hist.trimmed is not None and hist.trimmed[1] == last_event_id:
             seq = hist.trimmed[0]
         if seq is None:
-            return Replay(tuple((e[1], e[2]) for e in entries), found=False)
-        first = entries[0][0] if entries else hist.next_seq
-        start = seq + 1 - first
-        return Replay(tuple((e[1], e[2]) for e in list(entries)[start:]), found=True)
+            replay = Replay(tuple((e[1], e[2]) for e in entries), found=False)
+        else:
+            first = entries[0][0] if entries else hist.next_seq
+            start = seq + 1 - first
+            replay = Replay(tuple((e[1], e[2]) for e in list(entries)[start:]), found=True)
+        if not entries and not hist.freed:
+            self._free(hist)
+        return replay
 
     async def channels(self) -> list[str]:
         """Channels with retained history."""
         if self._ttl is not None:
-            for hist in self._histories.values():
-                self._expire(hist)
-        return [name for name, hist in self._histories.items() if hist.entries]
+            cutoff = time.monotonic() - self._ttl
+            return [name for name, hist in self._histories.items() if hist.entries[-1][3] >= cutoff]
+        return list(self._histories)
+
+    @property
+    def retained_channels(self) -> int:
+        """Channels with retained history now."""
+        return len(self._histories)
+
+    def retains(self, channel: str) -> bool:
+        """Whether ``channel`` has retained history here."""
+        return channel in self._histories

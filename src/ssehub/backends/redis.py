@@ -42,7 +42,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("ssehub.redis needs redis-py: pip install 'ssehub[redis]'") from exc
 
-from ssehub.backends.base import Backend, Deliver, Replay
+from ssehub.backends.base import Backend, Deliver, Forget, Replay, too_large
 from ssehub.errors import BackendUnavailable
 from ssehub.wire import Message
 
@@ -179,6 +179,7 @@ class RedisBackend(Backend):
         self._feed_channel = f"{prefix}:feed"
         self._deliver: Deliver | None = None
         self._maxlen = 1000
+        self._max_event: int | None = None
         self._ttl_ms = 0
         self._client: aioredis.Redis | None = None
         self._feed_pool: ConnectionPool | None = None
@@ -209,12 +210,26 @@ class RedisBackend(Backend):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, deliver: Deliver, *, history: int, history_ttl: float | None) -> None:
+    async def start(
+        self,
+        deliver: Deliver,
+        *,
+        history: int,
+        history_ttl: float | None,
+        history_bytes: int | None = None,
+        history_memory: int | None = None,
+        max_event: int | None = None,
+        forget: Forget | None = None,
+    ) -> None:
         """Connect, and start the feed in a task of the running loop.
 
-        Does not fail when Redis is down: the feed keeps trying (see `health`).
+        Does not fail when Redis is down: the feed keeps trying (see `health`). History lives
+        in Redis, trimmed by count (``history``) and age (``history_ttl``); ``history_bytes``
+        and ``history_memory`` bound in-process history and do not apply here (bound Redis with
+        its own ``maxmemory``). ``max_event`` is enforced by `publish`.
         """
         self._deliver = deliver
+        self._max_event = max_event
         self._maxlen = history
         self._ttl_ms = 0 if history_ttl is None else max(1, math.ceil(history_ttl * 1000))
         common: dict[str, Any] = {
@@ -273,6 +288,12 @@ class RedisBackend(Backend):
         assert self._publish_script is not None
         head, body = _split(message)
         uid = message.id
+        max_event = self._max_event
+        if max_event is not None:
+            # The id line: "id: " + the id (a stream id is at most 41 characters) + "\n".
+            size = len(head) + len(body) + 5 + (len(uid.encode()) if uid is not None else 41)
+            if size > max_event:
+                raise too_large(size, max_event)
         try:
             sid = await self._publish_script(
                 keys=[self.stream_key(channel), self.index_key(channel)],

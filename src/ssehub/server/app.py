@@ -10,6 +10,12 @@ Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
 - ``OPTIONS`` on any route answers a CORS preflight; another method the route does not list
   gets 405. Both carry the route's ``Allow``.
 
+Exposure: with an admin token (``admin_token``, else the subscribe token), ``/channels``,
+``/metrics`` (unless ``public_metrics``) and the dashboard's statistics need it, as
+``Authorization: Bearer`` or ``?token=``. With ``allowed_hosts``, a request whose ``Host`` is
+not listed gets 400 (DNS rebinding). Channel names come from the raw path (`decode_path`), the
+same under any ASGI server.
+
 Publishing is the hot path: one route lookup, one scan of the headers (`publish.check_head`),
 the body read in one piece, one JSON parse (`publish.parse_body`), `Hub.publish` awaited, a
 small JSON answer. Nothing else happens per event; metrics read the hub's own counters when
@@ -29,25 +35,44 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ssehub._serving import Answer, open_stream
+from ssehub._serving import DIRECT_STREAM, Answer, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
-from ssehub.errors import BackendUnavailable, HubClosed
+from ssehub.errors import BackendUnavailable, EventTooLarge, HubClosed
 from ssehub.hub import Hub
 from ssehub.server._json import dumps
 from ssehub.server.cors import CORS
 from ssehub.server.dashboard import STATS_PATH, Dashboard
-from ssehub.server.publish import DEFAULT_MAX_BODY, check_head, parse_body, too_large
-from ssehub.server.routing import HTTPError, Route, Router
+from ssehub.server.publish import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY,
+    check_event_sizes,
+    check_head,
+    parse_body,
+    too_large,
+)
+from ssehub.server.routing import Endpoint, HTTPError, Route, Router, decode_path
 from ssehub.types import Receive, Scope, Send
 
-__all__ = ["DEFAULT_MAX_BODY", "EVENTS_PREFIX", "STATS_PATH", "HubServer"]
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_METRICS_CHANNELS",
+    "EVENTS_PREFIX",
+    "STATS_PATH",
+    "HubServer",
+    "host_allowed",
+]
 
 log = logging.getLogger("ssehub.server")
 
 EVENTS_PREFIX = "/events/"
 """The prefix of every channel's path: ``/events/<channel>``."""
 
+DEFAULT_METRICS_CHANNELS = 50
+"""Channels given their own series in ``/metrics`` by default (the busiest; the rest summed)."""
+
 _JSON_CT = (b"content-type", b"application/json")
+_BEARER_REALM = [(b"www-authenticate", b'Bearer realm="ssehub"')]
 _NO_STORE = [(b"cache-control", b"no-store")]
 
 
@@ -62,6 +87,51 @@ def _full_path(scope: Scope) -> str:
     if root and not path.startswith(root):
         path = root + path
     return path
+
+
+def _token_in(scope: Scope, token: bytes) -> bool:
+    """Whether the request carries ``token`` as ``Authorization: Bearer`` or ``?token=``."""
+    for name, value in scope["headers"]:
+        if (
+            name == b"authorization"
+            and value[:7].lower() == b"bearer "
+            and hmac.compare_digest(value[7:].strip(), token)
+        ):
+            return True
+    query = scope.get("query_string", b"")
+    if query:
+        for key, value in parse_qsl(query.decode("latin-1")):
+            if key == "token" and hmac.compare_digest(value.encode("latin-1"), token):
+                return True
+    return False
+
+
+def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
+    """Whether a ``Host`` header names one of ``allowed`` (lowercase host names, optionally
+    with ``:port``; ``.example.com`` allows every subdomain of example.com)."""
+    host = host.strip().lower()
+    if host in allowed:
+        return True
+    name = host.rsplit(b":", 1)[0] if not host.endswith(b"]") else host
+    if name in allowed:
+        return True
+    return any(entry[:1] == b"." and name.endswith(entry) for entry in allowed)
+
+
+_IDS_SLICE = 2000  # channels encoded between two yields of a broadcast's answer
+
+
+async def _dumps_ids(ids: dict[str, str]) -> bytes:
+    """``ids`` (a broadcast's ids by channel) as a JSON object, yielding to the event loop
+    between slices: 100k channels take tens of milliseconds to encode."""
+    if len(ids) <= _IDS_SLICE:
+        return dumps(ids)
+    items = list(ids.items())
+    parts = []
+    for start in range(0, len(items), _IDS_SLICE):
+        parts.append(dumps(dict(items[start : start + _IDS_SLICE]))[1:-1])
+        await asyncio.sleep(0)
+    return b"{" + b",".join(parts) + b"}"
 
 
 def _not_found(path: str) -> HTTPError:
@@ -83,7 +153,14 @@ class HubServer:
         subscribe_token: when set, streams need the same header or ``?token=<token>``.
         cors_origins: origins allowed to call the hub from a browser (``"*"`` for any).
         max_body: the largest publish body in bytes (larger ones get 413).
+        max_batch: the most messages one JSON array publishes (more gets 413).
         stats_interval: seconds between the dashboard's statistics updates.
+        admin_token: needed for ``/channels``, ``/metrics`` and the dashboard's statistics
+            (default: the subscribe token; with neither, they are open).
+        public_metrics: serve ``/metrics`` without the admin token.
+        allowed_hosts: the ``Host`` values served (empty: any); others get 400.
+        metrics_channels: channels given their own series in ``/metrics`` (the busiest by
+            events published; the others are summed under ``channel="(other)"``).
     """
 
     def __init__(
@@ -94,12 +171,31 @@ class HubServer:
         subscribe_token: str | None = None,
         cors_origins: Iterable[str] = (),
         max_body: int = DEFAULT_MAX_BODY,
+        max_batch: int = DEFAULT_MAX_BATCH,
         stats_interval: float = 1.0,
+        admin_token: str | None = None,
+        public_metrics: bool = False,
+        allowed_hosts: Iterable[str] = (),
+        metrics_channels: int = DEFAULT_METRICS_CHANNELS,
     ) -> None:
         if max_body <= 0:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
+        if max_batch <= 0:
+            raise ValueError(f"max_batch must be a positive number of messages, got {max_batch!r}")
+        if metrics_channels < 0:
+            raise ValueError(f"metrics_channels must be 0 or more, got {metrics_channels!r}")
         self.hub = hub
         self.max_body = max_body
+        self.max_batch = max_batch
+        self.metrics_channels = metrics_channels
+        """Channels with series of their own in ``/metrics`` (the rest are summed)."""
+        admin = admin_token or subscribe_token
+        self._admin_token = admin.encode() if admin else None
+        self._public_metrics = public_metrics
+        hosts = [h.strip().lower() for h in allowed_hosts]
+        if not all(h and h.isascii() and h.isprintable() and " " not in h for h in hosts):
+            raise ValueError(f"allowed hosts are ASCII names (punycode for IDNs): {hosts!r}")
+        self._allowed_hosts = frozenset(h.encode() for h in hosts)
         self._publish_token = publish_token.encode() if publish_token else None
         self._subscribe_token = subscribe_token.encode() if subscribe_token else None
         self.cors = CORS(cors_origins)
@@ -119,10 +215,13 @@ class HubServer:
                 Route(EVENTS_PREFIX, self._publish, ("POST",), prefix=True),
                 Route("/broadcast", partial(self._publish, broadcast=True), ("POST",)),
                 Route("/", self._get_dashboard),
-                Route("/channels", self._get_channels),
-                Route("/metrics", self._get_metrics),
+                Route("/channels", self._admin(self._get_channels)),
+                Route(
+                    "/metrics",
+                    self._get_metrics if public_metrics else self._admin(self._get_metrics),
+                ),
                 Route("/healthz", self._get_health),
-                Route(STATS_PATH, self._get_stats_stream),
+                Route(STATS_PATH, self._admin(self._get_stats_stream)),
             ]
         )
         """The route table."""
@@ -165,9 +264,23 @@ class HubServer:
                 await self._lifespan(receive, send)
                 return
             raise RuntimeError(f"ssehub serve speaks http, not {kind!r}")
-        path: str = scope["path"]
         method: str = scope["method"]
         try:
+            raw_path = scope.get("raw_path")
+            if raw_path is not None and DIRECT_STREAM not in scope.get("extensions", ()):
+                # Another ASGI server decoded the path its own way (an encoded slash as a
+                # slash, bad UTF-8 as U+FFFD): name channels from the raw path, as natively.
+                try:
+                    decoded = decode_path(raw_path)
+                except ValueError:
+                    raise HTTPError(
+                        400, "the request path is not UTF-8 once percent-decoded"
+                    ) from None
+                if decoded != scope["path"]:
+                    scope = {**scope, "path": decoded}
+            if self._allowed_hosts:
+                self._check_host(scope)
+            path: str = scope["path"]
             resource = self.router.match(path)
             if resource is None:
                 raise _not_found(path)
@@ -205,6 +318,34 @@ class HubServer:
                 await self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    # -- exposure ----------------------------------------------------------------------------
+
+    def _check_host(self, scope: Scope) -> None:
+        for name, value in scope["headers"]:
+            if name == b"host":
+                if host_allowed(value, self._allowed_hosts):
+                    return
+                break
+        raise HTTPError(400, "this hub does not serve that Host (see --allowed-host)")
+
+    def _admin(self, endpoint: Endpoint) -> Endpoint:
+        """``endpoint``, needing the admin token when there is one (401 without it)."""
+        token = self._admin_token
+        if token is None:
+            return endpoint
+
+        async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+            if not _token_in(scope, token):
+                raise HTTPError(
+                    401,
+                    "this needs the admin token (or the subscribe token when no admin token is "
+                    "set): 'Authorization: Bearer <token>' or ?token=<token>",
+                    _BEARER_REALM,
+                )
+            await endpoint(scope, receive, send)
+
+        return guarded
 
     # -- responses ---------------------------------------------------------------------------
 
@@ -289,25 +430,39 @@ class HubServer:
         try:
             if self._closing:
                 raise HTTPError(503, "the hub is shutting down")
-            head = check_head(scope["headers"], token=self._publish_token, max_body=self.max_body)
-            messages = parse_body(head, await self._read_body(receive))
+            head = check_head(
+                scope["headers"],
+                token=self._publish_token,
+                max_body=self.max_body,
+                cors=self.cors,
+            )
+            body = await self._read_body(receive)
+            messages = parse_body(head, body, max_batch=self.max_batch)
+            if type(messages) is list:
+                # All or nothing: an event no client could receive refuses the whole batch.
+                check_event_sizes(messages, len(body), hub.max_buffer)
             answer: dict[str, Any]
             if channel is None:
-                result: Any
                 if type(messages) is list:
-                    result = [await hub.broadcast(m) for m in messages]
+                    results = [await hub.broadcast(m) for m in messages]
+                    ids_json = b"[" + b",".join([await _dumps_ids(r) for r in results]) + b"]"
                 else:
-                    result = await hub.broadcast(messages)  # type: ignore[arg-type]
-                answer = {"ids": result, "clients": hub.client_count()}
+                    ids_json = await _dumps_ids(await hub.broadcast(messages))  # type: ignore[arg-type]
+                body = b'{"ids":%b,"clients":%d}' % (ids_json, hub.client_count())
             elif type(messages) is list:
                 ids = [await hub.publish(channel, m) for m in messages]
                 answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
             else:
                 event_id = await hub.publish(channel, messages)  # type: ignore[arg-type]
                 answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
+            if channel is not None:
+                body = dumps(answer)
         except HTTPError as exc:
             self._rejected(exc.status, target, scope, exc.message)
             raise
+        except EventTooLarge as exc:
+            self._rejected(413, target, scope, str(exc))
+            raise HTTPError(413, str(exc)) from None
         except HubClosed:
             self._rejected(503, target, scope, "the hub is shut down")
             raise HTTPError(503, "the hub is shutting down") from None
@@ -318,34 +473,25 @@ class HubServer:
             self._inflight -= 1
             if self._idle is not None and not self._inflight:
                 self._idle.set()
-        await self._send_json(scope, send, 200, dumps(answer))
+        await self._send_json(scope, send, 200, body)
 
     # -- subscribing -------------------------------------------------------------------------
 
     def _check_subscribe_token(self, scope: Scope) -> None:
         token = self._subscribe_token
-        if token is None:
+        if token is None or _token_in(scope, token):
             return
-        for name, value in scope["headers"]:
-            if (
-                name == b"authorization"
-                and value[:7].lower() == b"bearer "
-                and hmac.compare_digest(value[7:].strip(), token)
-            ):
-                return
-        query = scope.get("query_string", b"")
-        if query:
-            for key, value in parse_qsl(query.decode("latin-1")):
-                if key == "token" and hmac.compare_digest(value.encode("latin-1"), token):
-                    return
         raise HTTPError(
             401,
             "subscribing needs 'Authorization: Bearer <subscribe token>' or ?token=<token>",
-            [(b"www-authenticate", b'Bearer realm="ssehub"')],
+            _BEARER_REALM,
         )
 
-    async def _stream(self, hub: Hub, scope: Scope, receive: Receive, send: Send) -> None:
-        self._check_subscribe_token(scope)
+    async def _stream(
+        self, hub: Hub, scope: Scope, receive: Receive, send: Send, *, admin: bool = False
+    ) -> None:
+        if not admin:  # the statistics stream is guarded by the admin token instead
+            self._check_subscribe_token(scope)
         opened = await open_stream(hub, request_from_scope(scope))
         if isinstance(opened, Answer):
             # The shared refusal (403 or 503, its JSON body), with this server's CORS for the
@@ -363,7 +509,7 @@ class HubServer:
         await self._stream(self.hub, scope, receive, send)
 
     async def _get_stats_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._stream(self.stats_hub, scope, receive, send)
+        await self._stream(self.stats_hub, scope, receive, send, admin=True)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -16,8 +16,17 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from ssehub.server.config import PUBLISH_TOKEN_ENV, SUBSCRIBE_TOKEN_ENV, CLIError, ServeConfig
-from ssehub.server.publish import DEFAULT_MAX_BODY
+from ssehub.hub import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_MEMORY
+from ssehub.server.app import DEFAULT_METRICS_CHANNELS
+from ssehub.server.config import (
+    ADMIN_TOKEN_ENV,
+    PUBLISH_TOKEN_ENV,
+    SUBSCRIBE_TOKEN_ENV,
+    CLIError,
+    ServeConfig,
+)
+from ssehub.server.logs import SafeFormatter
+from ssehub.server.publish import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY
 from ssehub.server.runners import serve_one
 from ssehub.server.supervisor import WORKER_CONFIG_FLAG, read_worker_config, serve_workers
 
@@ -38,6 +47,20 @@ def _size(text: str) -> int:
     if number * scale <= 0:
         raise argparse.ArgumentTypeError("the size must be positive")
     return number * scale
+
+
+def _size_or_off(text: str) -> int:
+    """A size, or 0 for ``off`` / ``0`` (no bound)."""
+    if text.strip().lower() in ("0", "off", "none"):
+        return 0
+    return _size(text)
+
+
+def _host(text: str) -> str:
+    host = text.strip().lower()
+    if not host or not host.isascii() or not host.isprintable() or " " in host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name (ASCII; punycode for IDNs)")
+    return host
 
 
 def _non_negative_int(text: str) -> int:
@@ -127,7 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="ORIGIN",
         help="an origin allowed to subscribe and publish from a browser (repeatable; '*' allows "
-        "any); sets Access-Control-Allow-Origin and answers preflights",
+        "any); sets Access-Control-Allow-Origin and answers preflights. Without a publish "
+        "token, a publish from a browser origin that is neither the hub's own nor listed gets 403",
+    )
+    net.add_argument(
+        "--allowed-host",
+        action="append",
+        type=_host,
+        default=[],
+        metavar="HOST",
+        help="a Host header value the hub answers (repeatable; 'hub.example.com' matches any "
+        "port, '.example.com' every subdomain); other hosts get 400, which defeats DNS "
+        "rebinding (default: any host)",
     )
     events = serve.add_argument_group("events")
     events.add_argument(
@@ -142,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="drop history older than this many seconds (default: keep by count only)",
+    )
+    events.add_argument(
+        "--history-bytes",
+        type=_size_or_off,
+        default=DEFAULT_HISTORY_BYTES,
+        metavar="BYTES",
+        help="history kept per channel, in bytes (e.g. 16MiB; 0 or 'off': no byte bound); "
+        "the channel's oldest events go first (default: 16MiB)",
+    )
+    events.add_argument(
+        "--history-memory",
+        type=_size_or_off,
+        default=DEFAULT_HISTORY_MEMORY,
+        metavar="BYTES",
+        help="history kept for the whole hub, in bytes (e.g. 256MiB; 0 or 'off': no bound); "
+        "past it the oldest events of any channel go first and a client resuming from one "
+        "gets an ssehub.gap event. In-memory history only: with --redis, bound Redis with its "
+        "maxmemory (default: 256MiB)",
     )
     events.add_argument(
         "--retry",
@@ -165,11 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest publish body accepted (e.g. 1048576, 512KiB, 1MiB); larger gets 413",
     )
     events.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=DEFAULT_MAX_BATCH,
+        metavar="N",
+        help="most messages one JSON array may publish; a larger batch gets 413",
+    )
+    events.add_argument(
         "--max-buffer",
         type=_size,
         default=256 * 1024,
         metavar="BYTES",
-        help="bytes a client may fall behind before it is dropped (it then resumes from history)",
+        help="bytes a client may fall behind before it is dropped (it then resumes from "
+        "history); also the largest event accepted once encoded (a larger one gets 413)",
     )
     events.add_argument(
         "--redis",
@@ -194,6 +254,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="require 'Authorization: Bearer TOKEN' or ?token=TOKEN to subscribe (default: "
         f"subscribing is open); also read from {SUBSCRIBE_TOKEN_ENV}",
     )
+    auth.add_argument(
+        "--admin-token",
+        default=os.environ.get(ADMIN_TOKEN_ENV) or None,
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' or ?token=TOKEN for /channels, /metrics and "
+        "the dashboard's statistics (default: the subscribe token when one is set, else they "
+        f"are open); also read from {ADMIN_TOKEN_ENV}",
+    )
+    auth.add_argument(
+        "--public-metrics",
+        action="store_true",
+        help="serve /metrics without a token even when the admin or subscribe token is set",
+    )
+    observe = serve.add_argument_group("metrics")
+    observe.add_argument(
+        "--metrics-channels",
+        type=_non_negative_int,
+        default=DEFAULT_METRICS_CHANNELS,
+        metavar="N",
+        help="channels given series of their own in /metrics, the busiest first; the others "
+        'are summed under channel="(other)" (0 sums them all)',
+    )
     logs = serve.add_argument_group("logging")
     logs.add_argument(
         "--log-level",
@@ -210,10 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(level: str) -> None:
-    """Send ssehub's and uvicorn's logs to stderr as ``time level logger key=value ...``."""
+    """Send ssehub's and uvicorn's logs to stderr as ``time level logger key=value ...``.
+
+    Every message goes through `SafeFormatter`: control characters are escaped (a client's
+    ``%0a`` cannot forge a log line) and ``token=`` query values are redacted.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

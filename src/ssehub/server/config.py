@@ -14,13 +14,16 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-__all__ = ["PUBLISH_TOKEN_ENV", "SUBSCRIBE_TOKEN_ENV", "CLIError", "ServeConfig"]
+__all__ = ["ADMIN_TOKEN_ENV", "PUBLISH_TOKEN_ENV", "SUBSCRIBE_TOKEN_ENV", "CLIError", "ServeConfig"]
 
 PUBLISH_TOKEN_ENV = "SSEHUB_PUBLISH_TOKEN"
 """The environment variable read for ``--publish-token`` (keeps it out of the process list)."""
 
 SUBSCRIBE_TOKEN_ENV = "SSEHUB_SUBSCRIBE_TOKEN"
 """The environment variable read for ``--subscribe-token``."""
+
+ADMIN_TOKEN_ENV = "SSEHUB_ADMIN_TOKEN"
+"""The environment variable read for ``--admin-token``."""
 
 
 class CLIError(Exception):
@@ -41,15 +44,22 @@ class ServeConfig:
     workers: int
     http: str
     cors_origin: tuple[str, ...]
+    allowed_host: tuple[str, ...]
     history: int
     history_ttl: float | None
+    history_bytes: int
+    history_memory: int
     retry: int | None
     keepalive: float
     max_body: int
+    max_batch: int
     max_buffer: int
     redis: str | None
     publish_token: str | None
     subscribe_token: str | None
+    admin_token: str | None
+    public_metrics: bool
+    metrics_channels: int
     log_level: str
     access_log: bool
 
@@ -76,7 +86,13 @@ class ServeConfig:
         if values.keys() != names:
             missing, extra = sorted(names - values.keys()), sorted(values.keys() - names)
             raise ValueError(f"not a ServeConfig: missing {missing}, unknown {extra}")
-        return cls(**{**values, "cors_origin": tuple(values["cors_origin"])})
+        return cls(
+            **{
+                **values,
+                "cors_origin": tuple(values["cors_origin"]),
+                "allowed_host": tuple(values["allowed_host"]),
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict of every field (the inverse of `from_dict`)."""

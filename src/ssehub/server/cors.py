@@ -49,6 +49,21 @@ class CORS:
         """Whether ``origin`` (an ``Origin`` header's value) may call the hub."""
         return self._any or origin in self._origins
 
+    def allows_publish(self, origin: bytes, host: bytes | None) -> bool:
+        """Whether a browser page of ``origin`` may publish to a hub reached as ``host``.
+
+        Same-origin pages (``http://`` or ``https://`` plus the request's ``Host``) and the
+        allowed origins may; any other origin, ``null`` included, may not. This is what stops a
+        cross-site "simple" POST (a form, ``text/plain``) from publishing to an open hub.
+        """
+        if self._any or origin in self._origins:
+            return True
+        if host is None:
+            return False
+        origin = origin.lower()
+        host = host.lower()
+        return origin == b"http://" + host or origin == b"https://" + host
+
     def simple_headers(self, request_headers: Iterable[tuple[bytes, bytes]]) -> Headers:
         """The CORS headers of a response to a request with ``request_headers`` (ASGI ones).
 

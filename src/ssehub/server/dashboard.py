@@ -9,6 +9,7 @@ there every ``interval`` seconds; with no viewer, nothing runs.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Mapping
 from importlib import resources
@@ -79,33 +80,36 @@ class Dashboard:
         delivered: dict[str, int] = {}
         names = set(hub.channels())
         names.update(name for name, count in published.items() if prev.get(name) != count)
-        rows: list[dict[str, Any]] = []
+        # One cheap key per channel, then rows only for the MAX_ROWS shown: a snapshot of 100k
+        # channels must not hold the loop.
+        keys: list[tuple[int, float, str, int, int]] = []
         for name in names:
             ch = hub.get_channel(name)
             sent = ch.delivered if ch is not None else 0
             delivered[name] = sent
             count = published.get(name, 0)
-            rows.append(
-                {
-                    "channel": name,
-                    "clients": len(ch) if ch is not None else 0,
-                    "published": count,
-                    "rate": round(max(count - prev.get(name, count), 0) / elapsed, 2),
-                    "delivery_rate": round(
-                        max(sent - prev_delivered.get(name, sent), 0) / elapsed, 2
-                    ),
-                }
-            )
-        rows.sort(key=lambda r: (-r["clients"], -r["rate"], r["channel"]))
+            rate = max(count - prev.get(name, count), 0) / elapsed
+            keys.append((len(ch) if ch is not None else 0, rate, name, count, sent))
+        shown = heapq.nsmallest(MAX_ROWS, keys, key=lambda k: (-k[0], -k[1], k[2]))
+        rows: list[dict[str, Any]] = [
+            {
+                "channel": name,
+                "clients": clients,
+                "published": count,
+                "rate": round(rate, 2),
+                "delivery_rate": round(max(sent - prev_delivered.get(name, sent), 0) / elapsed, 2),
+            }
+            for clients, rate, name, count, sent in shown
+        ]
         self._prev = published
         self._prev_delivered = delivered
         self._prev_time = now
         return {
             "time": time.time(),
             "clients": hub.client_count(),
-            "total_channels": len(rows),
-            "channels": rows[:MAX_ROWS],
-            "published": sum(published.values()),
+            "total_channels": len(keys),
+            "channels": rows,
+            "published": hub.published_total,
             "replayed": hub.replayed,
             "dropped_slow": hub.dropped_slow,
             "publish_errors": sum(self.publish_errors.values()),

@@ -2,11 +2,18 @@
 
 Nothing here runs when an event is published: the hub already counts what it publishes and
 delivers per channel, and `HubCollector` turns those counters into metric families only when
-``/metrics`` is scraped. Ten thousand channels cost nothing per publish, only a longer scrape.
+``/metrics`` is scraped.
+
+A scrape stays cheap however many channels there are: only the busiest
+``metrics_channels`` channels (by events published; by clients for the per-client series) get
+series of their own, and the others are summed into one series labelled
+``channel="(other)"``. Picking them is one pass over the counters, so 100k channels cost a few
+milliseconds, and the scrape's size is bounded.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
@@ -16,9 +23,13 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from ssehub.backends.memory import MemoryBackend
 from ssehub.hub import Hub
 
-__all__ = ["HubCollector", "MetricsSource", "build_registry", "render"]
+__all__ = ["OTHER_CHANNELS", "HubCollector", "MetricsSource", "build_registry", "render"]
+
+OTHER_CHANNELS = "(other)"
+"""The ``channel`` label of the series summing every channel not shown on its own."""
 
 
 class MetricsSource(Protocol):
@@ -40,6 +51,11 @@ class MetricsSource(Protocol):
         """The hub of the dashboard's statistics stream (its clients are the viewers)."""
         ...
 
+    @property
+    def metrics_channels(self) -> int:
+        """How many channels get series of their own (the busiest); 0 sums them all."""
+        ...
+
 
 class HubCollector:
     """A Prometheus collector over a served hub, a `MetricsSource` (in a registry of its own).
@@ -48,7 +64,9 @@ class HubCollector:
     ``channel_clients{channel}``, ``events_published_total{channel}``,
     ``events_delivered_total{channel}`` (for channels with subscribers now),
     ``events_replayed_total``, ``clients_dropped_slow_total``, ``publish_errors_total{status}``,
-    ``dashboard_viewers``.
+    ``dashboard_viewers``, and with the in-memory backend ``history_bytes``,
+    ``history_events``, ``history_channels`` and ``history_evicted_total``. Per-channel series
+    cover the busiest ``metrics_channels`` channels; ``channel="(other)"`` sums the rest.
     """
 
     def __init__(self, server: MetricsSource) -> None:
@@ -58,6 +76,7 @@ class HubCollector:
         """Build every family from the hub's counters (called by the registry on scrape)."""
         server = self.server
         hub = server.hub
+        top = server.metrics_channels
         names = hub.channels()
         yield GaugeMetricFamily(
             "ssehub_connections_open", "Open event streams.", value=hub.client_count()
@@ -71,19 +90,42 @@ class HubCollector:
             "Events handed to subscribers (one per subscriber), per channel with subscribers.",
             labels=["channel"],
         )
-        for name in names:
-            ch = hub.get_channel(name)
-            if ch is None:
-                continue
-            clients.add_metric([name], len(ch))
-            delivered.add_metric([name], ch.delivered)
+        open_channels = [ch for ch in map(hub.get_channel, names) if ch is not None]
+        shown = (
+            open_channels
+            if len(open_channels) <= top
+            else heapq.nlargest(top, open_channels, key=len)
+        )
+        for ch in shown:
+            clients.add_metric([ch.name], len(ch))
+            delivered.add_metric([ch.name], ch.delivered)
+        if len(shown) < len(open_channels):
+            listed = {ch.name for ch in shown}
+            rest = [ch for ch in open_channels if ch.name not in listed]
+            clients.add_metric([OTHER_CHANNELS], sum(len(ch) for ch in rest))
+            delivered.add_metric([OTHER_CHANNELS], sum(ch.delivered for ch in rest))
         yield clients
         yield delivered
         published = CounterMetricFamily(
-            "ssehub_events_published", "Events published, per channel.", labels=["channel"]
+            "ssehub_events_published",
+            "Events published, per channel (channels with subscribers or history here); "
+            "the total counts every event.",
+            labels=["channel"],
         )
-        for name, count in hub.published_counts().items():
+        counts = hub.published_counts()
+        busiest = (
+            counts.items()
+            if len(counts) <= top
+            else heapq.nlargest(top, counts.items(), key=lambda item: item[1])
+        )
+        shown_total = 0
+        for name, count in busiest:
             published.add_metric([name], count)
+            shown_total += count
+        if len(busiest) < len(counts) or hub.published_total > shown_total:
+            # Every event not in a series of its own, forgotten channels' included: the
+            # family sums to the hub's total.
+            published.add_metric([OTHER_CHANNELS], hub.published_total - shown_total)
         yield published
         yield CounterMetricFamily(
             "ssehub_events_replayed",
@@ -103,6 +145,28 @@ class HubCollector:
         for status, count in sorted(server.publish_errors.items()):
             errors.add_metric([str(status)], count)
         yield errors
+        backend = hub.backend
+        if isinstance(backend, MemoryBackend):
+            yield GaugeMetricFamily(
+                "ssehub_history_bytes",
+                "Bytes of history retained (events plus fixed overheads), every channel.",
+                value=backend.retained_bytes,
+            )
+            yield GaugeMetricFamily(
+                "ssehub_history_events",
+                "Events retained in history.",
+                value=backend.retained_events,
+            )
+            yield GaugeMetricFamily(
+                "ssehub_history_channels",
+                "Channels with retained history.",
+                value=backend.retained_channels,
+            )
+            yield CounterMetricFamily(
+                "ssehub_history_evicted",
+                "Events evicted to keep the hub under its history memory bound.",
+                value=backend.evicted,
+            )
         yield GaugeMetricFamily(
             "ssehub_dashboard_viewers",
             "Open dashboard statistics streams.",

@@ -44,13 +44,13 @@ from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
-from urllib.parse import unquote
 
 import httptools
 
 from ssehub._serving import DIRECT_STREAM, DirectStream
 from ssehub.hub import Hub
 from ssehub.server.publish import DEFAULT_MAX_BODY
+from ssehub.server.routing import decode_path
 from ssehub.subscription import CloseReason, Subscription
 from ssehub.types import ASGIMessage, Receive, Scope, Send
 
@@ -264,13 +264,18 @@ class _Connection(asyncio.Protocol):
             return
         parsed = httptools.parse_url(self.url)
         raw_path = parsed.path
+        try:
+            path = decode_path(raw_path)
+        except ValueError:
+            self._reject(400, b"the request path is not UTF-8 once percent-decoded")
+            return
         scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": self.parser.get_http_version(),
             "method": self.parser.get_method().decode("ascii"),
             "scheme": "http",
-            "path": unquote(raw_path.decode("latin-1")),
+            "path": path,
             "raw_path": raw_path,
             "root_path": "",
             "query_string": parsed.query or b"",

@@ -3,7 +3,8 @@
 Sans-IO, like h11: nothing here reads a socket or awaits. The app reads the body; this module
 decides. The checks run in two steps, so that a refusal happens as early as it can:
 
-1. `check_head`, from the headers alone, before the body is read: the publish token (401), a
+1. `check_head`, from the headers alone, before the body is read: the publish token (401), on a
+   hub without one a browser's ``Origin`` that is neither the hub's own nor allowed (403), a
    declared ``Content-Length`` over the limit (413), a compressed body (415).
 2. `parse_body`, once the body is in: a charset other than UTF-8 or bytes that are not UTF-8
    (415); then, for ``application/json`` (or any ``+json`` type), one JSON object
@@ -24,13 +25,16 @@ from typing import Any
 
 from ssehub.errors import InvalidMessage
 from ssehub.server._json import loads
+from ssehub.server.cors import CORS
 from ssehub.server.routing import HTTPError
 from ssehub.wire import Message
 
 __all__ = [
+    "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_BODY",
     "PublishError",
     "PublishHead",
+    "check_event_sizes",
     "check_head",
     "parse_body",
     "parse_publish",
@@ -39,6 +43,9 @@ __all__ = [
 DEFAULT_MAX_BODY = 1024 * 1024
 """The largest publish body accepted by default (1 MiB)."""
 
+DEFAULT_MAX_BATCH = 1000
+"""The most messages one JSON array may publish by default (more gets 413)."""
+
 FIELDS = frozenset({"data", "event", "id", "retry"})
 """The fields of a JSON message."""
 
@@ -46,7 +53,8 @@ _BEARER_REALM = [(b"www-authenticate", b'Bearer realm="ssehub"')]
 
 
 class PublishError(HTTPError):
-    """A publish refused: ``status`` (400, 401, 413 or 415) and a ``message`` for the client."""
+    """A publish refused: ``status`` (400, 401, 403, 413 or 415) and a ``message`` for the
+    client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +72,24 @@ _TEXT_HEAD = PublishHead(json=False)
 
 
 def check_head(
-    headers: Iterable[tuple[bytes, bytes]], *, token: bytes | None, max_body: int
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    token: bytes | None,
+    max_body: int,
+    cors: CORS | None = None,
 ) -> PublishHead:
     """Check a publish request's head (ASGI headers: lowercase names); raise `PublishError`.
 
-    ``token``, when set, must come as ``Authorization: Bearer <token>`` (401 otherwise). A
-    declared ``Content-Length`` over ``max_body`` gets 413, a ``Content-Encoding`` other than
-    identity 415.
+    ``token``, when set, must come as ``Authorization: Bearer <token>`` (401 otherwise). Without
+    a token, a request with an ``Origin`` that ``cors`` does not allow to publish
+    (`CORS.allows_publish`: same origin or an allowed one) gets 403: a browser cannot be made to
+    publish from another site. A declared ``Content-Length`` over ``max_body`` gets 413, a
+    ``Content-Encoding`` other than identity 415.
     """
     content_type = b""
     authorization = None
+    origin = None
+    host = None
     length = -1
     encoded = False
     for name, value in headers:
@@ -85,6 +101,10 @@ def check_head(
             length = int(value) if value.isdigit() else -1
         elif name == b"content-encoding":
             encoded = value.strip().lower() != b"identity"
+        elif name == b"origin":
+            origin = value
+        elif name == b"host":
+            host = value
     if token is not None and (
         authorization is None
         or authorization[:7].lower() != b"bearer "
@@ -94,6 +114,18 @@ def check_head(
             401,
             "publishing needs the header 'Authorization: Bearer <publish token>'",
             _BEARER_REALM,
+        )
+    if (
+        token is None
+        and origin is not None
+        and cors is not None
+        and not cors.allows_publish(origin, host)
+    ):
+        raise PublishError(
+            403,
+            f"publishing from the origin {origin.decode('latin-1')!r} is not allowed: only "
+            "the hub's own origin and --cors-origin origins may publish from a browser "
+            "(or set a publish token)",
         )
     if length > max_body:
         raise too_large(max_body)
@@ -115,12 +147,16 @@ def too_large(max_body: int) -> PublishError:
     return PublishError(413, f"the body is over the limit of {max_body} bytes")
 
 
-def parse_body(head: PublishHead, body: bytes) -> Message | list[Message]:
+def parse_body(
+    head: PublishHead, body: bytes, *, max_batch: int = DEFAULT_MAX_BATCH
+) -> Message | list[Message]:
     """The message (or, for a JSON array, the messages in order) that ``body`` publishes.
 
     Raises `PublishError`: 415 for a charset other than UTF-8 or bytes that are not UTF-8, 400
-    for malformed JSON or a message that is not valid (the error names the item of an array).
-    One bad item refuses the whole array.
+    for malformed JSON (nested too deeply included) or a message that is not valid (the error
+    names the item of an array), 413 for an array of more than ``max_batch`` messages. One bad
+    item refuses the whole array: every item is a valid, encodable `Message` before any is
+    published.
     """
     if head.charset is not None and head.charset not in (b"utf-8", b"utf8"):
         raise PublishError(415, f"only UTF-8 bodies are accepted, not {head.charset.decode()!r}")
@@ -135,13 +171,60 @@ def parse_body(head: PublishHead, body: bytes) -> Message | list[Message]:
             parsed = loads(text)
         except ValueError as exc:
             raise PublishError(400, f"malformed JSON: {exc}") from None
+        except RecursionError:
+            raise PublishError(400, "malformed JSON: nested too deeply") from None
         if type(parsed) is list:
+            if len(parsed) > max_batch:
+                raise PublishError(
+                    413,
+                    f"a batch may hold at most {max_batch} messages, got {len(parsed)}; "
+                    "split it into several requests",
+                )
             return [message_from(item, f"item {i}: ") for i, item in enumerate(parsed)]
         return message_from(parsed)
     try:
         return Message(text)
     except InvalidMessage as exc:  # pragma: no cover - any str is valid data
         raise PublishError(400, str(exc)) from None
+
+
+def check_event_sizes(messages: list[Message], body_size: int, max_event: int) -> None:
+    """Refuse (413) a batch holding an event that would encode to more than ``max_event``
+    bytes (a client's buffer), before any of it is published.
+
+    ``body_size`` is the request body's: an event encodes to at most 4 bytes per body byte
+    (a JSON ``"\\n"`` becomes ``"\\ndata: "``) plus its id line, so a batch that small is
+    accepted without looking at its items. Otherwise each item's size is bounded from above
+    (exact for ASCII text), which may refuse an event that would fit by a few bytes per line.
+    """
+    if 4 * body_size + 96 * len(messages) <= max_event:
+        return
+    for i, message in enumerate(messages):
+        size = _size_bound(message)
+        if size > max_event:
+            raise PublishError(
+                413,
+                f"item {i}: the event is about {size} bytes once encoded, larger than a "
+                f"client's buffer of {max_event} bytes (raise --max-buffer to send it)",
+            )
+
+
+def _text_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _size_bound(message: Message) -> int:
+    data = message.data
+    size = _text_size(data) + 7 * (data.count("\n") + data.count("\r") + 1) + 1
+    size += 5 + (48 if message.id is None else _text_size(message.id))
+    if message.event is not None:
+        size += 8 + _text_size(message.event)
+    if message.retry is not None:
+        size += 28
+    if message.comment is not None:
+        comment = message.comment
+        size += _text_size(comment) + 3 * (comment.count("\n") + comment.count("\r") + 1)
+    return size
 
 
 def message_from(obj: Any, where: str = "") -> Message:
@@ -175,9 +258,10 @@ def parse_publish(
     *,
     token: bytes | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> Message | list[Message]:
     """Both steps on a complete request: `check_head`, the body's size, then `parse_body`."""
     head = check_head(headers, token=token, max_body=max_body)
     if len(body) > max_body:
         raise too_large(max_body)
-    return parse_body(head, body)
+    return parse_body(head, body, max_batch=max_batch)

@@ -9,12 +9,32 @@ header of a 405 both come from the same table (`Resource.allow`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from ssehub.types import Receive, Scope, Send
 
-__all__ = ["Endpoint", "HTTPError", "Resource", "Route", "Router"]
+__all__ = ["Endpoint", "HTTPError", "Resource", "Route", "Router", "decode_path"]
+
+_ENCODED_SLASH = re.compile(rb"%2[fF]")
+
+
+def decode_path(raw: bytes) -> str:
+    """The path a request names, from its raw (percent-encoded) bytes: channel names come from it.
+
+    Percent-escapes are decoded and the bytes read as UTF-8, except that an encoded slash stays
+    ``%2F`` and a literal ``%`` is written ``%25``: ``/a%2Fb`` and ``/a/b`` are two channels,
+    and two raw paths that differ in what they mean never name the same one. Raises ValueError
+    when the decoded bytes are not UTF-8 (``%ff``), rather than replacing them.
+    """
+    if b"%" not in raw:
+        return raw.decode()
+    return "%2F".join(
+        unquote_to_bytes(part).decode().replace("%", "%25") for part in _ENCODED_SLASH.split(raw)
+    )
+
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
 """An ASGI callable that answers one route and method."""

@@ -65,6 +65,8 @@ def build_server(config: ServeConfig) -> HubServer:
     hub = Hub(
         history=config.history,
         history_ttl=config.history_ttl,
+        history_bytes=config.history_bytes or None,
+        history_memory=config.history_memory or None,
         retry=config.retry,
         keepalive=config.keepalive or None,
         max_buffer=config.max_buffer,
@@ -77,6 +79,11 @@ def build_server(config: ServeConfig) -> HubServer:
         subscribe_token=config.subscribe_token,
         cors_origins=config.cors_origin,
         max_body=config.max_body,
+        max_batch=config.max_batch,
+        admin_token=config.admin_token,
+        public_metrics=config.public_metrics,
+        allowed_hosts=config.allowed_host,
+        metrics_channels=config.metrics_channels,
     )
 
 
@@ -128,9 +135,7 @@ def _started(config: ServeConfig, port: int, ready_fd: int | None) -> None:
 
 
 def _stopped(app: HubServer) -> None:
-    log.info(
-        "event=stop pid=%d published=%d", os.getpid(), sum(app.hub.published_counts().values())
-    )
+    log.info("event=stop pid=%d published=%d", os.getpid(), app.hub.published_total)
 
 
 def serve_one(config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None) -> int:

@@ -26,7 +26,13 @@ import sys
 import time
 from types import FrameType
 
-from ssehub.server.config import PUBLISH_TOKEN_ENV, SUBSCRIBE_TOKEN_ENV, CLIError, ServeConfig
+from ssehub.server.config import (
+    ADMIN_TOKEN_ENV,
+    PUBLISH_TOKEN_ENV,
+    SUBSCRIBE_TOKEN_ENV,
+    CLIError,
+    ServeConfig,
+)
 from ssehub.server.runners import bind, make_backend, url
 
 __all__ = ["WORKER_CONFIG_FLAG", "read_worker_config", "serve_workers", "worker_message"]
@@ -93,6 +99,7 @@ def serve_workers(config: ServeConfig) -> int:
     # The tokens are in the config the workers read from their pipe, not in their environment.
     env.pop(PUBLISH_TOKEN_ENV, None)
     env.pop(SUBSCRIBE_TOKEN_ENV, None)
+    env.pop(ADMIN_TOKEN_ENV, None)
     stopping: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
