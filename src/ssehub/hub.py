@@ -8,11 +8,11 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from ssehub.backends.base import Backend
+from ssehub.backends.base import Backend, PublishResult
 from ssehub.backends.memory import MemoryBackend
 from ssehub.errors import HubClosed, SubscriptionDenied
 from ssehub.request import Request
-from ssehub.resume import GAP_EVENT, Resume
+from ssehub.resume import GAP_EVENT, Position, Resume
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
 from ssehub.types import ASGICallable, WSGICallable
 from ssehub.wire import Message, encode_comment
@@ -41,7 +41,7 @@ AuthorizeHook = Callable[[Request], "bool | Awaitable[bool]"]
 class Channel:
     """A channel's local subscribers and counters (created by its first subscriber)."""
 
-    __slots__ = ("delivered", "holding", "name", "subscribers")
+    __slots__ = ("delivered", "holding", "name", "position", "subscribers", "trailing")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -52,6 +52,11 @@ class Channel:
         """Subscribers still being replayed, each with the live events held for it."""
         self.delivered = 0
         """Events handed to this hub's subscribers of the channel (one per subscriber)."""
+        self.position: Position | None = None
+        """The position of the newest event the backend delivered here (None before one)."""
+        self.trailing: dict[Subscription, Position] = {}
+        """Resumed subscribers whose replay went past the feed: live events at or before the
+        position are already theirs, and are not pushed to them again."""
 
     def __len__(self) -> int:
         return len(self.subscribers) + len(self.holding)
@@ -282,11 +287,13 @@ class Hub:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, channel: str, message: Message | str) -> str:
+    async def publish(self, channel: str, message: Message | str) -> PublishResult:
         """Publish ``message`` (a `Message`, or a str of data) to ``channel``; return its id.
 
-        Never waits on a subscriber. Raises `HubClosed` after shutdown and
-        `BackendUnavailable` when the backend cannot store the event.
+        The id is a `PublishResult`: a str whose ``duplicate`` is True when the message's own
+        id was already in the channel's retained history, in which case nothing was stored or
+        delivered (a publisher may retry safely). Never waits on a subscriber. Raises
+        `HubClosed` after shutdown and `BackendUnavailable` when the backend cannot store it.
         """
         if self._starting is None or self._closed:
             await self._ready()
@@ -294,27 +301,53 @@ class Hub:
             self._wrong_loop()
         if not isinstance(message, Message):
             message = Message(message)
-        self._published[channel] = self._published.get(channel, 0) + 1
-        return await self.backend.publish(channel, message)
+        result = await self.backend.publish(channel, message)
+        if not isinstance(result, PublishResult):
+            result = PublishResult(result)
+        if not result.duplicate:
+            self._published[channel] = self._published.get(channel, 0) + 1
+        return result
 
-    async def broadcast(self, message: Message | str) -> dict[str, str]:
+    async def broadcast(self, message: Message | str) -> dict[str, PublishResult]:
         """Publish ``message`` to every channel (with subscribers or history); ids by channel."""
         await self._ready()
         names = set(self._channels)
         names.update(await self.backend.channels())
         return {name: await self.publish(name, message) for name in sorted(names)}
 
-    def _deliver(self, channel: str, event_id: str, data: bytes) -> None:
+    def _deliver(
+        self, channel: str, event_id: str, data: bytes, position: Position | None = None, /
+    ) -> None:
         ch = self._channels.get(channel)
         if ch is None:
             return
+        if position is not None:
+            ch.position = position
         subscribers = ch.subscribers
-        for sub in subscribers:
-            sub.push(data)
-        ch.delivered += len(subscribers)
+        if ch.trailing:
+            self._deliver_trailing(ch, data, position)
+        else:
+            for sub in subscribers:
+                sub.push(data)
+            ch.delivered += len(subscribers)
         if ch.holding:
             for resume in ch.holding.values():
-                resume.hold(event_id, data)
+                resume.hold(event_id, data, position)
+
+    @staticmethod
+    def _deliver_trailing(ch: Channel, data: bytes, position: Position | None) -> None:
+        # The slow path, only while a resumed subscriber's replay is ahead of the feed.
+        trailing = ch.trailing
+        pushed = 0
+        for sub in ch.subscribers:
+            until = trailing.get(sub)
+            if until is not None:
+                if position is not None and position <= until:
+                    continue  # replayed already, or before the resume id
+                del trailing[sub]
+            sub.push(data)
+            pushed += 1
+        ch.delivered += pushed
 
     # -- threads -----------------------------------------------------------------------------
 
@@ -367,13 +400,13 @@ class Hub:
 
     def publish_threadsafe(
         self, channel: str, message: Message | str, timeout: float | None = 10.0
-    ) -> str:
+    ) -> PublishResult:
         """`publish` from a plain thread (a Flask or Django view): blocks until stored."""
         return self.run_threadsafe(self.publish(channel, message), timeout)
 
     def broadcast_threadsafe(
         self, message: Message | str, timeout: float | None = 10.0
-    ) -> dict[str, str]:
+    ) -> dict[str, PublishResult]:
         """`broadcast` from a plain thread: blocks until stored."""
         return self.run_threadsafe(self.broadcast(message), timeout)
 
@@ -446,6 +479,10 @@ class Hub:
                 sub.push(data)
             self.replayed += len(seam.replayed)
             ch.subscribers[sub] = None
+            after = seam.after
+            if after is not None and (ch.position is None or ch.position < after):
+                # The replay read history past what the feed has delivered here so far.
+                ch.trailing[sub] = after
         if self._on_connect is not None:
             await self._call_hook(self._on_connect, sub)
         return sub
@@ -457,6 +494,7 @@ class Hub:
         if ch is None or sub not in ch.subscribers:
             return
         del ch.subscribers[sub]
+        ch.trailing.pop(sub, None)
         self._forget(ch)
         if self._on_disconnect is not None:
             result = self._on_disconnect(sub)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from ssehub.backends.base import Backend, Deliver, Replay, encode_event
+from ssehub.backends.base import Backend, Deliver, PublishResult, Replay, encode_event
 from ssehub.wire import Message
 
 __all__ = ["MemoryBackend"]
@@ -52,16 +52,27 @@ class MemoryBackend(Backend):
         self._ttl = history_ttl
 
     async def publish(self, channel: str, message: Message) -> str:
-        """Assign the id, append to the channel's history and deliver at once."""
+        """Assign the id, append to the channel's history and deliver at once.
+
+        Returns ``PublishResult(id, duplicate=True)``, storing nothing, when the message's own
+        id is in the channel's retained history.
+        """
+        hist = self._histories.get(channel) if self._limit > 0 else None
+        if hist is not None and message.id is not None:
+            if self._ttl is not None:
+                self._expire(hist)
+            if message.id in hist.index:
+                return PublishResult(message.id, duplicate=True)
         self._seq += 1
         event_id = message.id if message.id is not None else self._prefix + str(self._seq)
         data = encode_event(message, event_id)
+        position = None
         if self._limit > 0:
-            hist = self._histories.get(channel)
             if hist is None:
                 hist = self._histories[channel] = _History()
             seq = hist.next_seq
             hist.next_seq = seq + 1
+            position = (seq,)
             hist.entries.append((seq, event_id, data, time.monotonic()))
             hist.index[event_id] = seq
             if len(hist.entries) > self._limit:
@@ -69,8 +80,8 @@ class MemoryBackend(Backend):
             if self._ttl is not None:
                 self._expire(hist)
         if self._deliver is not None:
-            self._deliver(channel, event_id, data)
-        return event_id
+            self._deliver(channel, event_id, data, position)
+        return PublishResult(event_id)
 
     def _expire(self, hist: _History) -> None:
         assert self._ttl is not None
@@ -87,14 +98,15 @@ class MemoryBackend(Backend):
         if self._ttl is not None:
             self._expire(hist)
         entries = hist.entries
+        head = (hist.next_seq - 1,)
         seq = hist.index.get(last_event_id)
         if seq is None and hist.trimmed is not None and hist.trimmed[1] == last_event_id:
             seq = hist.trimmed[0]
         if seq is None:
-            return Replay(tuple((e[1], e[2]) for e in entries), found=False)
+            return Replay(tuple((e[1], e[2]) for e in entries), found=False, head=head)
         first = entries[0][0] if entries else hist.next_seq
         start = seq + 1 - first
-        return Replay(tuple((e[1], e[2]) for e in list(entries)[start:]), found=True)
+        return Replay(tuple((e[1], e[2]) for e in list(entries)[start:]), found=True, head=head)
 
     async def channels(self) -> list[str]:
         """Channels with retained history."""
