@@ -302,9 +302,15 @@ class HubServer:
             elif type(messages) is list:
                 ids = [await hub.publish(channel, m) for m in messages]
                 answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
+                duplicates = [event_id for event_id in ids if event_id.duplicate]
+                if duplicates:
+                    answer["duplicates"] = duplicates
             else:
                 event_id = await hub.publish(channel, messages)  # type: ignore[arg-type]
                 answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
+                if event_id.duplicate:
+                    # Already in the channel's history (a retried publish): not sent again.
+                    answer["duplicate"] = True
         except HTTPError as exc:
             self._rejected(exc.status, target, scope, exc.message)
             raise
