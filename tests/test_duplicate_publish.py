@@ -59,7 +59,7 @@ async def test_without_history_nothing_is_a_duplicate() -> None:
 def test_a_publish_result_is_the_id_as_a_str() -> None:
     result = PublishResult("42", duplicate=True)
     assert result == "42" and isinstance(result, str) and {result: 1}["42"] == 1
-    assert repr(result) == "PublishResult('42', duplicate=True)"
+    assert repr(result) == "'42'" and f"{result}" == "42"
     for clone in (copy.copy(result), pickle.loads(pickle.dumps(result))):
         assert (clone, clone.duplicate) == ("42", True)
 

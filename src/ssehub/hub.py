@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 from ssehub.backends.base import Backend, PublishResult
 from ssehub.backends.memory import MemoryBackend
-from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub.errors import HubClosed, InvalidMessage, SubscriptionDenied
 from ssehub.request import Request
 from ssehub.resume import GAP_EVENT, Position, Resume
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
 from ssehub.types import ASGICallable, WSGICallable
-from ssehub.wire import Message, encode_comment
+from ssehub.wire import Message, encode_comment, id_problem
 
 __all__ = ["ADAPTERS", "DEFAULT_HEADERS", "GAP_EVENT", "Channel", "Hub"]
 
@@ -293,7 +293,9 @@ class Hub:
         The id is a `PublishResult`: a str whose ``duplicate`` is True when the message's own
         id was already in the channel's retained history, in which case nothing was stored or
         delivered (a publisher may retry safely). Never waits on a subscriber. Raises
-        `HubClosed` after shutdown and `BackendUnavailable` when the backend cannot store it.
+        `HubClosed` after shutdown, `BackendUnavailable` when the backend cannot store it, and
+        `InvalidMessage` for an id no client could send back as ``Last-Event-ID``
+        (`ssehub.wire.id_problem`: leading or trailing whitespace, a control character).
         """
         if self._starting is None or self._closed:
             await self._ready()
@@ -301,6 +303,8 @@ class Hub:
             self._wrong_loop()
         if not isinstance(message, Message):
             message = Message(message)
+        elif message.id is not None and (problem := id_problem(message.id)) is not None:
+            raise InvalidMessage(f"id {message.id!r} cannot be resumed from: {problem}")
         result = await self.backend.publish(channel, message)
         if not isinstance(result, PublishResult):
             result = PublishResult(result)
