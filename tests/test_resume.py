@@ -96,3 +96,50 @@ def test_every_event_after_the_resume_id_arrives_once_in_order(
     start = resume_at + 1 if found else first_kept
     assert sent == [data for _, data in events[start:]]
     assert (seam.gap is None) == found
+
+
+# -- with positions: what the replay covers is decided by stream position, not by id ----------
+
+
+def positioned(i: int, event_id: str) -> tuple[str, bytes, tuple[int]]:
+    return event_id, f"id: {event_id}\ndata: {i}\n\n".encode(), (i,)
+
+
+def test_live_events_at_or_below_the_replay_head_are_dropped_whatever_their_ids() -> None:
+    # Ids that repeat and go backwards: only positions say what the replay covered.
+    events = [positioned(i, event_id) for i, event_id in enumerate("zyxzyx")]
+    resume = Resume("y")
+    for event_id, data, position in events[2:]:  # the feed was behind history
+        resume.hold(event_id, data, position)
+    seam = resume.finish(Replay([(e[0], e[1]) for e in events[2:4]], found=True, head=(3,)))
+    assert seam.replayed + seam.live == tuple(e[1] for e in events[2:])
+    assert seam.after == (3,)  # later live events at or below (3,) must be dropped too
+
+
+def test_without_a_head_the_seam_says_nothing_about_later_events() -> None:
+    assert Resume("e1").finish(Replay(EVENTS[2:4], found=True)).after is None
+
+
+@given(
+    st.integers(1, 30)
+    .flatmap(
+        lambda total: st.tuples(
+            st.just(total),
+            st.integers(0, total - 1),  # the newest event in history when it was read
+            st.integers(0, total),  # the first event the feed still had to deliver
+            st.lists(st.sampled_from("abc"), min_size=total, max_size=total),  # ids
+        )
+    )
+    .filter(lambda case: case[2] <= case[1] + 1)
+)
+def test_with_positions_each_event_after_the_replay_is_sent_once(
+    case: tuple[int, int, int, list[str]],
+) -> None:
+    total, newest, first_live, ids = case
+    events = [positioned(i, ids[i]) for i in range(total)]
+    resume = Resume(ids[0])
+    for event_id, data, position in events[first_live:]:
+        resume.hold(event_id, data, position)
+    replay = Replay([(e[0], e[1]) for e in events[1 : newest + 1]], found=True, head=(newest,))
+    seam = resume.finish(replay)
+    assert seam.replayed + seam.live == tuple(e[1] for e in events[1:])

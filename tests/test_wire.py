@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import ssehub
 from ssehub import EventParser, InvalidMessage, Message, encode_comment
+from ssehub.wire import id_problem
 
 PROPERTY_SETTINGS = settings(
     max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -497,7 +498,8 @@ def test_unicode_line_separators_are_not_line_ends() -> None:
 line_breaks = st.sampled_from(["\r", "\n", "\r\n"])
 texts_with_line_breaks = st.lists(st.one_of(st.text(), line_breaks), max_size=8).map("".join)
 event_names = st.one_of(st.none(), st.text().filter(lambda s: "\r" not in s and "\n" not in s))
-event_ids = st.one_of(st.none(), st.text().filter(lambda s: not any(c in s for c in "\r\n\0")))
+# Ids a client can send back (see test_ids.py for the others, which encode() refuses).
+event_ids = st.one_of(st.none(), st.text().filter(lambda s: id_problem(s) is None))
 retries = st.one_of(st.none(), st.integers(min_value=0, max_value=2**63 - 1))
 comments = st.one_of(st.none(), texts_with_line_breaks)
 

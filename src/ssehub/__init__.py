@@ -5,7 +5,7 @@ from __future__ import annotations
 # The protocol adapters register themselves as Hub.asgi and Hub.wsgi when imported.
 from ssehub import asgi as asgi
 from ssehub import wsgi as wsgi
-from ssehub.backends import Backend, MemoryBackend, Replay
+from ssehub.backends import Backend, MemoryBackend, PublishResult, Replay
 from ssehub.errors import (
     BackendUnavailable,
     EventTooLarge,
@@ -32,6 +32,7 @@ __all__ = [
     "InvalidMessage",
     "MemoryBackend",
     "Message",
+    "PublishResult",
     "Replay",
     "Request",
     "SSEHubError",

@@ -15,7 +15,7 @@ from ssehub._serving import (
     open_stream,
 )
 from ssehub.hub import ADAPTERS, Hub
-from ssehub.request import Request
+from ssehub.request import Request, utf8_from_latin1
 from ssehub.subscription import CloseReason, Subscription
 from ssehub.types import Receive, Scope, Send
 
@@ -29,8 +29,12 @@ def request_from_scope(scope: Scope) -> Request:
     if root and not path.startswith(root):
         path = root + path
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    last_event_id = headers.get("last-event-id")
+    if last_event_id is not None:
+        headers["last-event-id"] = utf8_from_latin1(last_event_id)
     query: dict[str, str] = {}
-    for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+    raw_query = scope.get("query_string", b"").decode("latin-1")
+    for key, value in parse_qsl(utf8_from_latin1(raw_query)):
         query.setdefault(key, value)
     client = scope.get("client")
     return Request(

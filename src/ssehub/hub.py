@@ -8,14 +8,14 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from ssehub.backends.base import Backend
+from ssehub.backends.base import Backend, PublishResult
 from ssehub.backends.memory import MemoryBackend
-from ssehub.errors import HubClosed, SubscriptionDenied
+from ssehub.errors import HubClosed, InvalidMessage, SubscriptionDenied
 from ssehub.request import Request
-from ssehub.resume import GAP_EVENT, Resume
+from ssehub.resume import GAP_EVENT, Position, Resume
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
 from ssehub.types import ASGICallable, WSGICallable
-from ssehub.wire import Message, encode_comment
+from ssehub.wire import Message, encode_comment, id_problem
 
 __all__ = [
     "ADAPTERS",
@@ -61,7 +61,7 @@ AuthorizeHook = Callable[[Request], "bool | Awaitable[bool]"]
 class Channel:
     """A channel's local subscribers and counters (created by its first subscriber)."""
 
-    __slots__ = ("delivered", "holding", "name", "subscribers")
+    __slots__ = ("delivered", "holding", "name", "position", "subscribers", "trailing")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -72,6 +72,11 @@ class Channel:
         """Subscribers still being replayed, each with the live events held for it."""
         self.delivered = 0
         """Events handed to this hub's subscribers of the channel (one per subscriber)."""
+        self.position: Position | None = None
+        """The position of the newest event the backend delivered here (None before one)."""
+        self.trailing: dict[Subscription, Position] = {}
+        """Resumed subscribers whose replay went past the feed: live events at or before the
+        position are already theirs, and are not pushed to them again."""
 
     def __len__(self) -> int:
         return len(self.subscribers) + len(self.holding)
@@ -328,12 +333,17 @@ class Hub:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, channel: str, message: Message | str) -> str:
+    async def publish(self, channel: str, message: Message | str) -> PublishResult:
         """Publish ``message`` (a `Message`, or a str of data) to ``channel``; return its id.
 
-        Never waits on a subscriber. Raises `HubClosed` after shutdown, `EventTooLarge` when
-        the encoded event is over ``max_buffer`` (nothing is stored or delivered), and
-        `BackendUnavailable` when the backend cannot store the event.
+        The id is a `PublishResult`: a str whose ``duplicate`` is True when the message's own
+        id was already in the channel's retained history, in which case nothing was stored or
+        delivered (a publisher may retry safely). Never waits on a subscriber. Raises
+        `HubClosed` after shutdown, `EventTooLarge` when the encoded event is over
+        ``max_buffer`` (nothing is stored or delivered), `BackendUnavailable` when the backend
+        cannot store it, and `InvalidMessage` for an id no client could send back as
+        ``Last-Event-ID`` (`ssehub.wire.id_problem`: leading or trailing whitespace, a control
+        character).
         """
         if self._starting is None or self._closed:
             await self._ready()
@@ -341,14 +351,20 @@ class Hub:
             self._wrong_loop()
         if not isinstance(message, Message):
             message = Message(message)
-        event_id = await self.backend.publish(channel, message)
-        self.published_total += 1
-        # A channel's counter lives as long as its state: local subscribers or retained history.
-        if channel in self._channels or self.backend.retains(channel):
-            self._published[channel] = self._published.get(channel, 0) + 1
-        return event_id
+        elif message.id is not None and (problem := id_problem(message.id)) is not None:
+            raise InvalidMessage(f"id {message.id!r} cannot be resumed from: {problem}")
+        result = await self.backend.publish(channel, message)
+        if not isinstance(result, PublishResult):
+            result = PublishResult(result)
+        if not result.duplicate:
+            self.published_total += 1
+            # A channel's counter lives as long as its state: local subscribers or retained
+            # history.
+            if channel in self._channels or self.backend.retains(channel):
+                self._published[channel] = self._published.get(channel, 0) + 1
+        return result
 
-    async def broadcast(self, message: Message | str) -> dict[str, str]:
+    async def broadcast(self, message: Message | str) -> dict[str, PublishResult]:
         """Publish ``message`` to every channel (with subscribers or history); ids by channel.
 
         Lets the event loop run other work every `BROADCAST_SLICE` seconds, so a broadcast over
@@ -362,7 +378,7 @@ class Hub:
         names.update(dict.fromkeys(await self.backend.channels()))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BROADCAST_SLICE
-        ids: dict[str, str] = {}
+        ids: dict[str, PublishResult] = {}
         for count, name in enumerate(names, 1):
             ids[name] = await self.publish(name, message)
             if not count & 63 and loop.time() >= deadline:
@@ -370,17 +386,39 @@ class Hub:
                 deadline = loop.time() + BROADCAST_SLICE
         return ids
 
-    def _deliver(self, channel: str, event_id: str, data: bytes) -> None:
+    def _deliver(
+        self, channel: str, event_id: str, data: bytes, position: Position | None = None, /
+    ) -> None:
         ch = self._channels.get(channel)
         if ch is None:
             return
+        if position is not None:
+            ch.position = position
         subscribers = ch.subscribers
-        for sub in subscribers:
-            sub.push(data)
-        ch.delivered += len(subscribers)
+        if ch.trailing:
+            self._deliver_trailing(ch, data, position)
+        else:
+            for sub in subscribers:
+                sub.push(data)
+            ch.delivered += len(subscribers)
         if ch.holding:
             for resume in ch.holding.values():
-                resume.hold(event_id, data)
+                resume.hold(event_id, data, position)
+
+    @staticmethod
+    def _deliver_trailing(ch: Channel, data: bytes, position: Position | None) -> None:
+        # The slow path, only while a resumed subscriber's replay is ahead of the feed.
+        trailing = ch.trailing
+        pushed = 0
+        for sub in ch.subscribers:
+            until = trailing.get(sub)
+            if until is not None:
+                if position is not None and position <= until:
+                    continue  # replayed already, or before the resume id
+                del trailing[sub]
+            sub.push(data)
+            pushed += 1
+        ch.delivered += pushed
 
     # -- threads -----------------------------------------------------------------------------
 
@@ -433,13 +471,13 @@ class Hub:
 
     def publish_threadsafe(
         self, channel: str, message: Message | str, timeout: float | None = 10.0
-    ) -> str:
+    ) -> PublishResult:
         """`publish` from a plain thread (a Flask or Django view): blocks until stored."""
         return self.run_threadsafe(self.publish(channel, message), timeout)
 
     def broadcast_threadsafe(
         self, message: Message | str, timeout: float | None = 10.0
-    ) -> dict[str, str]:
+    ) -> dict[str, PublishResult]:
         """`broadcast` from a plain thread: blocks until stored."""
         return self.run_threadsafe(self.broadcast(message), timeout)
 
@@ -512,6 +550,10 @@ class Hub:
                 sub.push(data)
             self.replayed += len(seam.replayed)
             ch.subscribers[sub] = None
+            after = seam.after
+            if after is not None and (ch.position is None or ch.position < after):
+                # The replay read history past what the feed has delivered here so far.
+                ch.trailing[sub] = after
         if self._on_connect is not None:
             await self._call_hook(self._on_connect, sub)
         return sub
@@ -523,6 +565,7 @@ class Hub:
         if ch is None or sub not in ch.subscribers:
             return
         del ch.subscribers[sub]
+        ch.trailing.pop(sub, None)
         self._forget(ch)
         if self._on_disconnect is not None:
             result = self._on_disconnect(sub)

@@ -6,7 +6,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Request"]
+__all__ = ["Request", "utf8_from_latin1"]
+
+
+def utf8_from_latin1(text: str) -> str:
+    """``text`` that a server decoded from bytes as latin-1, decoded as UTF-8 instead.
+
+    ASGI and WSGI servers hand header values (and WSGI the query string) over as latin-1 text,
+    while browsers send ``Last-Event-ID`` as the UTF-8 bytes of the id. Bytes that are not
+    UTF-8 keep their latin-1 reading.
+    """
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +29,7 @@ class Request:
     """The parts of an HTTP request that ssehub's hooks need.
 
     ``headers`` has lower-case names; ``query`` holds the first value of each query parameter;
+    ``Last-Event-ID`` and the query are text decoded from UTF-8, as browsers encode them;
     ``native`` is the framework's own request object (or the ASGI scope / WSGI environ), for
     hooks that need more.
     """

@@ -7,11 +7,18 @@ hub holds the live events in a `Resume`, and `Resume.finish` merges the two:
 
 1. the `GAP_EVENT` notice, when history no longer holds the id (the client missed something);
 2. the replayed events, oldest first;
-3. the held live events that the replay did not already contain, in arrival order.
+3. the held live events that the replay did not already cover, in arrival order.
 
-Live events up to and including the resume id are dropped from the held ones: a backend whose
-feed runs behind its history (Redis under load) may still be delivering events the client
-already has. Nothing here does I/O; the hub pushes the result into the `Subscription`.
+Which live events the replay covers is decided by position, not by id: a backend gives each
+event a `Position` (the Redis stream id, a per-channel counter) that orders it in its channel,
+and tells in `Replay.head` the position of the newest event history held when it was read.
+Every live event at or before that position is either in the replay or precedes the resume
+id, so it is dropped, now (`Seam.live`) and later too: a backend whose feed runs behind its
+history (Redis under load) may deliver such events after the replay is merged, so the hub
+drops them until the feed passes `Seam.after`. SSE ids are never compared: users may reuse
+them or pick them in any order. A backend that gives no positions gets the older rule (drop
+held events up to the resume id, and those whose id the replay holds). Nothing here does
+I/O; the hub pushes the result into the `Subscription`.
 """
 
 from __future__ import annotations
@@ -19,25 +26,34 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from ssehub.wire import Message
 
-__all__ = ["GAP_EVENT", "Replay", "Resume", "Seam", "gap_notice"]
+__all__ = ["GAP_EVENT", "Position", "Replay", "Resume", "Seam", "gap_notice"]
 
 GAP_EVENT = "ssehub.gap"
 """The event type a resuming client receives when history no longer holds its Last-Event-ID."""
+
+Position: TypeAlias = tuple[int, ...]
+"""Where an event stands in its channel, as its backend orders it (compared only within one
+channel of one backend): ``(seq,)`` in memory, ``(epoch, ms, seq)`` on Redis."""
 
 
 @dataclass(frozen=True, slots=True)
 class Replay:
     """What `Backend.replay` found: the retained events after the id, oldest first.
 
-    ``found`` is False when the history does not hold the id (it was trimmed or never existed);
-    ``events`` then holds every retained event of the channel.
+    ``found`` is False when the history does not hold the id (it was trimmed, lost, or never
+    existed) or the client cannot have every event since (its id is from an older epoch of the
+    channel's history); ``events`` then holds the retained events the client may lack.
+    ``head`` is the position of the newest event history held when it was read (None when the
+    backend gives no positions, or history was empty).
     """
 
     events: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
     found: bool = True
+    head: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +66,8 @@ class Seam:
     """The retained events after the resume id, oldest first (may exceed ``max_buffer``)."""
     live: tuple[bytes, ...]
     """Live events that arrived during the replay and are not part of it, in arrival order."""
+    after: Position | None = None
+    """Live events at or before this position are covered: drop those that arrive later."""
 
 
 def gap_notice(last_event_id: str, replayed: int) -> Message:
@@ -66,24 +84,31 @@ class Resume:
     def __init__(self, last_event_id: str) -> None:
         self.last_event_id = last_event_id
         """The id the client resumes after."""
-        self.held: list[tuple[str, bytes]] = []
-        """Live events, as ``(id, encoded bytes)``, that arrived since the resume began."""
+        self.held: list[tuple[str, bytes, Position | None]] = []
+        """Live events, as ``(id, encoded bytes, position)``, that arrived since the resume
+        began."""
 
-    def hold(self, event_id: str, data: bytes) -> None:
+    def hold(self, event_id: str, data: bytes, position: Position | None = None) -> None:
         """Keep a live event until the replay is merged (called by the hub's fan-out)."""
-        self.held.append((event_id, data))
+        self.held.append((event_id, data, position))
 
     def finish(self, replay: Replay) -> Seam:
         """Merge ``replay`` with the held live events: no duplicate, no gap, in order."""
-        held = self.held
-        for index, (event_id, _) in enumerate(held):
-            if event_id == self.last_event_id:
-                held = held[index + 1 :]
-                break
         replayed = tuple(data for _, data in replay.events)
-        seen = {event_id for event_id, _ in replay.events}
-        live = tuple(data for event_id, data in held if event_id not in seen)
         gap = None
         if not replay.found:
             gap = gap_notice(self.last_event_id, len(replay.events)).encode()
+        head = replay.head
+        if head is not None:
+            live = tuple(
+                data for _, data, position in self.held if position is None or position > head
+            )
+            return Seam(gap, replayed, live, head)
+        held = self.held
+        for index, (event_id, _, _) in enumerate(held):
+            if event_id == self.last_event_id:
+                held = held[index + 1 :]
+                break
+        seen = {event_id for event_id, _ in replay.events}
+        live = tuple(data for event_id, data, _ in held if event_id not in seen)
         return Seam(gap, replayed, live)

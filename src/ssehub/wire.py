@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ssehub.errors import InvalidMessage
 
-__all__ = ["EventParser", "Message", "encode_comment"]
+__all__ = ["EventParser", "Message", "encode_comment", "id_problem"]
 
 _MAX_RETRY = 2**63 - 1
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -28,6 +28,28 @@ def _check_encodable(name: str, text: str) -> None:
                 f"{name} is not encodable as UTF-8: a lone surrogate at index {exc.start} "
                 "(text must be valid Unicode)"
             ) from None
+
+
+# Leading or trailing space or tab (Fetch strips them from header values), or a control
+# character other than tab (HTTP servers answer 400 to a header holding one).
+_UNSENDABLE_ID = re.compile(r"^[ \t]|[ \t]$|[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def id_problem(event_id: str) -> str | None:
+    """Why a client could not send ``event_id`` back as ``Last-Event-ID``, or None if it can.
+
+    Browsers send the header as UTF-8 bytes (any non-ASCII text is fine), strip leading and
+    trailing spaces and tabs, and HTTP servers refuse a header value with a control character
+    (tab aside). A client resuming after such an id would get a false gap and every retained
+    event again, or no answer at all.
+    """
+    found = _UNSENDABLE_ID.search(event_id)
+    if found is None:
+        return None
+    char = found.group()
+    if char in " \t":
+        return "it starts or ends with a space or tab, which HTTP strips from Last-Event-ID"
+    return f"it holds the control character {char!r}, which HTTP servers refuse in Last-Event-ID"
 
 
 def _split_lines(text: str) -> list[str]:
@@ -47,7 +69,9 @@ class Message:
     must be encodable as UTF-8 (no lone surrogate such as ``"\\ud800"``), so that a message
     that was built can always be encoded.
 
-    Raises `InvalidMessage` (a `ValueError`) when a field breaks those rules.
+    Raises `InvalidMessage` (a `ValueError`) when a field breaks those rules. Any such message
+    can be parsed (a client's `EventParser` makes them), but `encode` also refuses an ``id`` a
+    client could not send back as ``Last-Event-ID`` (see `id_problem`).
     """
 
     data: str = ""
@@ -87,11 +111,18 @@ class Message:
             _check_encodable("comment", self.comment)
 
     def encode(self) -> bytes:
-        """Encode to UTF-8 bytes, fields in the order comment, id, retry, event, data."""
+        """Encode to UTF-8 bytes, fields in the order comment, id, retry, event, data.
+
+        Raises `InvalidMessage` for an ``id`` no client could resume from (`id_problem`).
+        """
         out: list[str] = []
         if self.comment is not None:
             out.extend(f": {line}\n" for line in _split_lines(self.comment))
         if self.id is not None:
+            if _UNSENDABLE_ID.search(self.id) is not None:
+                raise InvalidMessage(
+                    f"id {self.id!r} cannot be resumed from: {id_problem(self.id)}"
+                )
             out.append(f"id: {self.id}\n")
         if self.retry is not None:
             out.append(f"retry: {self.retry}\n")

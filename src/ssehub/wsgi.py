@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl
 
 from ssehub._serving import REFUSED, Answer, answer_before_stream, refusal
 from ssehub.hub import ADAPTERS, Hub
-from ssehub.request import Request
+from ssehub.request import Request, utf8_from_latin1
 from ssehub.subscription import CloseReason, ThreadedSubscription
 from ssehub.types import StartResponse, WSGIEnviron
 from ssehub.wire import encode_comment
@@ -54,8 +54,12 @@ def request_from_environ(environ: WSGIEnviron, native: Any = None) -> Request:
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]
+    last_event_id = headers.get("last-event-id")
+    if last_event_id is not None:  # PEP 3333: latin-1 text of the bytes browsers sent as UTF-8
+        headers["last-event-id"] = utf8_from_latin1(last_event_id)
     query: dict[str, str] = {}
-    for key, value in parse_qsl(environ.get("QUERY_STRING", "")):
+    raw_query = environ.get("QUERY_STRING", "")
+    for key, value in parse_qsl(utf8_from_latin1(raw_query)):
         query.setdefault(key, value)
     client: tuple[str, int] | None = None
     addr = environ.get("REMOTE_ADDR")

@@ -385,6 +385,7 @@ def test_the_public_names_are_the_documented_ones() -> None:
         "ConnectionLost",
         "EventSource",
         "SyncEventSource",
+        "UnsendableRequest",
         "connect",
         "connect_sync",
     ]

@@ -6,7 +6,7 @@ it unless asked, so importing ssehub never needs redis-py.
 
 from __future__ import annotations
 
-from ssehub.backends.base import Backend, Deliver, Replay
+from ssehub.backends.base import Backend, Deliver, Position, PublishResult, Replay
 from ssehub.backends.memory import MemoryBackend
 
-__all__ = ["Backend", "Deliver", "MemoryBackend", "Replay"]
+__all__ = ["Backend", "Deliver", "MemoryBackend", "Position", "PublishResult", "Replay"]

@@ -4,16 +4,53 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ssehub.errors import EventTooLarge
-from ssehub.resume import Replay
+from ssehub.resume import Position, Replay
 from ssehub.wire import Message
 
-__all__ = ["Backend", "Deliver", "Forget", "Replay", "encode_event", "too_large"]
+__all__ = [
+    "Backend",
+    "Deliver",
+    "Forget",
+    "Position",
+    "PublishResult",
+    "Replay",
+    "encode_event",
+    "too_large",
+]
 
-Deliver = Callable[[str, str, bytes], None]
-"""The hub's intake: ``deliver(channel, event_id, encoded_bytes)``, called on the hub's loop."""
+
+class Deliver(Protocol):
+    """The hub's intake: ``deliver(channel, event_id, encoded_bytes, position)``.
+
+    Called on the hub's loop. ``position`` orders the event in its channel (see
+    `ssehub.resume`); a backend that gives one must give it to every event of the channel and
+    in `Replay.head`, so that a resuming client gets each event exactly once.
+    """
+
+    def __call__(
+        self, channel: str, event_id: str, data: bytes, position: Position | None = None, /
+    ) -> None: ...
+
+
+class PublishResult(str):
+    """The id of a published event (a `str`, as before), saying whether it was a duplicate.
+
+    ``duplicate`` is True when the message's own id was already in the channel's retained
+    history: the event was then neither stored nor delivered again (an idempotent retry).
+    """
+
+    duplicate: bool
+
+    def __new__(cls, event_id: str, *, duplicate: bool = False) -> PublishResult:
+        self = super().__new__(cls, event_id)
+        self.duplicate = duplicate
+        return self
+
+    # repr() stays a str's, so that code printing or comparing ids sees no difference.
+
 
 Forget = Callable[[str], None]
 """The hub's hook ``forget(channel)``: the backend no longer retains anything of the channel."""
@@ -75,6 +112,8 @@ class Backend(abc.ABC):
     async def publish(self, channel: str, message: Message) -> str:
         """Store ``message`` in ``channel``'s history and fan it out; return its id.
 
+        When the message's own id is already in the channel's retained history, store and
+        deliver nothing and return ``PublishResult(id, duplicate=True)``.
         Raises `ssehub.BackendUnavailable` when the event could not be stored.
         """
 

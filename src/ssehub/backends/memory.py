@@ -21,7 +21,16 @@ import sys
 import time
 from collections import OrderedDict, deque
 
-from ssehub.backends.base import Backend, Deliver, Forget, Replay, encode_event, too_large
+from ssehub.backends.base import (
+    Backend,
+    Deliver,
+    Forget,
+    Position,
+    PublishResult,
+    Replay,
+    encode_event,
+    too_large,
+)
 from ssehub.wire import Message
 
 __all__ = ["CHANNEL_OVERHEAD", "EVENT_OVERHEAD", "TOMBSTONES", "MemoryBackend"]
@@ -41,7 +50,17 @@ _SWEEP_BATCH = 2000  # evictions or stale keys handled per slice of work, so no 
 
 
 class _History:
-    __slots__ = ("entries", "freed", "index", "name", "next_seq", "queued", "size", "trimmed")
+    __slots__ = (
+        "entries",
+        "freed",
+        "head",
+        "index",
+        "name",
+        "next_seq",
+        "queued",
+        "size",
+        "trimmed",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -54,6 +73,7 @@ class _History:
         self.size = 0  # bytes counted for the retained entries
         self.queued = False  # whether the age heap holds a key for this history
         self.freed = False
+        self.head: Position | None = None  # the position of the newest event appended
 
 
 class MemoryBackend(Backend):
@@ -119,25 +139,37 @@ class MemoryBackend(Backend):
             self._sweeper.cancel()
             self._sweeper = None
 
-    async def publish(self, channel: str, message: Message) -> str:
+    async def publish(self, channel: str, message: Message) -> PublishResult:
         """Assign the id, append to the channel's history and deliver at once.
 
         Raises `ssehub.EventTooLarge` (nothing stored or delivered) for an event over
-        ``max_event`` bytes once encoded.
+        ``max_event`` bytes once encoded. Returns ``PublishResult(id, duplicate=True)``, storing
+        and delivering nothing, when the message's own id is in the channel's retained history.
         """
+        if message.id is not None and self._limit > 0:
+            hist = self._histories.get(channel)
+            if hist is not None:
+                if self._ttl is not None:
+                    self._expire(hist)
+                if message.id in hist.index:
+                    return PublishResult(message.id, duplicate=True)
         self._seq += 1
         event_id = message.id if message.id is not None else self._prefix + str(self._seq)
         data = encode_event(message, event_id)
         max_event = self._max_event
         if max_event is not None and len(data) > max_event:
             raise too_large(len(data), max_event)
+        position = None
         if self._limit > 0:
-            self._retain(channel, event_id, data)
+            # The process-wide publish counter orders events within a channel, and never goes
+            # back: a channel whose history was freed and made anew keeps counting up.
+            position = (self._seq,)
+            self._retain(channel, event_id, data, position)
         if self._deliver is not None:
-            self._deliver(channel, event_id, data)
-        return event_id
+            self._deliver(channel, event_id, data, position)
+        return PublishResult(event_id)
 
-    def _retain(self, channel: str, event_id: str, data: bytes) -> None:
+    def _retain(self, channel: str, event_id: str, data: bytes, position: Position) -> None:
         hist = self._histories.get(channel)
         if hist is None:
             hist = self._histories[channel] = _History(channel)
@@ -158,6 +190,7 @@ class MemoryBackend(Backend):
         hist.next_seq = seq + 1
         entries.append((seq, event_id, data, now))
         hist.index[event_id] = seq
+        hist.head = position
         cost = len(data) + EVENT_OVERHEAD
         hist.size += cost
         self.retained_bytes += cost
@@ -282,11 +315,12 @@ class MemoryBackend(Backend):
         if seq is None and hist.trimmed is not None and hist.trimmed[1] == last_event_id:
             seq = hist.trimmed[0]
         if seq is None:
-            replay = Replay(tuple((e[1], e[2]) for e in entries), found=False)
+            replay = Replay(tuple((e[1], e[2]) for e in entries), found=False, head=hist.head)
         else:
             first = entries[0][0] if entries else hist.next_seq
             start = seq + 1 - first
-            replay = Replay(tuple((e[1], e[2]) for e in list(entries)[start:]), found=True)
+            events = tuple((e[1], e[2]) for e in list(entries)[start:])
+            replay = Replay(events, found=True, head=hist.head)
         if not entries and not hist.freed:
             self._free(hist)
         return replay

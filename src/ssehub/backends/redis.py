@@ -14,10 +14,21 @@ How it stores and carries events (see the README's Redis section for the key nam
   client resuming from it is found. History is trimmed exactly to ``history`` events (and to
   ``history_ttl`` seconds) by the publish script.
 - Every publish is one Lua script: append to the stream, trim, and ``PUBLISH`` the encoded event
-  on the prefix's feed channel, atomically, so the feed carries events in stream order.
+  on the prefix's feed channel, atomically, so the feed carries events in stream order. A
+  message whose own id is still in the stream is a duplicate: the script stores and publishes
+  nothing, so a retried publish is idempotent across every hub.
 - Each hub holds one subscriber connection to the feed and delivers the events of the channels
   it has subscribers on. When that connection drops, it reconnects with backoff and reads each
   watched stream from the last id it delivered, so nothing Redis accepted is missed or repeated.
+- The stream id is the order of truth. A replay returns, read atomically with its events, the
+  newest stream id, and the hub drops live events at or below it for that client (the feed may
+  still be catching up with history): each event reaches a resuming client once.
+- Each channel has an epoch (a random token in the index hash, set when its stream is made and
+  stored in each entry). When a hub's feed reconnects and finds the stream's newest id below the
+  last one it delivered (Redis restarted from an older snapshot, or lost its data), or finds a
+  new epoch, the channel gets a new epoch: its open streams receive one `ssehub.gap` notice and
+  go on live, nothing is delivered twice, and a client resuming with an id of an older epoch is
+  told about the gap too.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import contextlib
 import logging
 import math
 import random
+import secrets
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -42,8 +54,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("ssehub.redis needs redis-py: pip install 'ssehub[redis]'") from exc
 
-from ssehub.backends.base import Backend, Deliver, Forget, Replay, too_large
+from ssehub.backends.base import Backend, Deliver, Forget, PublishResult, Replay, too_large
 from ssehub.errors import BackendUnavailable
+from ssehub.resume import Position, gap_notice
 from ssehub.wire import Message
 
 if TYPE_CHECKING:
@@ -58,6 +71,10 @@ def _script(name: str) -> str:
     """A Lua script of ``backends/lua/``, with the shared ``trim`` function put before it."""
     lua = resources.files("ssehub.backends").joinpath("lua")
     return lua.joinpath("trim.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(6)
 
 
 _DEAD = (RedisError, OSError, asyncio.TimeoutError)
@@ -81,8 +98,8 @@ def _split(message: Message) -> tuple[bytes, bytes]:
     return head, body
 
 
-def _entry_event(entry: Any) -> tuple[str, str, bytes]:
-    """(stream id, SSE id, encoded bytes) of one stream entry.
+def _entry_event(entry: Any) -> tuple[str, str, bytes, str]:
+    """(stream id, SSE id, encoded bytes, epoch) of one stream entry.
 
     Scripts return an entry's fields as a flat list; redis-py's ``xrange`` makes them a dict.
     """
@@ -96,7 +113,7 @@ def _entry_event(entry: Any) -> tuple[str, str, bytes]:
     uid = fields.get(b"u")
     sse = sid.encode() if uid is None else uid
     data = fields.get(b"h", b"") + b"id: " + sse + b"\n" + fields.get(b"b", b"")
-    return sid, sse.decode(), data
+    return sid, sse.decode(), data, fields.get(b"e", b"").decode()
 
 
 def _redact(url: str) -> str:
@@ -121,10 +138,26 @@ class _Watch:
     last: tuple[int, int] | None = None
     """The stream id of the last event delivered (None before the first)."""
     last_raw: str | None = None
+    last_sse: str | None = None
+    """The SSE id of the last event delivered (for the gap notice)."""
     floor: str | None = None
     """The stream's position when the channel was first watched (exclusive, ``(id``) or the
     Redis time then (inclusive, ``ms-0``): where a refill starts when nothing was delivered."""
     resolving: asyncio.Task[None] | None = None
+    epoch: str | None = None
+    """The channel's epoch the last event delivered belongs to (None before the first)."""
+    stale: str | None = None
+    """The epoch ``epoch`` replaced: its events still in flight count as the current one's."""
+    generation: int = 0
+    """How many epoch changes this hub has seen on the channel: the first part of a
+    `Position`, so that events of a newer epoch come after every older one."""
+
+    def position(self, epoch: str, key: tuple[int, int]) -> Position:
+        """The position of an event of ``epoch`` at stream id ``key``, as seen by this watch."""
+        generation = self.generation
+        if self.epoch is not None and epoch not in (self.epoch, self.stale):
+            generation += 1
+        return (generation, *key)
 
 
 class RedisBackend(Backend):
@@ -193,6 +226,7 @@ class RedisBackend(Backend):
         self._publish_script: AsyncScript | None = None
         self._replay_script: AsyncScript | None = None
         self._length_script: AsyncScript | None = None
+        self._head_script: AsyncScript | None = None
         self.reconnects = 0
         """How many times the feed connection was re-established after a failure."""
         self.refilled = 0
@@ -244,6 +278,7 @@ class RedisBackend(Backend):
         self._publish_script = self._client.register_script(_script("publish"))
         self._replay_script = self._client.register_script(_script("replay"))
         self._length_script = self._client.register_script(_script("length"))
+        self._head_script = self._client.register_script(_script("head"))
         self._first_attempt = asyncio.Event()
         self._feed_task = asyncio.get_running_loop().create_task(
             self._run_feed(), name="ssehub-redis-feed"
@@ -281,7 +316,9 @@ class RedisBackend(Backend):
     async def publish(self, channel: str, message: Message) -> str:
         """Append to ``channel``'s stream and fan out to every hub; return the event's id.
 
-        The id is the message's own id when it has one, else the stream id Redis assigned.
+        The id is the message's own id when it has one, else the stream id Redis assigned. A
+        message whose own id is still in the channel's history is not stored or published
+        again (``PublishResult(id, duplicate=True)``), whichever hub published it first.
         Raises `BackendUnavailable` when Redis cannot be reached or refuses the write.
         """
         self._require_client()
@@ -295,7 +332,7 @@ class RedisBackend(Backend):
             if size > max_event:
                 raise too_large(size, max_event)
         try:
-            sid = await self._publish_script(
+            sid, duplicate, _ = await self._publish_script(
                 keys=[self.stream_key(channel), self.index_key(channel)],
                 args=[
                     channel,
@@ -306,21 +343,25 @@ class RedisBackend(Backend):
                     head,
                     uid if uid is not None else "",
                     "1" if uid is not None else "0",
+                    _new_epoch(),
                 ],
             )
         except _DEAD as exc:
             raise BackendUnavailable(
                 f"could not store the event on Redis at {self._safe_url}: {exc}"
             ) from exc
-        return uid if uid is not None else sid.decode()
+        return PublishResult(uid if uid is not None else sid.decode(), duplicate=bool(duplicate))
 
     # -- replay ------------------------------------------------------------------------------
 
     async def replay(self, channel: str, last_event_id: str) -> Replay:
         """The retained events of ``channel`` after ``last_event_id`` (a stream or user id).
 
-        When Redis cannot be reached the history is unavailable: the result says the id was
-        not found and holds no events, so the client is told about the gap and stays connected.
+        ``head`` is the stream's newest id, read atomically with the events: the hub drops live
+        events at or below it for this client. An id of an older epoch is not found (the client
+        is told about the gap) and gets what follows it plus the current epoch's events. When
+        Redis cannot be reached the history is unavailable: the result says the id was not
+        found and holds no events, so the client is told about the gap and stays connected.
         """
         if self._maxlen == 0 or any(c in last_event_id for c in "\r\n\0"):
             return Replay((), found=False)
@@ -332,7 +373,7 @@ class RedisBackend(Backend):
                 # The feed's starting point must be fixed before the history is read.
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(watch.resolving)
-            found, entries = await self._replay_script(
+            found, entries, raw_epoch, raw_newest = await self._replay_script(
                 keys=[self.stream_key(channel), self.index_key(channel)],
                 args=[last_event_id, self._maxlen, self._ttl_ms],
             )
@@ -341,9 +382,14 @@ class RedisBackend(Backend):
             return Replay((), found=False)
         events = []
         for entry in entries:
-            _, sse, data = _entry_event(entry)
+            _, sse, data, _ = _entry_event(entry)
             events.append((sse, data))
-        return Replay(tuple(events), found=bool(found))
+        head = None
+        if raw_newest:
+            key = _sid_key(raw_newest.decode())
+            watch = self._watched.get(channel)
+            head = (0, *key) if watch is None else watch.position(raw_epoch.decode(), key)
+        return Replay(tuple(events), found=bool(found), head=head)
 
     async def channels(self) -> list[str]:
         """Every channel whose stream holds events (found with ``SCAN``; for `Hub.broadcast`)."""
@@ -495,7 +541,7 @@ class RedisBackend(Backend):
 
     def _on_feed(self, payload: bytes) -> None:
         header_end = payload.index(b"\n")
-        raw_sid, raw_clen, raw_ulen = payload[:header_end].split(b" ")
+        raw_sid, raw_clen, raw_ulen, raw_elen = payload[:header_end].split(b" ")
         start = header_end + 1
         clen = int(raw_clen)
         channel = payload[start : start + clen].decode()
@@ -505,35 +551,71 @@ class RedisBackend(Backend):
         start += clen
         sid = raw_sid.decode()
         key = _sid_key(sid)
-        if watch.last is not None and key <= watch.last:
-            return  # already delivered by a refill
         ulen = int(raw_ulen)
         if ulen >= 0:
             sse = payload[start : start + ulen].decode()
             start += ulen
         else:
             sse = sid
+        elen = int(raw_elen)
+        epoch = payload[start : start + elen].decode()
+        start += elen
+        if watch.last is not None and epoch in (watch.epoch, watch.stale) and key <= watch.last:
+            return  # already delivered by a refill
+        self._deliver_entry(channel, watch, sid, sse, payload[start:], epoch)
+
+    def _deliver_entry(
+        self, channel: str, watch: _Watch, sid: str, sse: str, data: bytes, epoch: str
+    ) -> None:
+        key = _sid_key(sid)
+        position = watch.position(epoch, key)
+        if position[0] != watch.generation:
+            watch.generation = position[0]
+            watch.stale = watch.epoch
+            watch.epoch = epoch
+        elif watch.epoch is None:
+            watch.epoch = epoch
         watch.last = key
         watch.last_raw = sid
+        watch.last_sse = sse
         assert self._deliver is not None
-        self._deliver(channel, sse, payload[start:])
+        self._deliver(channel, sse, data, position)
+
+    def _gap(self, channel: str, watch: _Watch) -> None:
+        """Tell the channel's open streams, once, that history lost events they may have had."""
+        watch.generation += 1
+        notice = gap_notice(watch.last_sse or "", 0).encode()
+        assert self._deliver is not None
+        self._deliver(channel, "", notice, (watch.generation, 0, 0))
 
     async def _refill(self) -> None:
         """Deliver what each watched stream got after the last event the feed delivered."""
         client = self._require_client()
+        assert self._head_script is not None
         for channel, watch in list(self._watched.items()):
             if watch.resolving is not None:
                 watch.resolving.cancel()
                 watch.resolving = None
                 watch.floor = self._time_floor()
-            if watch.last is not None and watch.last_raw is not None:
+            # Deliver the entries after `last`, and, after an epoch change, every entry of the
+            # new epoch (its ids may be lower, on a Redis whose clock is behind).
+            last = watch.last
+            fresh_epoch: str | None = None
+            if last is not None and watch.last_raw is not None:
                 start = "(" + watch.last_raw
-                newest: Any = await client.xrevrange(self.stream_key(channel), "+", "-", count=1)
-                if not newest or _sid_key(newest[0][0].decode()) < watch.last:
-                    # The stream is gone or was made anew below the ids delivered (a Redis that
-                    # restarted empty with its clock behind): all it holds is new to this hub,
-                    # and later ids may be lower than the last one delivered.
-                    watch.last = watch.last_raw = None
+                raw_epoch, _ = await self._head_script(
+                    keys=[self.stream_key(channel), self.index_key(channel)],
+                    args=[watch.epoch or "", watch.last_raw, _new_epoch()],
+                )
+                if self._watched.get(channel) is not watch:
+                    continue
+                epoch = raw_epoch.decode()
+                if epoch != (watch.epoch or ""):
+                    # The stream lost events this hub delivered, or was made anew: a new epoch.
+                    log.warning("channel %r: Redis history regressed; new epoch", channel)
+                    self._gap(channel, watch)
+                    watch.stale = watch.epoch
+                    watch.epoch = fresh_epoch = epoch
                     start = "-"
             elif watch.floor is not None:
                 start = watch.floor
@@ -544,12 +626,14 @@ class RedisBackend(Backend):
                 if self._watched.get(channel) is not watch:
                     break
                 for entry in entries:
-                    sid, sse, data = _entry_event(entry)
-                    watch.last = _sid_key(sid)
-                    watch.last_raw = sid
+                    sid, sse, data, epoch = _entry_event(entry)
+                    key = _sid_key(sid)
+                    if fresh_epoch is not None and not (
+                        (fresh_epoch and epoch == fresh_epoch) or (last is not None and key > last)
+                    ):
+                        continue
                     self.refilled += 1
-                    assert self._deliver is not None
-                    self._deliver(channel, sse, data)
+                    self._deliver_entry(channel, watch, sid, sse, data, epoch)
                 if len(entries) < 1000:
                     break
                 start = "(" + entries[-1][0].decode()

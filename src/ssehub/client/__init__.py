@@ -4,6 +4,9 @@ It behaves like a browser's ``EventSource``: after any drop (connection error, t
 the stream, a 5xx answer) it waits the reconnection time (the server's ``retry:``, capped), then
 asks again with the last event id it saw, so a hub that keeps history replays what was missed.
 An HTTP 204 ends it quietly, as the spec says; other client errors raise `BadStatus`.
+``Last-Event-ID`` is sent as UTF-8, as browsers send it; an id no header can carry (leading or
+trailing whitespace, a control character other than tab) is sent as ``?lastEventId=`` instead,
+which ssehub reads the same way.
 
     async with ssehub.client.connect(url, headers={"Authorization": "Bearer T"}) as events:
         async for message in events:
@@ -20,7 +23,13 @@ ssehub's own `EventParser`; events are `ssehub.Message` values.
 from __future__ import annotations
 
 from ssehub.client._async import EventSource, connect
-from ssehub.client._exceptions import BadContentType, BadStatus, ClientError, ConnectionLost
+from ssehub.client._exceptions import (
+    BadContentType,
+    BadStatus,
+    ClientError,
+    ConnectionLost,
+    UnsendableRequest,
+)
 from ssehub.client._sync import SyncEventSource, connect_sync
 
 __all__ = [
@@ -30,6 +39,7 @@ __all__ = [
     "ConnectionLost",
     "EventSource",
     "SyncEventSource",
+    "UnsendableRequest",
     "connect",
     "connect_sync",
 ]

@@ -35,6 +35,14 @@ class BadContentType(ClientError):
         )
 
 
+class UnsendableRequest(ClientError, ValueError):
+    """The HTTP layer refused to send the request (a header value it cannot carry, say).
+
+    Raised at once rather than retried: the same request would be refused again. Ids that a
+    ``Last-Event-ID`` header cannot carry never cause it: they are sent as ``?lastEventId=``.
+    """
+
+
 class ConnectionLost(ClientError, ConnectionError):
     """The stream dropped and ``max_reconnects`` attempts in a row failed to reopen it.
 

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypeAlias
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ssehub.client._exceptions import (
     BadContentType,
@@ -23,7 +24,7 @@ from ssehub.client._exceptions import (
     ConnectionLost,
     RetryableStatus,
 )
-from ssehub.wire import EventParser, Message
+from ssehub.wire import EventParser, Message, id_problem
 
 RETRYABLE_STATUS = frozenset({408, 429})
 """Client-error statuses that mean "try again later" rather than "this request is wrong"."""
@@ -201,11 +202,39 @@ class Reconnection:
     # -- one connection ----------------------------------------------------------------------
 
     def request_headers(self) -> dict[str, str]:
-        """The headers of the next request, with ``Last-Event-ID`` once the stream set an id."""
+        """The headers of the next request, with ``Last-Event-ID`` once the stream set an id.
+
+        An id that a header cannot carry (leading or trailing whitespace, a control character
+        other than tab: see `ssehub.wire.id_problem`) is sent in the URL instead
+        (`request_url`).
+        """
         headers = dict(self.headers)
-        if self.stream_id:  # an empty id resets it: then no header is sent, as a browser does
-            headers["Last-Event-ID"] = self.stream_id
+        event_id = self.stream_id
+        # An empty id resets it: then no header is sent, as a browser does.
+        if event_id and id_problem(event_id) is None:
+            headers["Last-Event-ID"] = event_id
         return headers
+
+    def encoded_headers(self) -> list[tuple[bytes, bytes]]:
+        """`request_headers` as bytes: values in UTF-8, as browsers send ``Last-Event-ID``."""
+        return [
+            (name.encode("ascii"), value.encode()) for name, value in self.request_headers().items()
+        ]
+
+    def request_url(self) -> str:
+        """The URL of the next request: ``url``, with a ``lastEventId`` query parameter (as
+        ssehub and EventSource polyfills read) when the id cannot travel in a header."""
+        event_id = self.stream_id
+        if not event_id or id_problem(event_id) is None:
+            return self.url
+        parts = urlsplit(self.url)
+        query = [
+            (key, value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+            if key != "lastEventId"
+        ]
+        query.append(("lastEventId", event_id))
+        return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
     def on_response(self, status_code: int, headers: Mapping[str, str]) -> Answer:
         """What to do with an answer, given its status and headers (names in any case)."""

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ssehub.client._base import Source, http_timeout, require_httpx
+from ssehub.client._exceptions import UnsendableRequest
 from ssehub.client._reconnect import EXCERPT_BYTES, Reconnection, Reject, Stream, wait_or_raise
 from ssehub.wire import Message
 
@@ -109,9 +110,13 @@ class SyncEventSource(Source):
             self._wait = None
             if policy.closed:
                 return
-        request = self._client.build_request("GET", policy.url, headers=policy.request_headers())
+        request = self._client.build_request(
+            "GET", policy.request_url(), headers=policy.encoded_headers()
+        )
         try:
             response = self._client.send(request, stream=True)
+        except httpx.LocalProtocolError as exc:
+            raise UnsendableRequest(f"cannot send GET {policy.url}: {exc}") from exc
         except httpx.TransportError as exc:
             self._wait = wait_or_raise(policy.dropped(exc))
             return

@@ -30,7 +30,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
@@ -121,7 +121,7 @@ def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
 _IDS_SLICE = 2000  # channels encoded between two yields of a broadcast's answer
 
 
-async def _dumps_ids(ids: dict[str, str]) -> bytes:
+async def _dumps_ids(ids: Mapping[str, str]) -> bytes:
     """``ids`` (a broadcast's ids by channel) as a JSON object, yielding to the event loop
     between slices: 100k channels take tens of milliseconds to encode."""
     if len(ids) <= _IDS_SLICE:
@@ -452,9 +452,15 @@ class HubServer:
             elif type(messages) is list:
                 ids = [await hub.publish(channel, m) for m in messages]
                 answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
+                duplicates = [event_id for event_id in ids if event_id.duplicate]
+                if duplicates:
+                    answer["duplicates"] = duplicates
             else:
                 event_id = await hub.publish(channel, messages)  # type: ignore[arg-type]
                 answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
+                if event_id.duplicate:
+                    # Already in the channel's history (a retried publish): not sent again.
+                    answer["duplicate"] = True
             if channel is not None:
                 body = dumps(answer)
         except HTTPError as exc:

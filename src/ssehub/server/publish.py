@@ -27,7 +27,7 @@ from ssehub.errors import InvalidMessage
 from ssehub.server._json import loads
 from ssehub.server.cors import CORS
 from ssehub.server.routing import HTTPError
-from ssehub.wire import Message
+from ssehub.wire import Message, id_problem
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -247,9 +247,12 @@ def message_from(obj: Any, where: str = "") -> Message:
             raise PublishError(400, f'{where}missing field "data" (a string)')
         raise PublishError(400, f"{where}data must be a string, got {type(data).__name__}")
     try:
-        return Message(data, id=obj.get("id"), event=obj.get("event"), retry=obj.get("retry"))
+        message = Message(data, id=obj.get("id"), event=obj.get("event"), retry=obj.get("retry"))
     except InvalidMessage as exc:
         raise PublishError(400, f"{where}{exc}") from None
+    if message.id is not None and (problem := id_problem(message.id)) is not None:
+        raise PublishError(400, f"{where}id {message.id!r} cannot be resumed from: {problem}")
+    return message
 
 
 def parse_publish(

@@ -1,7 +1,19 @@
 -- Removes the oldest entries of a stream beyond `maxlen`, and those older than `minid`, keeping
 -- the user-id index in step and remembering the SSE id of the newest event removed (a client
 -- resuming from exactly that event has missed nothing). The index field "\n" can never be a
--- user id: ids may not contain LF. Put before each of the other scripts.
+-- user id: ids may not contain LF (nor can "\ne", the channel's epoch). Put before each of the
+-- other scripts, with `sid_after`.
+
+-- Whether stream id `a` comes after stream id `b` ('' comes before every id).
+local function sid_after(a, b)
+  if a == '' then return false end
+  if b == '' then return true end
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  ams, bms = tonumber(ams), tonumber(bms)
+  if ams ~= bms then return ams > bms end
+  return tonumber(aseq) > tonumber(bseq)
+end
 local function trim(stream, index, maxlen, minid)
   local len = redis.call('XLEN', stream)
   local removed = {}

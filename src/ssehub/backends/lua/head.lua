@@ -1,0 +1,17 @@
+-- KEYS: stream, index. ARGV: known_epoch, last_sid, new_epoch. Returns {epoch, newest sid}.
+-- Called by a hub's feed after it reconnected, with the epoch and the stream id of the last
+-- event it delivered. Stream ids only grow, so a newest id below the last one delivered, under
+-- the same epoch, means Redis lost events it had acknowledged (say, it restarted from an older
+-- snapshot): the channel then gets a new epoch, so every hub and every resuming client whose id
+-- predates the loss learns of the gap. Bumped once: the next hub sees the epoch has changed.
+local stream, index = KEYS[1], KEYS[2]
+local known, last, fresh = ARGV[1], ARGV[2], ARGV[3]
+local epoch = redis.call('HGET', index, '\ne') or ''
+local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+local nsid = ''
+if #newest > 0 then nsid = newest[1][1] end
+if epoch == known and last ~= '' and not sid_after(nsid, last) and nsid ~= last then
+  redis.call('HSET', index, '\ne', fresh)
+  epoch = fresh
+end
+return {epoch, nsid}
