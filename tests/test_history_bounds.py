@@ -126,6 +126,23 @@ async def test_resuming_from_the_last_event_of_an_expired_channel_is_not_a_gap()
     await hub.shutdown(0.1)
 
 
+async def test_a_resumed_subscriber_gets_live_events_after_its_channels_history_was_freed() -> None:
+    # Positions order a channel's events for the replay/live seam: a history freed and made anew
+    # must keep counting up, or the resumed subscriber would skip the new history's first events.
+    hub = Hub(history_ttl=0.1)
+    ids = [await hub.publish("/p", f"e{i}") for i in range(5)]
+    sub = await hub.subscribe("/p", last_event_id=ids[0])
+    assert [e.data for e in _events(sub)] == ["e1", "e2", "e3", "e4"]
+    for _ in range(100):  # the hub-wide sweep frees the expired history on its own
+        if not hub.backend.retains("/p"):
+            break
+        await asyncio.sleep(0.02)
+    assert not hub.backend.retains("/p")
+    await hub.publish("/p", "fresh")
+    assert [e.data for e in _events(sub)] == ["fresh"]
+    await hub.shutdown(0.1)
+
+
 async def test_a_channel_counter_lives_while_it_has_subscribers_or_history() -> None:
     hub = Hub(history=0)
     await hub.publish("/nobody", "x")
