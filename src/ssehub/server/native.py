@@ -88,6 +88,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DEFAULT_MAX_HEAD = 64 * 1024
 """The largest request head (request line and headers) in bytes, by default."""
 _LINGER = 2.0  # seconds a refused connection is drained before it is closed
+_LINGER_BYTES = 1024 * 1024  # and the most it reads of what the client still sends
 _MAX_QUEUED = 32  # pipelined requests held before the connection stops being read
 
 # Where a connection is: what its next bytes are, and which timeout applies.
@@ -289,7 +290,13 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         phase = self.phase
         if phase >= _LINGER_PHASE:
-            return  # a streaming client has nothing more to say; a refused one is drained
+            # A streaming client has nothing more to say; a refused one is drained, up to a
+            # bound (then the kernel's buffers fill and its sends block until the close).
+            if phase == _LINGER_PHASE:
+                self.body_size += len(data)
+                if self.body_size > _LINGER_BYTES and self.transport is not None:
+                    self.transport.pause_reading()
+            return
         if phase != _BODY:
             # A head is arriving: count its bytes before the parser sees (and buffers) them,
             # so an endless header line costs 64 KiB, not the parser's quadratic appends.
@@ -466,6 +473,7 @@ class _Connection(asyncio.Protocol):
         self.phase = _LINGER_PHASE
         self.since = self.loop.time()
         self.body = []
+        self.body_size = 0
         if transport is None:
             return
         if transport.can_write_eof():
