@@ -239,8 +239,11 @@ def test_silent_half_sent_and_idle_connections_are_closed_by_the_timeouts(
 # -- 3. refusals from the head, before any body is buffered -----------------------------------
 
 
-def test_tokenless_publishes_are_refused_before_their_bodies(start_hub: HubFactory) -> None:
-    hub = start_hub("--publish-token", "s3cret", "--max-body", "1MiB")
+@pytest.mark.parametrize("http", ["native", "uvicorn"])
+def test_tokenless_publishes_are_refused_before_their_bodies(
+    start_hub: HubFactory, http: str
+) -> None:
+    hub = start_hub("--publish-token", "s3cret", "--max-body", "1MiB", "--http", http)
     head = (
         b"POST /events/target HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
         b"Content-Length: %d\r\n\r\n" % MiB
@@ -257,12 +260,12 @@ def test_tokenless_publishes_are_refused_before_their_bodies(start_hub: HubFacto
         for sock in socks:
             sock.close()
         time.sleep(max(0.0, ATTACK_S - elapsed))
-    usage.report("3 200 tokenless 1 MiB publishes")
-    print(f"FIGURES 3 tokenless publishes: all answered in {elapsed:.2f} s")
+    usage.report(f"3 200 tokenless 1 MiB publishes, {http}")
+    print(f"FIGURES 3 tokenless publishes, {http}: all answered in {elapsed:.2f} s")
     assert [a.status for a in answers] == [401] * 200
     assert all(a.closed for a in answers)
     assert usage.rss_delta_mib < 24  # was +207 MiB: the bodies are never buffered
-    watch.check("3 tokenless publishes")
+    watch.check(f"3 tokenless publishes, {http}")
 
 
 def send_head(hub: HubProcess, head: bytes, body: bytes = b"") -> Response:
@@ -331,10 +334,11 @@ def test_an_accepted_head_gets_100_continue_then_its_answer(start_hub: HubFactor
 # -- 12. connection caps and HTTP versions ---------------------------------------------------
 
 
+@pytest.mark.parametrize("http", ["native", "uvicorn"])
 def test_max_clients_refuses_new_streams_but_not_publishes_or_reads(
-    start_hub: HubFactory,
+    start_hub: HubFactory, http: str
 ) -> None:
-    hub = start_hub("--max-clients", "21")
+    hub = start_hub("--max-clients", "21", "--http", http)
     with HealthyWatch(hub) as watch, ResourceWatch(hub.proc.pid) as usage:  # 1 stream
         streams = [open_stream(hub, f"cap-{i}") for i in range(20)]
         assert [status for _, status in streams] == [200] * 20
@@ -352,9 +356,9 @@ def test_max_clients_refuses_new_streams_but_not_publishes_or_reads(
         assert status == 200
         for s, _ in streams:
             s.close()
-    usage.report(f"12 max-clients ({len(refused)} refused streams)")
+    usage.report(f"12 max-clients, {http} ({len(refused)} refused streams)")
     assert refused == [503] * 75
-    watch.check("12 max-clients")
+    watch.check(f"12 max-clients, {http}")
 
 
 def test_default_stream_cap_keeps_descriptors_for_publishes_and_health(

@@ -56,7 +56,7 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -103,7 +103,9 @@ class _Refused(Exception):
     """Raised from a parser callback after the request was answered, to stop parsing."""
 
 
-def _head(status: int, headers: list[tuple[bytes, bytes]] | list[tuple[str, str]]) -> bytearray:
+def _head(
+    status: int, headers: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
+) -> bytearray:
     out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")))
     for name, value in headers:
         if isinstance(name, str):
@@ -384,7 +386,12 @@ class _Connection(asyncio.Protocol):
             return
         refuse = self.server.refuse_head
         if refuse is not None:
-            answer = refuse(scope)
+            try:
+                answer = refuse(scope)
+            except Exception:
+                log.exception("error in the app's head check")
+                self._reject(500, b"internal server error")
+                raise _Refused from None
             if answer is not None:
                 self._answer(answer.status, answer.headers, answer.body)
                 raise _Refused
@@ -461,7 +468,7 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.phase >= _LINGER_PHASE:
             return
-        head = _head(status, list(headers))  # type: ignore[arg-type]
+        head = _head(status, headers)
         transport.write(bytes(head + b"connection: close\r\n\r\n" + body))
         self.linger()
 
