@@ -20,7 +20,12 @@ Publishing is the hot path: one route lookup, one scan of the headers (`publish.
 the body read in one piece, one JSON parse (`publish.parse_body`), `Hub.publish` awaited, a
 small JSON answer. Nothing else happens per event; metrics read the hub's own counters when
 scraped. Subscribing goes through the stream policy every adapter shares (`ssehub._serving`:
-the 403/503 refusals), with this server's own per-origin CORS (`cors.CORS`).
+the 403/503 refusals), with this server's own per-origin CORS (`cors.CORS`), and past
+``max_clients`` open streams a new one gets 503 (publishes and reads still get through).
+
+A server that reads request bodies itself asks `HubServer.refuse_head` once the headers are in:
+the same route, method, publish-head and stream-cap rules as the app, decided from the head
+alone, so that a refused request's body is never read (ssehub's native server does this).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
@@ -45,12 +50,14 @@ from ssehub.server.dashboard import STATS_PATH, Dashboard
 from ssehub.server.publish import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
+    PublishHead,
     check_event_sizes,
     check_head,
     parse_body,
     too_large,
 )
-from ssehub.server.routing import Endpoint, HTTPError, Route, Router, decode_path
+from ssehub.server.routing import Endpoint, HTTPError, Resource, Route, Router, decode_path
+from ssehub.subscription import Subscription
 from ssehub.types import Receive, Scope, Send
 
 __all__ = [
@@ -78,6 +85,45 @@ _NO_STORE = [(b"cache-control", b"no-store")]
 
 class _ClientGone(Exception):
     """The client disconnected before its request body arrived."""
+
+
+class _StreamCount:
+    """The open streams of one hub, counted down by each subscription's ``on_close`` hook.
+
+    The hook is chained: the previous one (the hub's own, the same for every subscription of a
+    hub) is called first. One instance per hub serves every subscription, so counting costs no
+    memory per stream.
+    """
+
+    __slots__ = ("open", "previous")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.previous: Callable[[Subscription], Any] | None = None
+
+    def track(self, sub: Subscription) -> None:
+        """Count ``sub`` as open until it closes (a closed one is not counted)."""
+        if sub.closed:
+            return
+        previous = sub.on_close
+        if previous is not None and previous != self.previous:
+            if self.previous is None and self.open == 0:
+                self.previous = previous
+            else:  # a hook this counter does not chain yet: chain it for this one stream
+                sub.on_close = partial(self._closed_then, previous)
+                self.open += 1
+                return
+        sub.on_close = self
+        self.open += 1
+
+    def __call__(self, sub: Subscription) -> None:
+        if self.previous is not None:
+            self.previous(sub)
+        self.open -= 1
+
+    def _closed_then(self, previous: Callable[[Subscription], Any], sub: Subscription) -> None:
+        previous(sub)
+        self.open -= 1
 
 
 def _full_path(scope: Scope) -> str:
@@ -161,6 +207,8 @@ class HubServer:
         allowed_hosts: the ``Host`` values served (empty: any); others get 400.
         metrics_channels: channels given their own series in ``/metrics`` (the busiest by
             events published; the others are summed under ``channel="(other)"``).
+        max_clients: open streams (of the hub and the dashboard) past which a new one gets
+            503; None for no cap. Publishes and reads are never counted or refused by it.
     """
 
     def __init__(
@@ -177,6 +225,7 @@ class HubServer:
         public_metrics: bool = False,
         allowed_hosts: Iterable[str] = (),
         metrics_channels: int = DEFAULT_METRICS_CHANNELS,
+        max_clients: int | None = None,
     ) -> None:
         if max_body <= 0:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
@@ -184,11 +233,17 @@ class HubServer:
             raise ValueError(f"max_batch must be a positive number of messages, got {max_batch!r}")
         if metrics_channels < 0:
             raise ValueError(f"metrics_channels must be 0 or more, got {metrics_channels!r}")
+        if max_clients is not None and max_clients < 0:
+            raise ValueError(f"max_clients must be 0 or more, got {max_clients!r}")
         self.hub = hub
         self.max_body = max_body
         self.max_batch = max_batch
         self.metrics_channels = metrics_channels
         """Channels with series of their own in ``/metrics`` (the rest are summed)."""
+        self.max_clients = max_clients
+        """Open streams past which a new one gets 503 (None: no cap)."""
+        self._streams = _StreamCount()
+        self._stats_streams = _StreamCount()
         admin = admin_token or subscribe_token
         self._admin_token = admin.encode() if admin else None
         self._public_metrics = public_metrics
@@ -209,11 +264,15 @@ class HubServer:
         self._inflight = 0
         self._idle: asyncio.Event | None = None
         self._registry: Any = None
+        broadcast = partial(self._publish, broadcast=True)
+        # What refuse_head checks beyond the route: a publish's head, a stream's cap.
+        self._publishers: tuple[Endpoint, ...] = (self._publish, broadcast)
+        self._subscribers: tuple[Endpoint, ...] = (self._subscribe, self._get_stats_stream)
         self.router = Router(
             [
                 Route(EVENTS_PREFIX, self._subscribe, ("GET",), prefix=True),
                 Route(EVENTS_PREFIX, self._publish, ("POST",), prefix=True),
-                Route("/broadcast", partial(self._publish, broadcast=True), ("POST",)),
+                Route("/broadcast", broadcast, ("POST",)),
                 Route("/", self._get_dashboard),
                 Route("/channels", self._admin(self._get_channels)),
                 Route(
@@ -234,6 +293,11 @@ class HubServer:
     def stats(self) -> dict[str, Any]:
         """A snapshot for the dashboard (see `Dashboard.stats`)."""
         return self.dashboard.stats()
+
+    @property
+    def open_streams(self) -> int:
+        """Streams open now, on the hub and the dashboard (what ``max_clients`` caps)."""
+        return self._streams.open + self._stats_streams.open
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -264,44 +328,91 @@ class HubServer:
                 await self._lifespan(receive, send)
                 return
             raise RuntimeError(f"ssehub serve speaks http, not {kind!r}")
-        method: str = scope["method"]
         try:
-            raw_path = scope.get("raw_path")
-            if raw_path is not None and DIRECT_STREAM not in scope.get("extensions", ()):
-                # Another ASGI server decoded the path its own way (an encoded slash as a
-                # slash, bad UTF-8 as U+FFFD): name channels from the raw path, as natively.
-                try:
-                    decoded = decode_path(raw_path)
-                except ValueError:
-                    raise HTTPError(
-                        400, "the request path is not UTF-8 once percent-decoded"
-                    ) from None
-                if decoded != scope["path"]:
-                    scope = {**scope, "path": decoded}
-            if self._allowed_hosts:
-                self._check_host(scope)
-            path: str = scope["path"]
-            resource = self.router.match(path)
-            if resource is None:
-                raise _not_found(path)
-            endpoint = resource.endpoints.get(method)
+            scope = self._prepare(scope)
+            endpoint, resource = self._route(scope["path"], scope["method"])
             if endpoint is not None:
                 await endpoint(scope, receive, send)
-            elif method == "OPTIONS":
-                await self._send_preflight(scope, send, resource.allow)
             else:
-                allow = resource.allow
-                raise HTTPError(
-                    405,
-                    f"method {method} not allowed here; allowed: {allow}",
-                    [(b"allow", allow.encode())],
-                )
+                await self._send_preflight(scope, send, resource.allow)
         except HTTPError as exc:
             await self._send_json(
                 scope, send, exc.status, dumps({"error": exc.message}), exc.headers
             )
         except _ClientGone:
             pass
+
+    def _prepare(self, scope: Scope) -> Scope:
+        """The scope with the path named as ssehub names channels, once the ``Host`` is checked.
+
+        Another ASGI server decodes the path its own way (an encoded slash as a slash, bad
+        UTF-8 as U+FFFD): re-decode the raw path as the native server does (400 when it is not
+        UTF-8). Raises HTTPError 400 for a ``Host`` outside ``allowed_hosts``.
+        """
+        raw_path = scope.get("raw_path")
+        if raw_path is not None and DIRECT_STREAM not in scope.get("extensions", ()):
+            try:
+                decoded = decode_path(raw_path)
+            except ValueError:
+                raise HTTPError(400, "the request path is not UTF-8 once percent-decoded") from None
+            if decoded != scope["path"]:
+                scope = {**scope, "path": decoded}
+        if self._allowed_hosts:
+            self._check_host(scope)
+        return scope
+
+    def _route(self, path: str, method: str) -> tuple[Endpoint | None, Resource]:
+        """The endpoint for ``method`` on ``path`` (None: an OPTIONS preflight); 404/405."""
+        resource = self.router.match(path)
+        if resource is None:
+            raise _not_found(path)
+        endpoint = resource.endpoints.get(method)
+        if endpoint is None and method != "OPTIONS":
+            allow = resource.allow
+            raise HTTPError(
+                405,
+                f"method {method} not allowed here; allowed: {allow}",
+                [(b"allow", allow.encode())],
+            )
+        return endpoint, resource
+
+    def refuse_head(self, scope: Scope) -> Answer | None:
+        """The answer refusing an HTTP request from its head alone, or None to read its body.
+
+        For a server that reads request bodies itself: call it once the headers are in and
+        before any body byte is buffered (ssehub's native server does, for every request that
+        declares a body). The rules are the app's own, in the same order: a ``Host`` outside
+        ``allowed_hosts`` or a path that is not UTF-8 (400), no route (404), a method the route
+        does not serve (405), then for a publish the hub shutting down (503), the token (401),
+        a cross-site ``Origin`` (403), a declared ``Content-Length`` over ``max_body`` (413) and
+        a compressed body (415), and for a stream the ``max_clients`` cap (503). A publish
+        refused here is counted and logged as the app would. The answer is JSON ``{"error": ...}`` with this
+        server's CORS headers for the request's origin. Synchronous and cheap.
+        """
+        try:
+            scope = self._prepare(scope)
+            endpoint, _ = self._route(scope["path"], scope["method"])
+            if endpoint in self._publishers:
+                try:
+                    self._publish_head(scope)
+                except HTTPError as exc:
+                    broadcast = endpoint is self._publishers[1]
+                    target = "/broadcast" if broadcast else _full_path(scope)
+                    self._rejected(exc.status, target, scope, exc.message)
+                    raise
+            elif endpoint in self._subscribers:
+                self._check_capacity()
+        except HTTPError as exc:
+            body = dumps({"error": exc.message})
+            headers = [_JSON_CT, (b"content-length", b"%d" % len(body)), *exc.headers]
+            if self.cors.enabled:
+                headers += self.cors.simple_headers(scope["headers"])
+            return Answer(
+                exc.status,
+                tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers),
+                body,
+            )
+        return None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -415,6 +526,14 @@ class HubServer:
             error,
         )
 
+    def _publish_head(self, scope: Scope) -> PublishHead:
+        """What a publish's head says of its body; HTTPError when it is refused from the head."""
+        if self._closing:
+            raise HTTPError(503, "the hub is shutting down")
+        return check_head(
+            scope["headers"], token=self._publish_token, max_body=self.max_body, cors=self.cors
+        )
+
     async def _publish(
         self, scope: Scope, receive: Receive, send: Send, *, broadcast: bool = False
     ) -> None:
@@ -428,14 +547,7 @@ class HubServer:
         hub = self.hub
         self._inflight += 1
         try:
-            if self._closing:
-                raise HTTPError(503, "the hub is shutting down")
-            head = check_head(
-                scope["headers"],
-                token=self._publish_token,
-                max_body=self.max_body,
-                cors=self.cors,
-            )
+            head = self._publish_head(scope)
             body = await self._read_body(receive)
             messages = parse_body(head, body, max_batch=self.max_batch)
             if type(messages) is list:
@@ -493,17 +605,28 @@ class HubServer:
             _BEARER_REALM,
         )
 
+    def _check_capacity(self) -> None:
+        max_clients = self.max_clients
+        if max_clients is not None and self.open_streams >= max_clients:
+            raise HTTPError(
+                503,
+                f"the hub serves its maximum of {max_clients} streams; retry later",
+                [(b"retry-after", b"5")],
+            )
+
     async def _stream(
         self, hub: Hub, scope: Scope, receive: Receive, send: Send, *, admin: bool = False
     ) -> None:
         if not admin:  # the statistics stream is guarded by the admin token instead
             self._check_subscribe_token(scope)
+        self._check_capacity()
         opened = await open_stream(hub, request_from_scope(scope))
         if isinstance(opened, Answer):
             # The shared refusal (403 or 503, its JSON body), with this server's CORS for the
             # request's origin rather than the hub's fixed headers.
             await self._send_json(scope, send, opened.status, opened.body)
             return
+        (self._streams if hub is self.hub else self._stats_streams).track(opened)
         headers = hub.headers
         cors = self.cors
         if cors.enabled:

@@ -20,6 +20,9 @@ from ssehub.hub import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_MEMORY
 from ssehub.server.app import DEFAULT_METRICS_CHANNELS
 from ssehub.server.config import (
     ADMIN_TOKEN_ENV,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     PUBLISH_TOKEN_ENV,
     SUBSCRIBE_TOKEN_ENV,
     CLIError,
@@ -27,7 +30,7 @@ from ssehub.server.config import (
 )
 from ssehub.server.logs import SafeFormatter
 from ssehub.server.publish import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY
-from ssehub.server.runners import serve_one
+from ssehub.server.runners import FD_RESERVE, serve_one
 from ssehub.server.supervisor import WORKER_CONFIG_FLAG, read_worker_config, serve_workers
 
 __all__ = ["INTERNAL_DESTS", "build_parser", "main", "run"]
@@ -237,6 +240,45 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="share events and history through Redis (e.g. redis://127.0.0.1:6379/0), so "
         "several hub processes and machines serve the same channels",
+    )
+    limits = serve.add_argument_group(
+        "connection limits",
+        "what one client may hold; a client past a limit gets the status given, then its "
+        "connection is closed (see 'Running it in production' in the README)",
+    )
+    limits.add_argument(
+        "--max-clients",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="open streams past which a new one gets 503 (publishes and /healthz still get "
+        "through); default: the open-file limit (raised to its hard limit at start) minus "
+        f"a reserve of a tenth of it, at least {FD_RESERVE}, for everything but streams",
+    )
+    limits.add_argument(
+        "--head-timeout",
+        type=_seconds,
+        default=DEFAULT_HEAD_TIMEOUT,
+        metavar="SECONDS",
+        help="time a client has to send a request's line and headers, from its first byte "
+        "(from the connection's start for its first request); then 408 and close (0: none; "
+        "native server only)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="time a client has to send a request body once its headers are in; then 408 "
+        "and close (0: none; native server only)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="an idle keep-alive connection is closed after this long (0: never); streams "
+        "are never idle (keep-alive comments)",
     )
     auth = serve.add_argument_group("auth")
     auth.add_argument(

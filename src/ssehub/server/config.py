@@ -14,7 +14,16 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-__all__ = ["ADMIN_TOKEN_ENV", "PUBLISH_TOKEN_ENV", "SUBSCRIBE_TOKEN_ENV", "CLIError", "ServeConfig"]
+__all__ = [
+    "ADMIN_TOKEN_ENV",
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEAD_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "PUBLISH_TOKEN_ENV",
+    "SUBSCRIBE_TOKEN_ENV",
+    "CLIError",
+    "ServeConfig",
+]
 
 PUBLISH_TOKEN_ENV = "SSEHUB_PUBLISH_TOKEN"
 """The environment variable read for ``--publish-token`` (keeps it out of the process list)."""
@@ -24,6 +33,14 @@ SUBSCRIBE_TOKEN_ENV = "SSEHUB_SUBSCRIBE_TOKEN"
 
 ADMIN_TOKEN_ENV = "SSEHUB_ADMIN_TOKEN"
 """The environment variable read for ``--admin-token``."""
+
+
+DEFAULT_HEAD_TIMEOUT = 10.0
+"""Seconds a client has to send a request head (``--head-timeout``)."""
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a client has to send a request body once its head is in (``--body-timeout``)."""
+DEFAULT_IDLE_TIMEOUT = 5.0
+"""Seconds an idle keep-alive connection stays open (``--idle-timeout``)."""
 
 
 class CLIError(Exception):
@@ -54,6 +71,10 @@ class ServeConfig:
     max_body: int
     max_batch: int
     max_buffer: int
+    max_clients: int | None
+    head_timeout: float
+    body_timeout: float
+    idle_timeout: float
     redis: str | None
     publish_token: str | None
     subscribe_token: str | None

@@ -27,9 +27,22 @@ with pending bytes (`_Flusher`); and no task or coroutine per client. A stream's
 the connection closes (no chunk framing), so every subscriber gets the very bytes the hub
 encoded once.
 
-What it does not do: TLS, HTTP/2, WebSocket, upgrades, proxy headers; put a proxy in front for
-those, or use ``--http uvicorn``. All its state belongs to an `HTTPServer` instance (no module
-state, no signal handlers: the caller installs those and calls `HTTPServer.shutdown`).
+What a hostile client cannot do (the limits of `HTTPServer`): send a request head over
+``max_head`` bytes (counted as bytes arrive, before the parser buffers them: 431), a body over
+``max_body`` (413 from the declared length, or as soon as the count passes it), take longer than
+``head_timeout`` to send a head or ``body_timeout`` to send its body (408), or hold an idle
+keep-alive connection past ``idle_timeout`` (closed). The timeouts run on one timer for the whole
+server (`HTTPServer` sweeps the connections that are not streams, a few times per shortest
+timeout), so an idle stream costs no timer and no work; streams are exempt (the hub's keep-alive
+comments keep them busy). An app may refuse a request from its head alone (``refuse_head``:
+`ssehub.server.app.HubServer.refuse_head`), before a body byte is buffered and before
+``100 Continue``. A refused connection is half-closed and drained for a moment ("lingering
+close"), so the client reads the answer rather than a reset.
+
+What it does not do: TLS, HTTP/2 (a request line with ``HTTP/2.0`` gets 505), WebSocket,
+upgrades, proxy headers; put a proxy in front for those, or use ``--http uvicorn``. All its
+state belongs to an `HTTPServer` instance (no module state, no signal handlers: the caller
+installs those and calls `HTTPServer.shutdown`).
 
 Request parsing uses httptools (installed with ``ssehub[server]``).
 """
@@ -38,40 +51,61 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, cast
 
 import httptools
 
-from ssehub._serving import DIRECT_STREAM, DirectStream
+from ssehub._serving import DIRECT_STREAM, Answer, DirectStream
 from ssehub.hub import Hub
+from ssehub.server.config import DEFAULT_BODY_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 from ssehub.server.publish import DEFAULT_MAX_BODY
 from ssehub.server.routing import decode_path
 from ssehub.subscription import CloseReason, Subscription
 from ssehub.types import ASGIMessage, Receive, Scope, Send
 
-__all__ = ["HTTPServer"]
+__all__ = [
+    "DEFAULT_MAX_HEAD",
+    "HTTPServer",
+    "log_accept_errors",
+]
 
 log = logging.getLogger("ssehub.server")
 access_log = logging.getLogger("ssehub.access")
 
 ASGIApp = Callable[[Scope, Receive, Send], Any]
+HeadCheck = Callable[[Scope], "Answer | None"]
+"""An app's decision from a request's head alone: the answer refusing it, or None."""
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_MAX_HEAD = 64 * 1024  # bytes of request line and headers
+DEFAULT_MAX_HEAD = 64 * 1024
+"""The largest request head (request line and headers) in bytes, by default."""
+_LINGER = 2.0  # seconds a refused connection is drained before it is closed
+_LINGER_BYTES = 1024 * 1024  # and the most it reads of what the client still sends
 _MAX_QUEUED = 32  # pipelined requests held before the connection stops being read
 
+# Where a connection is: what its next bytes are, and which timeout applies.
+_IDLE = 0  # between requests (the idle timeout, once the last response is out)
+_HEAD = 1  # a request head is arriving (or awaited on a new connection): the head timeout
+_BODY = 2  # a request body is arriving: the body timeout
+_LINGER_PHASE = 3  # answered and half-closed; input is discarded until the linger ends
+_STREAM = 4  # a direct stream: no timeout, input ignored
 
-class _HeadTooLarge(Exception):
-    pass
+
+class _Refused(Exception):
+    """Raised from a parser callback after the request was answered, to stop parsing."""
 
 
-def _head(status: int, headers: list[tuple[bytes, bytes]] | list[tuple[str, str]]) -> bytearray:
+def _head(
+    status: int, headers: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
+) -> bytearray:
     out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")))
     for name, value in headers:
         if isinstance(name, str):
@@ -80,6 +114,57 @@ def _head(status: int, headers: list[tuple[bytes, bytes]] | list[tuple[str, str]
             value = value.encode("latin-1")
         out += name + b": " + value + b"\r\n"
     return out
+
+
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+
+
+def log_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Make ``loop`` report accept() failing for want of file descriptors as one warning line.
+
+    asyncio reports each failed accept (every second while it lasts) with a traceback; this
+    logs one ``event=accept_failed`` warning per minute instead, and hands every other error to
+    the handler that was there. (uvloop never reports these: libuv closes the connections it
+    cannot accept; `HTTPServer` watches its own count of connections for that case.)
+    """
+    previous = loop.get_exception_handler()
+    last = [-60.0]
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_FDS:
+            now = loop.time()
+            if now - last[0] >= 60.0:
+                last[0] = now
+                log.warning(
+                    "event=accept_failed error=%r: out of file descriptors, new connections "
+                    "wait in the backlog; raise the open-file limit (ulimit -n) or lower "
+                    "--max-clients",
+                    exc.strerror,
+                )
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+def _open_fds() -> int:
+    """File descriptors this process has open (Linux; a guess of 16 elsewhere)."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # listdir's own
+    except OSError:
+        return 16
+
+
+def _out_of_fds(limit: int) -> bool:
+    """Whether this process has (about) ``limit`` file descriptors open."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1 >= limit - 2
+    except OSError as exc:
+        return exc.errno in _OUT_OF_FDS  # listing them needs one more
 
 
 class _Flusher:
@@ -134,11 +219,13 @@ class _Connection(asyncio.Protocol):
         "loop",
         "parser",
         "paused",
+        "phase",
         "queue",
         "schedule",
+        "scope",
         "server",
+        "since",
         "sub",
-        "too_large",
         "transport",
         "url",
     )
@@ -155,8 +242,11 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.body_size = 0
-        self.head_size = 0
-        self.too_large = False
+        self.head_size = 0  # bytes received since the head began (bounded by max_head)
+        self.scope: Scope | None = None
+        # Which timeout applies, and since when (the server's one timer reads both).
+        self.phase = _HEAD
+        self.since = server.loop.time()
         # Requests parsed and waiting (pipelining), and the one running.
         self.queue: deque[tuple[Scope, bytes]] | None = None
         self.cycle: asyncio.Task[None] | None = None
@@ -184,9 +274,11 @@ class _Connection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self.local = (local[0], local[1]) if isinstance(local, tuple) else None
         self.server.connections.add(self)
+        self.server.timed.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self.server.timed.discard(self)
         if self.disconnected is None:
             self.disconnected = self.loop.create_future()
         if not self.disconnected.done():
@@ -198,13 +290,52 @@ class _Connection(asyncio.Protocol):
             self._end_stream()
 
     def data_received(self, data: bytes) -> None:
-        if self.sub is not None:
-            return  # a streaming client has nothing more to say
+        phase = self.phase
+        if phase >= _LINGER_PHASE:
+            # A streaming client has nothing more to say; a refused one is drained, up to a
+            # bound (then the kernel's buffers fill and its sends block until the close).
+            if phase == _LINGER_PHASE:
+                self.body_size += len(data)
+                if self.body_size > _LINGER_BYTES and self.transport is not None:
+                    self.transport.pause_reading()
+            return
+        if phase != _BODY:
+            # A head is arriving: count its bytes before the parser sees (and buffers) them,
+            # so an endless header line costs 64 KiB, not the parser's quadratic appends.
+            room = self.server.max_head - self.head_size
+            if len(data) > room:
+                self._feed_past_head(data, room)
+                return
+            self.head_size += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserError as exc:
+            self._parse_error(exc)
+
+    def _feed_past_head(self, data: bytes, room: int) -> None:
+        # Feed what the head may still use; the rest only once that completed the head (the
+        # rest is then body, or the next pipelined request, counted afresh).
+        self.head_size += room
+        try:
+            self.parser.feed_data(data[:room])
+        except httptools.HttpParserError as exc:
+            self._parse_error(exc)
+            return
+        if self.phase == _HEAD and self.head_size >= self.server.max_head:
+            self._reject(
+                431, b"request line and headers larger than %d bytes" % self.server.max_head
+            )
+        elif self.phase < _LINGER_PHASE:
+            self.data_received(data[room:])
+
+    def _parse_error(self, exc: httptools.HttpParserError) -> None:
+        if self.phase >= _LINGER_PHASE:
+            return  # a callback answered and stopped the parser (_Refused)
+        if isinstance(exc, httptools.HttpParserUpgrade):
             self._reject(400, b"upgrades are not supported")
-        except httptools.HttpParserError:
+        elif "version" in str(exc) or "PRI" in str(exc):
+            self._reject(505, b"only HTTP/1.0 and HTTP/1.1 are supported")
+        else:
             self._reject(400, b"malformed HTTP request")
 
     def pause_writing(self) -> None:
@@ -222,57 +353,81 @@ class _Connection(asyncio.Protocol):
         self.headers = []
         self.body = []
         self.body_size = 0
-        self.head_size = 0
-        self.too_large = False
-
-    def _count_head(self, size: int) -> None:
-        self.head_size += size
-        if self.head_size > _MAX_HEAD:
-            self._reject(431, b"request line and headers larger than 64 KiB")
-            raise _HeadTooLarge
+        if self.phase == _IDLE:  # a new connection's first head is timed from its start
+            self.phase = _HEAD
+            self.since = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value))
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.phase = _BODY
+        self.since = self.loop.time()
+        version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._reject(505, b"only HTTP/1.0 and HTTP/1.1 are supported")
+            raise _Refused
+        self.scope = scope = self._scope(version)
+        # Decide from the head alone, before a byte of the body is buffered, and only then
+        # invite it with 100 Continue. A request without a body goes straight to the app.
+        length = -1
+        chunked = expect = False
         for name, value in self.headers:
-            if name == b"expect" and value.lower() == b"100-continue":
-                assert self.transport is not None
-                self.transport.write(_CONTINUE)
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"expect":
+                expect = value.lower() == b"100-continue"
+        if length <= 0 and not chunked:
+            return
+        refuse = self.server.refuse_head
+        if refuse is not None:
+            try:
+                answer = refuse(scope)
+            except Exception:
+                log.exception("error in the app's head check")
+                self._reject(500, b"internal server error")
+                raise _Refused from None
+            if answer is not None:
+                self._answer(answer.status, answer.headers, answer.body)
+                raise _Refused
+        if length > self.server.max_body:
+            self._too_large()
+        if expect:
+            assert self.transport is not None
+            self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
         if self.body_size > self.server.max_body:
-            self.too_large = True
             self.body = []
-        elif not self.too_large:
-            self.body.append(body)
+            self._too_large()
+        self.body.append(body)
 
-    def on_message_complete(self) -> None:
-        if self.too_large:
-            self._reject(
-                413,
-                b'{"error": "request body larger than the %d bytes allowed"}'
-                % self.server.max_body,
-                json=True,
-            )
-            return
+    def _too_large(self) -> None:
+        self._reject(
+            413,
+            b'{"error": "request body larger than the %d bytes allowed"}' % self.server.max_body,
+            json=True,
+        )
+        raise _Refused
+
+    def _scope(self, version: str) -> Scope:
         parsed = httptools.parse_url(self.url)
         raw_path = parsed.path
         try:
             path = decode_path(raw_path)
         except ValueError:
             self._reject(400, b"the request path is not UTF-8 once percent-decoded")
-            return
+            raise _Refused from None
         scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": self.parser.get_http_version(),
+            "http_version": version,
             "method": self.parser.get_method().decode("ascii"),
             "scheme": "http",
             "path": path,
@@ -285,6 +440,13 @@ class _Connection(asyncio.Protocol):
             "extensions": {DIRECT_STREAM: {}},
             "keep_alive": self.parser.should_keep_alive(),
         }
+        return scope
+
+    def on_message_complete(self) -> None:
+        self.phase = _IDLE
+        self.head_size = 0
+        scope, self.scope = self.scope, None
+        assert scope is not None
         if self.queue is None:
             self.queue = deque()
         self.queue.append((scope, b"".join(self.body)))
@@ -297,20 +459,59 @@ class _Connection(asyncio.Protocol):
     # -- requests -------------------------------------------------------------------------
 
     def _reject(self, status: int, message: bytes, json: bool = False) -> None:
+        body = message if json else b'{"error": "%s"}' % message
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        self._answer(status, headers, body)
+
+    def _answer(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]] | tuple[tuple[str, str], ...],
+        body: bytes,
+    ) -> None:
+        """Answer ``status`` and end the connection: no more of its input is read."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.phase >= _LINGER_PHASE:
+            return
+        head = _head(status, headers)
+        transport.write(bytes(head + b"connection: close\r\n\r\n" + body))
+        self.linger()
+
+    def linger(self) -> None:
+        """Half-close: send what is written and an end of stream, then drain the client's
+        input for a moment (closing at once with input unread would reset the connection, and
+        the client could lose the answer). The server's timer closes it after `_LINGER`."""
+        transport = self.transport
+        self.phase = _LINGER_PHASE
+        self.since = self.loop.time()
+        self.body = []
+        self.body_size = 0
+        if transport is None:
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+            if not transport.is_reading():
+                transport.resume_reading()
+        else:
+            transport.close()
+
+    def expire(self) -> None:
+        """Its timeout passed: answer 408 to a request half-sent, then close."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        body = message if json else b'{"error": "%s"}' % message
-        head = _head(
-            status,
-            [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        )
-        transport.write(bytes(head + b"\r\n" + body))
-        transport.close()
+        phase = self.phase
+        if phase == _BODY or (phase == _HEAD and self.head_size):
+            body = b'{"error": "the request took too long to arrive"}'
+            head = _head(
+                408,
+                [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+            )
+            transport.write(bytes(head + b"connection: close\r\n\r\n" + body))
+        if phase == _LINGER_PHASE:
+            transport.abort()
+        else:
+            transport.close()
 
     def _next_cycle(self) -> None:
         if self.queue and self.sub is None and not self.server.closing:
@@ -321,6 +522,8 @@ class _Connection(asyncio.Protocol):
                 transport.resume_reading()
         else:
             self.cycle = None
+            if self.phase == _IDLE:
+                self.since = self.loop.time()  # idle from the last response on
 
     async def _run(self, scope: Scope, body: bytes) -> None:
         transport = self.transport
@@ -377,6 +580,13 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         kind = message["type"]
+        if self.phase == _LINGER_PHASE:
+            # The connection was answered already (a pipelined request was refused): the
+            # app's answer has nowhere to go, and a stream handed over ends at once.
+            if kind == DIRECT_STREAM:
+                stream = cast(DirectStream, message)
+                stream["hub"].unsubscribe(stream["subscription"])
+            return
         if kind == "http.response.start":
             state.started = True
             state.status = message["status"]
@@ -434,6 +644,9 @@ class _Connection(asyncio.Protocol):
         assert transport is not None
         self.hub = stream["hub"]
         self.sub = sub = stream["subscription"]
+        self.phase = _STREAM
+        self.since = 0.0
+        self.server.timed.discard(self)
         # The stream's body ends when the connection closes: no chunk framing, so every
         # subscriber gets the very bytes the hub encoded once.
         head = _head(200, [*stream["headers"], ("connection", "close")])
@@ -486,23 +699,55 @@ class HTTPServer:
     `shutdown` is called, then stops accepting, runs the lifespan shutdown (the app shuts its
     hub down, which ends every stream cleanly) and waits up to ``timeout`` seconds for requests
     in flight.
+
+    Limits (see the module docstring): ``max_head`` and ``max_body`` in bytes; the
+    ``head_timeout``, ``body_timeout`` and ``idle_timeout`` in seconds (0 turns one off).
+    ``refuse_head``, when given, decides from each request's head alone (before its body is
+    read) whether to refuse it: it returns the answer, or None.
     """
 
     loop: asyncio.AbstractEventLoop
     flusher: _Flusher
 
     def __init__(
-        self, app: ASGIApp, *, max_body: int = DEFAULT_MAX_BODY, access_log: bool = False
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        access_log: bool = False,
+        max_head: int = DEFAULT_MAX_HEAD,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        refuse_head: HeadCheck | None = None,
     ) -> None:
+        if max_head <= 0 or max_body <= 0:
+            raise ValueError("max_head and max_body must be positive numbers of bytes")
+        if min(head_timeout, body_timeout, idle_timeout) < 0:
+            raise ValueError("timeouts are seconds, 0 or more (0 turns one off)")
         self.app = app
         self.max_body = max_body
+        self.max_head = max_head
         self.access_log = access_log
+        self.refuse_head = refuse_head
+        # The timeout of each phase, indexed by it (0: none).
+        self._limits = (idle_timeout, head_timeout, body_timeout, _LINGER)
+        active = [t for t in (idle_timeout, head_timeout, body_timeout) if t > 0]
+        # The one timer's period: a quarter of the shortest timeout (a timeout fires within
+        # a quarter of itself), at most one second and at least 20 ms.
+        self._tick = min(1.0, max(0.02, min([*active, _LINGER]) / 4))
+        self._sweeper: asyncio.TimerHandle | None = None
         self.connections: set[_Connection] = set()
+        self.timed: set[_Connection] = set()
+        """The connections that are not streams: what the timer sweeps."""
         self.closing = False
         self._stop = asyncio.Event()
         self._lifespan: _Lifespan | None = None
         self.started = asyncio.Event()
         """Set once the sockets accept connections."""
+        self._fd_limit = 0  # the open-file limit, watched under uvloop (0: not watched)
+        self._fd_base = 0  # descriptors open before the first connection
+        self._fd_warned = False
 
     async def serve(self, sockets: list[socket.socket], timeout: float = 5.0) -> None:
         """Run until `shutdown`; see the class docstring."""
@@ -514,11 +759,27 @@ class HTTPServer:
             await self.loop.create_server(lambda: _Connection(self), sock=sock, backlog=4096)
             for sock in sockets
         ]
+        previous_handler = self.loop.get_exception_handler()
+        if isinstance(self.loop, asyncio.BaseEventLoop):
+            log_accept_errors(self.loop)  # asyncio reports failed accepts
+        else:
+            # uvloop does not: watch the connections against the open-file limit instead.
+            with contextlib.suppress(ImportError, OSError, ValueError):
+                import resource
+
+                soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                if soft != resource.RLIM_INFINITY:
+                    self._fd_limit = soft
+                    self._fd_base = _open_fds() - len(self.connections)
+        self._sweeper = self.loop.call_later(self._tick, self._sweep)
         self.started.set()
         try:
             await self._stop.wait()
         finally:
             self.closing = True
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+            self.loop.set_exception_handler(previous_handler)
             for server in servers:
                 server.close()
             await self._lifespan.shutdown()
@@ -536,6 +797,39 @@ class HTTPServer:
     def shutdown(self) -> None:
         """Ask `serve` to stop (safe to call from a signal handler on the loop)."""
         self._stop.set()
+
+    def _sweep(self) -> None:
+        # The one timer of every request timeout: streams are not in `timed`, so an idle
+        # stream costs nothing here.
+        now = self.loop.time()
+        limits = self._limits
+        expired = [
+            conn
+            for conn in self.timed
+            if limits[conn.phase]
+            and now - conn.since > limits[conn.phase]
+            and not (conn.phase == _IDLE and (conn.cycle is not None or conn.queue))
+        ]
+        for conn in expired:
+            conn.expire()
+        limit = self._fd_limit
+        if limit:
+            # uvloop closes the connections it cannot accept without a word: say it once when
+            # the descriptors run out, and again only after they were back under 90%. Counted
+            # from the connections; the descriptors themselves only when that is close.
+            count = len(self.connections)
+            if count + self._fd_base >= limit * 0.9:
+                if not self._fd_warned and _out_of_fds(limit):
+                    self._fd_warned = True
+                    log.warning(
+                        "event=accept_failed connections=%d error='Too many open files': out "
+                        "of file descriptors, new connections are refused; raise the "
+                        "open-file limit (ulimit -n) or lower --max-clients",
+                        count,
+                    )
+            else:
+                self._fd_warned = False
+        self._sweeper = self.loop.call_later(self._tick, self._sweep)
 
 
 class _Lifespan:

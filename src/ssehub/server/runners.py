@@ -4,6 +4,13 @@
 connections are refused, the hub ends every stream cleanly (clients reconnect elsewhere), and
 the process exits 0. Both runners log the same ``event=start``, ``event=stopping`` and
 ``event=stop`` lines.
+
+Before serving, the process raises its open-file limit to the hard limit and caps streams
+below it (`max_clients`), so that publishes and health checks always find a descriptor.
+What applies under ``--http uvicorn``: the stream cap, the idle timeout (uvicorn's
+``timeout_keep_alive``), the refusals from the head (the app checks the head before it reads
+the body) and the accept-failure warning on the asyncio loop; the head size and the head and
+body timeouts are the native server's own.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from ssehub.server.config import CLIError, ServeConfig
 from ssehub.subscription import CloseReason, Subscription
 
 __all__ = [
+    "FD_RESERVE",
     "bind",
     "build_server",
     "make_backend",
+    "max_clients",
     "on_client_gone",
     "serve_native",
     "serve_one",
@@ -33,6 +42,43 @@ __all__ = [
 ]
 
 log = logging.getLogger("ssehub.server")
+
+FD_RESERVE = 64
+"""File descriptors kept, at the least, for everything but streams (``--max-clients``)."""
+
+
+def max_clients(configured: int | None) -> int:
+    """The stream cap to serve with: ``configured``, or one that leaves room under the
+    open-file limit for publishes, health checks and the hub's own files.
+
+    Raises the soft open-file limit to the hard one first (a process setting), and warns when
+    ``configured`` leaves less room than `FD_RESERVE`.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return configured if configured is not None else 10_000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    room = max(1, soft - max(FD_RESERVE, soft // 10))
+    if configured is None:
+        return room
+    if configured > soft - FD_RESERVE:
+        log.warning(
+            "event=config_warning max_clients=%d open_file_limit=%d: streams could use every "
+            "file descriptor and leave none for publishes and health checks; raise the limit "
+            "(ulimit -n) or lower --max-clients",
+            configured,
+            soft,
+        )
+    return configured
 
 
 def make_backend(redis_url: str | None) -> Backend | None:
@@ -60,8 +106,9 @@ def on_client_gone(sub: Subscription) -> None:
         )
 
 
-def build_server(config: ServeConfig) -> HubServer:
-    """The `HubServer` (and its `Hub`) that ``ssehub serve`` runs with ``config``."""
+def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
+    """The `HubServer` (and its `Hub`) that ``ssehub serve`` runs with ``config``; ``clients``
+    is the stream cap (see `max_clients`; default: ``config.max_clients``)."""
     hub = Hub(
         history=config.history,
         history_ttl=config.history_ttl,
@@ -84,6 +131,7 @@ def build_server(config: ServeConfig) -> HubServer:
         public_metrics=config.public_metrics,
         allowed_hosts=config.allowed_host,
         metrics_channels=config.metrics_channels,
+        max_clients=clients if clients is not None else config.max_clients,
     )
 
 
@@ -117,9 +165,10 @@ def _ignore_signal(signum: int, frame: FrameType | None) -> None:
     gracefully, and this handler turns that into a clean exit (status 0)."""
 
 
-def _started(config: ServeConfig, port: int, ready_fd: int | None) -> None:
+def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | None) -> None:
     log.info(
-        "event=start url=%s pid=%d http=%s backend=%s history=%d keepalive=%s auth=%s cors=%s",
+        "event=start url=%s pid=%d http=%s backend=%s history=%d keepalive=%s auth=%s cors=%s "
+        "max_clients=%s",
         url(config.host, port),
         os.getpid(),
         config.http,
@@ -128,6 +177,7 @@ def _started(config: ServeConfig, port: int, ready_fd: int | None) -> None:
         config.keepalive or "off",
         "publish-token" if config.publish_token else "open",
         ",".join(config.cors_origin) or "-",
+        app.max_clients,
     )
     if ready_fd is not None:
         os.write(ready_fd, b"1")
@@ -155,12 +205,20 @@ def serve_native(
     """Run one hub process on ssehub's own HTTP server until SIGTERM or SIGINT."""
     from ssehub.server.native import HTTPServer
 
-    app = build_server(config)
+    app = build_server(config, max_clients(config.max_clients))
     sock = bind(config.host, config.port, reuse_port)
     port = sock.getsockname()[1]
 
     async def run() -> None:
-        server = HTTPServer(app, max_body=config.max_body, access_log=config.access_log)
+        server = HTTPServer(
+            app,
+            max_body=config.max_body,
+            access_log=config.access_log,
+            head_timeout=config.head_timeout,
+            body_timeout=config.body_timeout,
+            idle_timeout=config.idle_timeout,
+            refuse_head=app.refuse_head,
+        )
         loop = asyncio.get_running_loop()
 
         def stop(sig: signal.Signals) -> None:
@@ -173,7 +231,7 @@ def serve_native(
         started = asyncio.ensure_future(server.started.wait())
         await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
         if server.started.is_set():
-            _started(config, port, ready_fd)
+            _started(config, app, port, ready_fd)
         else:
             started.cancel()
         await task
@@ -197,7 +255,7 @@ def serve_uvicorn(
     """Run one hub process on uvicorn (``--http uvicorn``) until SIGTERM or SIGINT."""
     import uvicorn
 
-    app = build_server(config)
+    app = build_server(config, max_clients(config.max_clients))
     sock = bind(config.host, config.port, reuse_port)
     port = sock.getsockname()[1]
 
@@ -216,9 +274,14 @@ def serve_uvicorn(
             super().handle_exit(sig, frame)
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            from ssehub.server.native import log_accept_errors
+
+            loop = asyncio.get_running_loop()
+            if isinstance(loop, asyncio.BaseEventLoop):
+                log_accept_errors(loop)
             await super().startup(sockets=sockets)
             if self.started:
-                _started(config, port, ready_fd)
+                _started(config, app, port, ready_fd)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for listener in getattr(self, "servers", ()):
@@ -238,6 +301,8 @@ def serve_uvicorn(
         log_config=None,
         access_log=config.access_log,
         server_header=False,
+        # uvicorn's idle timeout is whole seconds (0 would close at once: "off" is a day).
+        timeout_keep_alive=max(1, round(config.idle_timeout)) if config.idle_timeout else 86400,
         timeout_graceful_shutdown=10,
         backlog=4096,
     )
