@@ -386,8 +386,9 @@ class HubServer:
         does not serve (405), then for a publish the hub shutting down (503), the token (401),
         a cross-site ``Origin`` (403), a declared ``Content-Length`` over ``max_body`` (413) and
         a compressed body (415), and for a stream the ``max_clients`` cap (503). A publish
-        refused here is counted and logged as the app would. The answer is JSON ``{"error": ...}`` with this
-        server's CORS headers for the request's origin. Synchronous and cheap.
+        refused here is counted and logged as the app would. The answer is JSON
+        ``{"error": ...}`` with this server's CORS headers for the request's origin.
+        Synchronous and cheap.
         """
         try:
             scope = self._prepare(scope)
