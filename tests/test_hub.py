@@ -361,3 +361,45 @@ def test_async_use_from_another_loop_is_a_clear_error() -> None:
 
     asyncio.run(elsewhere())
     hub.run_threadsafe(hub.shutdown())
+
+
+async def test_client_count_follows_subscribes_resumes_failures_and_unsubscribes() -> None:
+    class FailingReplay(MemoryBackend):
+        async def replay(self, channel: str, last_event_id: str) -> Replay:
+            raise ConnectionError("history unreachable")
+
+    hub = Hub(backend=FailingReplay())
+    first = await hub.subscribe("/a")
+    second = await hub.subscribe("/b")
+    assert hub.client_count() == 2 and hub.client_count("/a") == 1
+    with pytest.raises(ConnectionError):
+        await hub.subscribe("/a", last_event_id="1")
+    assert hub.client_count() == 2
+    hub.unsubscribe(first)
+    hub.unsubscribe(first)  # twice is harmless
+    assert hub.client_count() == 1 and hub.client_count("/a") == 0
+    await hub.shutdown(timeout=0.1)
+    assert second.closed and hub.client_count() == 0
+
+
+async def test_a_resuming_subscriber_counts_as_a_client_while_it_is_replayed() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    class SlowReplay(MemoryBackend):
+        async def replay(self, channel: str, last_event_id: str) -> Replay:
+            started.set()
+            await release.wait()
+            return await super().replay(channel, last_event_id)
+
+    hub = Hub(backend=SlowReplay())
+    event_id = await hub.publish("/a", "x")
+    task = asyncio.ensure_future(hub.subscribe("/a", last_event_id=event_id))
+    await started.wait()
+    assert hub.client_count() == 1 and hub.client_count("/a") == 1
+    release.set()
+    sub = await task
+    assert hub.client_count() == 1
+    hub.unsubscribe(sub)
+    assert hub.client_count() == 0
+    await hub.shutdown(timeout=0.1)

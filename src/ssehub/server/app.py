@@ -35,7 +35,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
@@ -57,7 +57,6 @@ from ssehub.server.publish import (
     too_large,
 )
 from ssehub.server.routing import Endpoint, HTTPError, Resource, Route, Router, decode_path
-from ssehub.subscription import Subscription
 from ssehub.types import Receive, Scope, Send
 
 __all__ = [
@@ -85,45 +84,6 @@ _NO_STORE = [(b"cache-control", b"no-store")]
 
 class _ClientGone(Exception):
     """The client disconnected before its request body arrived."""
-
-
-class _StreamCount:
-    """The open streams of one hub, counted down by each subscription's ``on_close`` hook.
-
-    The hook is chained: the previous one (the hub's own, the same for every subscription of a
-    hub) is called first. One instance per hub serves every subscription, so counting costs no
-    memory per stream.
-    """
-
-    __slots__ = ("open", "previous")
-
-    def __init__(self) -> None:
-        self.open = 0
-        self.previous: Callable[[Subscription], Any] | None = None
-
-    def track(self, sub: Subscription) -> None:
-        """Count ``sub`` as open until it closes (a closed one is not counted)."""
-        if sub.closed:
-            return
-        previous = sub.on_close
-        if previous is not None and previous != self.previous:
-            if self.previous is None and self.open == 0:
-                self.previous = previous
-            else:  # a hook this counter does not chain yet: chain it for this one stream
-                sub.on_close = partial(self._closed_then, previous)
-                self.open += 1
-                return
-        sub.on_close = self
-        self.open += 1
-
-    def __call__(self, sub: Subscription) -> None:
-        if self.previous is not None:
-            self.previous(sub)
-        self.open -= 1
-
-    def _closed_then(self, previous: Callable[[Subscription], Any], sub: Subscription) -> None:
-        previous(sub)
-        self.open -= 1
 
 
 def _full_path(scope: Scope) -> str:
@@ -242,8 +202,6 @@ class HubServer:
         """Channels with series of their own in ``/metrics`` (the rest are summed)."""
         self.max_clients = max_clients
         """Open streams past which a new one gets 503 (None: no cap)."""
-        self._streams = _StreamCount()
-        self._stats_streams = _StreamCount()
         admin = admin_token or subscribe_token
         self._admin_token = admin.encode() if admin else None
         self._public_metrics = public_metrics
@@ -297,7 +255,7 @@ class HubServer:
     @property
     def open_streams(self) -> int:
         """Streams open now, on the hub and the dashboard (what ``max_clients`` caps)."""
-        return self._streams.open + self._stats_streams.open
+        return self.hub.client_count() + self.stats_hub.client_count()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -627,7 +585,6 @@ class HubServer:
             # request's origin rather than the hub's fixed headers.
             await self._send_json(scope, send, opened.status, opened.body)
             return
-        (self._streams if hub is self.hub else self._stats_streams).track(opened)
         headers = hub.headers
         cors = self.cors
         if cors.enabled:
