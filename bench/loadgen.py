@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import resource
 import sys
@@ -582,6 +583,9 @@ def run() -> None:
         result = asyncio.run(main(spec))
         loop_name = "asyncio"
     result["loop"] = loop_name
+    # The event loop may leave stdout non-blocking; a result larger than the pipe (W3's latency
+    # samples) would then be cut at 64 KiB while the driver reads another generator first.
+    os.set_blocking(sys.stdout.fileno(), True)
     print(json.dumps(result), flush=True)
 
 
