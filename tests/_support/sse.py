@@ -19,7 +19,6 @@ import httpx
 
 from ssehub import EventParser, Message
 
-
 CLEAN = "clean"
 """The body ended as its framing says (chunked terminator, or FIN) right after a whole event."""
 TRUNCATED = "truncated"
