@@ -96,10 +96,10 @@ async def test_read_until_end_is_strict_by_default() -> None:
 
 
 async def test_an_open_stream_has_not_ended_cleanly() -> None:
-    async with scripted_server(CHUNKED_HEAD + chunk(EVENT) + b"0\r\n\r\n") as url:
-        async with open_sse(url) as stream:
-            with pytest.raises(UncleanEnd, match="still open"):
-                stream.assert_clean_end()
+    body = CHUNKED_HEAD + chunk(EVENT) + b"0\r\n\r\n"
+    async with scripted_server(body) as url, open_sse(url) as stream:
+        with pytest.raises(UncleanEnd, match="still open"):
+            stream.assert_clean_end()
 
 
 @pytest.mark.parametrize(
