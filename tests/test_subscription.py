@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -188,3 +189,26 @@ async def test_hub_drops_at_one_byte_over_max_buffer_and_counts_it() -> None:
     assert sub.close_reason == CloseReason.SLOW
     assert hub.dropped_slow == 1
     await hub.shutdown()
+
+
+def test_threaded_subscription_returns_pending_bytes_without_waiting() -> None:
+    sub = ThreadedSubscription("/a", max_buffer=100)
+    sub.push(b"ready")
+    started = time.monotonic()
+    assert sub.next_chunk_blocking(timeout=30) == b"ready"
+    assert time.monotonic() - started < 10  # not after the 30 s timeout
+    sub.push(b"more")
+    sub.close(CloseReason.SHUTDOWN)
+    started = time.monotonic()
+    assert sub.next_chunk_blocking(timeout=30) == b"more"
+    assert sub.next_chunk_blocking(timeout=30) is None
+    assert time.monotonic() - started < 10
+
+
+def test_a_new_subscription_has_no_activity_yet() -> None:
+    # The keep-alive timer pings subscriptions that had no activity in the last interval:
+    # a fresh one must get the first ping.
+    sub = sub_with(100)
+    assert sub._active is False
+    sub.push(b"x")
+    assert sub._active is True
