@@ -192,6 +192,7 @@ async def test_open_stream_subscribes_the_request_path_and_keeps_the_request() -
     sub = await hub.open_stream(request)
     assert hub.channel_for(request) == "/events/news"
     assert sub.channel == "/events/news" and sub.request is request
+    assert type(sub) is Subscription  # drained by an async writer unless threaded=True
     assert sub.last_event_id is None and hub.client_count("/events/news") == 1
     await hub.shutdown()
 
@@ -229,8 +230,9 @@ async def test_open_stream_asks_authorize_with_the_request(is_async: bool) -> No
 
     hub = Hub(authorize=allow_async if is_async else allow)
     denied = Request("GET", "/a")
-    with pytest.raises(SubscriptionDenied, match="refused"):
+    with pytest.raises(SubscriptionDenied) as excinfo:
         await hub.open_stream(denied)
+    assert str(excinfo.value) == "the authorize hook refused this subscription"
     assert not hub.has_channel("/a")
     allowed = Request("GET", "/a", headers={"authorization": "Bearer ok"})
     assert (await hub.open_stream(allowed)).channel == "/a"
@@ -641,3 +643,62 @@ async def test_history_of_zero_keeps_nothing_and_a_resume_is_told_so() -> None:
     (gap,) = events_of(sub)
     assert gap.event == GAP_EVENT and json.loads(gap.data)["replayed"] == 0
     await hub.shutdown(timeout=0.01)
+
+
+async def test_every_slow_drop_is_counted() -> None:
+    hub = Hub(max_buffer=10)
+    subs = [await hub.subscribe("/a") for _ in range(2)]
+    await hub.publish("/a", "more than ten bytes")
+    assert [s.close_reason for s in subs] == [CloseReason.SLOW] * 2
+    assert hub.dropped_slow == 2
+    await hub.shutdown(timeout=0.01)
+
+
+async def test_async_disconnect_hooks_are_kept_alive_until_they_finish() -> None:
+    release = asyncio.Event()
+
+    async def on_disconnect(sub: Subscription) -> None:
+        await release.wait()
+
+    hub = Hub(on_disconnect=on_disconnect)
+    hub.unsubscribe(await hub.subscribe("/a"))
+    (task,) = hub._tasks  # a strong reference, so the running hook is not collected
+    release.set()
+    await asyncio.wait_for(task, 5)
+    await asyncio.sleep(0)  # done callbacks run on the next turn
+    assert hub._tasks == set()
+    await hub.shutdown()
+
+
+async def test_a_keepalive_tick_after_shutdown_does_not_rearm_the_timer() -> None:
+    hub = Hub(keepalive=3600)
+    await hub.start()
+    await hub.shutdown()
+    hub._keepalive_tick()
+    assert hub._keepalive_handle is None
+
+
+class StuckBackend(MemoryBackend):
+    """A backend whose publish never completes (a hung network store)."""
+
+    async def publish(self, channel: str, message: Message) -> str:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_threadsafe_calls_give_up_after_their_timeout() -> None:
+    import concurrent.futures
+    import time
+
+    hub = Hub(backend=StuckBackend())
+    hub.run_threadsafe(hub.subscribe("/a"))  # a channel for broadcast to publish to
+    for call in (
+        lambda: hub.publish_threadsafe("/a", "x", timeout=0.1),
+        lambda: hub.broadcast_threadsafe("x", timeout=0.1),
+        lambda: hub.run_threadsafe(asyncio.Event().wait(), timeout=0.1),
+    ):
+        started = time.monotonic()
+        with pytest.raises((TimeoutError, concurrent.futures.TimeoutError)):
+            call()
+        assert time.monotonic() - started < 5  # its own timeout, not the 10 s default
+    hub.run_threadsafe(hub.shutdown(timeout=0.01))
