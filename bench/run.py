@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import selectors
 import socket
 import statistics
@@ -32,6 +33,9 @@ from bench import config as C
 from bench.loadgen import raise_nofile_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
+"""Raw results kept in the repository (``--save LABEL``), one JSON file per full run."""
+LOGS = RESULTS / "logs"
+"""Server logs of the last run (ignored by git)."""
 
 
 class BenchError(RuntimeError):
@@ -71,8 +75,8 @@ class Server:
     def start(self) -> None:
         """Start it and wait until it accepts connections and answers a subscribe."""
         self.port = free_port()
-        RESULTS.mkdir(exist_ok=True)
-        self.log = RESULTS / f"server-{self.spec.key}.log"
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log = LOGS / f"server-{self.spec.key}.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 self.spec.command(self.port),
@@ -581,6 +585,53 @@ def summary(case: Case, result: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def run_problems(run: dict[str, Any]) -> list[str]:
+    """What is wrong with one run's result: empty when it passed every check.
+
+    A fan-out run (W1, W3, W4) passes when every event was published without error, every
+    subscriber received every event it was sent, and the load generators' parse check (ssehub's
+    parser over the received bytes) found every event intact. An idle run (W2) passes when every
+    connection was made and the server lived.
+    """
+    problems = []
+    if "received" in run:
+        if run.get("publish_errors"):
+            problems.append(
+                f"{run['publish_errors']} publish errors (first: {run.get('publish_first_error')})"
+            )
+        if run["received"] != run["expected"]:
+            problems.append(f"delivered {run['received']} of {run['expected']} events")
+        if run.get("verified") is not True:
+            why = run.get("verify_problems") or "no load generator checked its bytes"
+            problems.append(f"parse check failed: {why}")
+    elif not run.get("complete"):
+        problems.append(f"only {run.get('connected')} connections, or the server died")
+    return problems
+
+
+def failures(records: list[Record]) -> list[str]:
+    """Every failed run and every measurement that could not be made, one line each."""
+    out = []
+    for rec in records:
+        who = f"{rec.case.workload} {rec.case.label} on {rec.server.name}"
+        if rec.error is not None:
+            out.append(f"{who}: {rec.error}")
+        for i, run in enumerate(rec.runs):
+            out.extend(f"{who}, run {i + 1}: {problem}" for problem in run_problems(run))
+    return out
+
+
+def report_failures(records: list[Record]) -> int:
+    """Print the failures (to stderr, after the table); the exit status: 1 if any, else 0."""
+    found = failures(records)
+    if not found:
+        return 0
+    print(f"\nBENCH FAILED: {len(found)} problem(s); these figures are void:", file=sys.stderr)
+    for line in found:
+        print(f"  - {line}", file=sys.stderr)
+    return 1
+
+
 def stats(values: list[float]) -> tuple[float, float, float]:
     """(median, min, max)."""
     return statistics.median(values), min(values), max(values)
@@ -641,6 +692,8 @@ def table(records: list[Record]) -> str:
             else:
                 got = sum(r["connected"] for r in runs)
                 delivered = f"{got // len(runs)} conns"
+            if any(run_problems(r) for r in runs):
+                delivered += " CHECK FAILED"
             rows.append(
                 prefix
                 + f"| {fmt(med)} | {fmt(lo)} - {fmt(hi)} | {ratios[0]} | {ratios[1]} "
@@ -726,6 +779,12 @@ def machine() -> str:
     )
 
 
+def _label(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError("letters, digits, '.', '_' and '-' only")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m bench [--smoke] [--servers ...] [--workloads ...] ...``."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -738,6 +797,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(C.WORKLOADS), help="e.g. W1,W3")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument(
+        "--save",
+        type=_label,
+        metavar="LABEL",
+        help="also keep every run's figures as bench/results/<date>-LABEL.json (commit it with "
+        "the BENCHMARKS.md tables computed from it)",
+    )
     parser.add_argument("--plot", type=Path, help="write the W1 plot (PNG) here")
     parser.add_argument(
         "--from-json",
@@ -759,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(merged))
         if args.plot:
             plot(merged, args.plot)
-        return 0
+        return report_failures(merged)
     if args.smoke:
         C.apply_smoke()
     runs = args.runs or C.RUNS
@@ -788,11 +854,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmachine: {machine()}")
     print(f"runs per figure: {runs}; total time {time.monotonic() - t0:.0f} s\n")
     print(table(records))
-    if args.json:
-        args.json.write_text(
+    outputs = [args.json] if args.json else []
+    if args.save:
+        RESULTS.mkdir(exist_ok=True)
+        outputs.append(RESULTS / f"{time.strftime('%Y-%m-%d')}-{args.save}.json")
+    for output in outputs:
+        output.write_text(
             json.dumps(
                 {
                     "machine": machine(),
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "argv": list(sys.argv[1:] if argv is None else argv),
                     "smoke": args.smoke,
                     "runs": runs,
                     "results": [
@@ -810,7 +882,9 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 indent=1,
             )
+            + "\n"
         )
+        print(f"raw results: {output}", file=sys.stderr)
     if args.plot:
         plot(records, args.plot)
-    return 1 if any(r.error for r in records) else 0
+    return report_failures(records)

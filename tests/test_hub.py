@@ -206,14 +206,26 @@ async def test_replayed_history_larger_than_max_buffer_is_delivered() -> None:
 
 
 async def test_keepalive_comment_on_idle_streams_only() -> None:
-    hub = Hub(keepalive=0.05)
+    # The hub's one timer runs _keepalive_tick every `keepalive` seconds; the test runs the
+    # ticks itself, so a loaded machine cannot stretch an interval and make a busy stream idle.
+    hub = Hub(keepalive=3600)
     idle = await hub.subscribe("/idle")
     busy = await hub.subscribe("/busy")
-    for _ in range(6):
+    for _ in range(3):
         await hub.publish("/busy", "x")
-        await asyncio.sleep(0.02)
-    assert b": ping\n\n" in (idle.take() or b"")
-    assert b": ping" not in (busy.take() or b"")
+        hub._keepalive_tick()
+        assert idle.take() == b": ping\n\n"
+        assert b": ping" not in (busy.take() or b"")
+    hub._keepalive_tick()  # a whole interval with no event: now the busy stream is idle too
+    assert busy.take() == b": ping\n\n"
+    await hub.shutdown()
+
+
+async def test_keepalive_timer_pings_an_idle_stream_again_and_again() -> None:
+    hub = Hub(keepalive=0.05)
+    idle = await hub.subscribe("/idle")
+    for _ in range(2):  # waits for the timer with a generous bound, not a fixed silence
+        assert await asyncio.wait_for(idle.next_chunk(), 10) == b": ping\n\n"
     await hub.shutdown()
 
 

@@ -1,58 +1,216 @@
-"""One client's buffer: coalescing, the byte bound, the writer's wake-ups, keep-alive, threads."""
+"""`Subscription`: the per-client byte bound on both sides, coalescing, and how it ends.
+
+The bound is the promise that keeps a hub's memory flat: a client may fall exactly
+``max_buffer`` bytes behind and stay; one byte more and it is dropped (it resumes from history).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
-from ssehub import CloseReason, Subscription, ThreadedSubscription
+from ssehub import CloseReason, Hub, Message, Subscription
+from ssehub.subscription import ThreadedSubscription
 
 
-def test_take_returns_everything_pending_as_one_chunk() -> None:
-    sub = Subscription("/a", max_buffer=100)
+def sub_with(max_buffer: int) -> Subscription:
+    return Subscription("/a", max_buffer=max_buffer)
+
+
+def test_exactly_max_buffer_pending_bytes_stay() -> None:
+    sub = sub_with(100)
+    sub.push(b"x" * 60)
+    sub.push(b"y" * 40)
+    assert sub.pending_bytes == 100
+    assert not sub.closed and sub.close_reason is None
+    assert sub.take() == b"x" * 60 + b"y" * 40
+
+
+def test_one_byte_over_max_buffer_drops_the_client_and_frees_its_buffer() -> None:
+    sub = sub_with(100)
+    sub.push(b"x" * 100)
+    sub.push(b"!")
+    assert sub.closed and sub.close_reason == CloseReason.SLOW
+    assert sub.pending_bytes == 0
     assert sub.take() is None
-    sub.push(b"one\n\n")
-    sub.push(b"two\n\n")
-    assert sub.pending_bytes == 10
-    assert sub.take() == b"one\n\ntwo\n\n"
-    assert sub.take() is None
+
+
+@pytest.mark.parametrize(("size", "dropped"), [(100, False), (101, True)])
+def test_a_single_event_is_held_to_the_same_bound(size: int, dropped: bool) -> None:
+    sub = sub_with(100)
+    sub.push(b"z" * size)
+    assert sub.closed is dropped
+    assert sub.pending_bytes == (0 if dropped else size)
+
+
+def test_taking_the_pending_bytes_makes_room_again() -> None:
+    sub = sub_with(100)
+    for _ in range(5):  # 500 bytes in all, never more than 100 pending
+        sub.push(b"a" * 100)
+        assert sub.take() == b"a" * 100
+    assert not sub.closed and sub.pending_bytes == 0
+
+
+def test_replayed_history_may_exceed_the_bound_but_live_events_may_not_add_to_it() -> None:
+    sub = sub_with(100)
+    sub.push_replay(b"h" * 250)
+    assert not sub.closed and sub.pending_bytes == 250
+    sub.push(b"l" * 100)  # live events still get max_buffer on top of the replay
+    assert not sub.closed and sub.pending_bytes == 350
+    sub.push(b"!")
+    assert sub.close_reason == CloseReason.SLOW
+
+
+def test_after_the_replay_is_taken_the_bound_is_max_buffer_again() -> None:
+    sub = sub_with(100)
+    sub.push_replay(b"h" * 250)
+    assert sub.take() == b"h" * 250
+    sub.push(b"l" * 100)
+    assert not sub.closed
+    sub.push(b"!")
+    assert sub.closed
+
+
+def test_a_closed_subscription_ignores_pushes() -> None:
+    sub = sub_with(100)
+    sub.close()
+    sub.push(b"late")
+    assert sub.pending_bytes == 0 and sub.take() is None
+    assert sub.close_reason == CloseReason.DISCONNECTED
+
+
+def test_close_is_idempotent_and_keeps_the_first_reason() -> None:
+    closed: list[str | None] = []
+    sub = sub_with(100)
+    sub.on_close = lambda s: closed.append(s.close_reason)
+    sub.close(CloseReason.SHUTDOWN)
+    sub.close(CloseReason.SLOW)
+    assert closed == [CloseReason.SHUTDOWN]
+    assert sub.close_reason == CloseReason.SHUTDOWN
+
+
+def test_graceful_close_keeps_queued_bytes_for_the_writer() -> None:
+    sub = sub_with(100)
+    sub.push(b"last words")
+    sub.close(CloseReason.RESTART)
+    assert sub.pending_bytes == len(b"last words")
+    assert sub.take() == b"last words"
+
+
+async def test_next_chunk_coalesces_everything_pending_into_one_chunk() -> None:
+    sub = sub_with(1000)
+    for i in range(3):
+        sub.push(b"e%d;" % i)
+    assert await sub.next_chunk() == b"e0;e1;e2;"
     assert sub.pending_bytes == 0
 
 
-def test_a_buffer_of_exactly_max_buffer_stays_and_one_byte_more_drops_the_client() -> None:
-    closed: list[str | None] = []
-    sub = Subscription("/a", max_buffer=10)
-    sub.on_close = lambda s: closed.append(s.close_reason)
-    sub.push(b"x" * 6)
-    sub.push(b"y" * 4)
-    assert not sub.closed and sub.pending_bytes == 10
-    sub.push(b"z")
-    assert sub.closed and sub.close_reason == CloseReason.SLOW
-    assert sub.pending_bytes == 0 and sub.take() is None  # freed at once
-    assert closed == [CloseReason.SLOW]
-    sub.push(b"more")  # ignored once closed
-    assert sub.take() is None and closed == [CloseReason.SLOW]
+async def test_next_chunk_waits_for_a_push_and_ends_with_none_after_close() -> None:
+    sub = sub_with(1000)
+    waiting = asyncio.ensure_future(sub.next_chunk())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    sub.push(b"x")
+    assert await asyncio.wait_for(waiting, 5) == b"x"
+    waiting = asyncio.ensure_future(sub.next_chunk())
+    await asyncio.sleep(0)
+    sub.close(CloseReason.SHUTDOWN)
+    assert await asyncio.wait_for(waiting, 5) is None
 
 
-def test_the_bound_counts_from_the_last_take() -> None:
-    sub = Subscription("/a", max_buffer=10)
-    for _ in range(5):
-        sub.push(b"x" * 10)
-        assert sub.take() == b"x" * 10
-    assert not sub.closed
+async def test_slow_drop_discards_queued_bytes_even_for_a_waiting_writer() -> None:
+    sub = sub_with(10)
+    sub.push(b"12345")
+    sub.push(b"678901")  # 11 bytes: dropped
+    assert await sub.next_chunk() is None
 
 
-def test_replayed_history_may_exceed_the_bound_until_the_next_take() -> None:
-    sub = Subscription("/a", max_buffer=10)
-    for _ in range(5):
-        sub.push_replay(b"r" * 8)
-    sub.push(b"live12345")  # 9 bytes of live events on top of 40 replayed: allowed
-    assert not sub.closed and sub.pending_bytes == 49
-    assert sub.take() is not None
-    sub.push(b"x" * 11)  # the bound is max_buffer again
-    assert sub.closed and sub.close_reason == CloseReason.SLOW
+def test_send_queues_one_encoded_message_for_this_client_only() -> None:
+    sub = sub_with(1000)
+    sub.send(Message("hi", event="welcome"))
+    assert sub.take() == b"event: welcome\ndata: hi\n\n"
+
+
+def test_repr_says_channel_state_and_pending() -> None:
+    sub = sub_with(100)
+    sub.push(b"abc")
+    assert repr(sub) == "<Subscription '/a' open pending=3>"
+    sub.close(CloseReason.SLOW)
+    assert repr(sub) == "<Subscription '/a' closed:slow pending=0>"
+
+
+def test_threaded_subscription_hands_bytes_to_a_writer_thread() -> None:
+    sub = ThreadedSubscription("/a", max_buffer=100)
+    got: list[bytes | None] = []
+
+    def writer() -> None:
+        for _ in range(100):
+            chunk = sub.next_chunk_blocking(timeout=5)
+            got.append(chunk)
+            if chunk is None:
+                return
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    sub.push(b"one")
+    sub.close(CloseReason.SHUTDOWN)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert b"".join(c for c in got if c) == b"one"
+    assert got[-1] is None
+
+
+def test_threaded_subscription_timeout_returns_empty_bytes_while_open() -> None:
+    sub = ThreadedSubscription("/a", max_buffer=100)
+    assert sub.next_chunk_blocking(timeout=0.01) == b""
+    sub.push(b"x" * 101)
+    assert sub.close_reason == CloseReason.SLOW
+    assert sub.next_chunk_blocking(timeout=0.01) is None
+
+
+async def test_threaded_subscription_cannot_be_awaited() -> None:
+    sub = ThreadedSubscription("/a", max_buffer=100)
+    with pytest.raises(RuntimeError, match="next_chunk_blocking"):
+        await sub.next_chunk()
+
+
+async def test_hub_drops_at_one_byte_over_max_buffer_and_counts_it() -> None:
+    event = Message("x" * 50, id="1").encode()
+    hub = Hub(max_buffer=len(event) * 3, keepalive=None)
+    sub = await hub.subscribe("/a")
+    for i in range(3):
+        await hub.publish("/a", Message("x" * 50, id=str(i + 1)))
+    assert sub.pending_bytes == len(event) * 3 and not sub.closed
+    assert hub.dropped_slow == 0
+    await hub.publish("/a", Message("", id=""))  # the smallest event there is
+    assert sub.close_reason == CloseReason.SLOW
+    assert hub.dropped_slow == 1
+    await hub.shutdown()
+
+
+def test_threaded_subscription_returns_pending_bytes_without_waiting() -> None:
+    sub = ThreadedSubscription("/a", max_buffer=100)
+    sub.push(b"ready")
+    started = time.monotonic()
+    assert sub.next_chunk_blocking(timeout=30) == b"ready"
+    assert time.monotonic() - started < 10  # not after the 30 s timeout
+    sub.push(b"more")
+    sub.close(CloseReason.SHUTDOWN)
+    started = time.monotonic()
+    assert sub.next_chunk_blocking(timeout=30) == b"more"
+    assert sub.next_chunk_blocking(timeout=30) is None
+    assert time.monotonic() - started < 10
+
+
+def test_a_new_subscription_gets_the_first_keepalive_ping() -> None:
+    # The keep-alive timer pings subscriptions that had no activity in the last interval:
+    # a fresh one must get the first ping.
+    sub = sub_with(100)
+    sub.keepalive(b": ping\n\n")
+    assert sub.take() == b": ping\n\n"
 
 
 def test_arm_wakes_the_writer_once_per_arming() -> None:
@@ -86,53 +244,3 @@ def test_keepalive_pings_only_a_subscription_that_got_nothing_since_the_last_tic
     assert sub.take() == b"data: x\n\n"
     sub.keepalive(b": ping\n\n")  # idle for a whole tick: ping
     assert sub.take() == b": ping\n\n"
-
-
-async def test_next_chunk_waits_for_bytes_and_ends_after_a_graceful_close() -> None:
-    sub = Subscription("/a", max_buffer=100)
-    waiter = asyncio.ensure_future(sub.next_chunk())
-    await asyncio.sleep(0)
-    assert not waiter.done()
-    sub.push(b"a")
-    sub.push(b"b")
-    assert await asyncio.wait_for(waiter, 5) == b"ab"
-    sub.push(b"last")
-    sub.close(CloseReason.SHUTDOWN)
-    assert await sub.next_chunk() == b"last"
-    assert await sub.next_chunk() is None
-
-
-async def test_next_chunk_after_a_slow_drop_ends_without_the_queued_bytes() -> None:
-    sub = Subscription("/a", max_buffer=4)
-    sub.push(b"1234")
-    sub.push(b"5")
-    assert await sub.next_chunk() is None
-
-
-def test_close_is_idempotent_and_keeps_the_first_reason() -> None:
-    calls: list[str | None] = []
-    sub = Subscription("/a", max_buffer=4)
-    sub.on_close = lambda s: calls.append(s.close_reason)
-    sub.close(CloseReason.CHANNEL_CLOSED)
-    sub.close(CloseReason.DISCONNECTED)
-    assert calls == [CloseReason.CHANNEL_CLOSED]
-    assert sub.close_reason == CloseReason.CHANNEL_CLOSED
-
-
-def test_threaded_writer_blocks_until_bytes_arrive_from_another_thread() -> None:
-    sub = ThreadedSubscription("/a", max_buffer=100)
-    assert sub.next_chunk_blocking(0) == b""  # nothing yet: the caller may check its client
-    timer = threading.Timer(0.05, sub.push, args=(b"data: x\n\n",))
-    timer.start()
-    try:
-        assert sub.next_chunk_blocking(10) == b"data: x\n\n"
-    finally:
-        timer.cancel()
-    threading.Timer(0.05, sub.close, args=(CloseReason.SHUTDOWN,)).start()
-    assert sub.next_chunk_blocking(10) is None
-
-
-async def test_threaded_subscription_cannot_be_drained_from_async_code() -> None:
-    sub = ThreadedSubscription("/a", max_buffer=100)
-    with pytest.raises(RuntimeError, match="next_chunk_blocking"):
-        await sub.next_chunk()

@@ -54,21 +54,44 @@ async def base() -> AsyncIterator[str]:
         yield url
 
 
-async def raw_exchange(base: str, payload: bytes, idle: float = 0.3) -> bytes:
-    """Send ``payload`` on a raw connection; return what arrives until it closes or idles."""
+def complete_responses(data: bytes) -> int:
+    """How many whole responses ``data`` holds (1xx heads count; bodies by Content-Length)."""
+    count = 0
+    while True:
+        head, found, rest = data.partition(b"\r\n\r\n")
+        if not found:
+            return count
+        lines = head.split(b"\r\n")
+        if lines[0].startswith(b"HTTP/1.1 1"):
+            length = 0
+        else:
+            lengths = [
+                int(line.split(b":")[1])
+                for line in lines
+                if line.lower().startswith(b"content-length:")
+            ]
+            if not lengths or len(rest) < lengths[0]:
+                return count  # a body still arriving (or delimited by the close)
+            length = lengths[0]
+        count += 1
+        data = rest[length:]
+
+
+async def raw_exchange(base: str, payload: bytes, responses: int, timeout: float = 15.0) -> bytes:
+    """Send ``payload`` on a raw connection; return what arrives until ``responses`` whole
+    responses are in or the server closes the connection. Raises TimeoutError when neither
+    happens within ``timeout`` seconds (a generous bound: it is not what the test measures)."""
     host, port = base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(payload)
     data = b""
     try:
-        while True:
-            try:
-                chunk = await asyncio.wait_for(reader.read(65536), idle)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            data += chunk
+        async with asyncio.timeout(timeout):
+            while complete_responses(data) < responses:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
     finally:
         writer.close()
     return data
@@ -102,7 +125,7 @@ def split_responses(data: bytes) -> list[tuple[bytes, bytes]]:
 
 async def test_pipelined_requests_are_answered_in_order(base: str) -> None:
     requests = b"".join(b"GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3))
-    data = await raw_exchange(base, requests)
+    data = await raw_exchange(base, requests, responses=3)
     responses = split_responses(data)
     assert [json.loads(body)["path"] for _, body in responses] == ["/r0", "/r1", "/r2"]
 
@@ -111,7 +134,7 @@ async def test_expect_100_continue_is_answered(base: str) -> None:
     payload = (
         b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
     )
-    data = await raw_exchange(base, payload)
+    data = await raw_exchange(base, payload, responses=2)  # 100 Continue, then the answer
     assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n")
     assert b'"body": "hello"' in data
 
@@ -134,7 +157,7 @@ async def test_body_over_the_limit_gets_413_with_json_error(base: str) -> None:
 
 
 async def test_malformed_request_gets_400_and_server_keeps_serving(base: str) -> None:
-    data = await raw_exchange(base, b"NOT HTTP AT ALL\r\n\r\n")
+    data = await raw_exchange(base, b"NOT HTTP AT ALL\r\n\r\n", responses=1)
     assert data.startswith(b"HTTP/1.1 400 ")
     assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]
     async with httpx.AsyncClient() as client:
@@ -143,7 +166,7 @@ async def test_malformed_request_gets_400_and_server_keeps_serving(base: str) ->
 
 async def test_oversized_headers_get_431(base: str) -> None:
     payload = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n"
-    data = await raw_exchange(base, payload)
+    data = await raw_exchange(base, payload, responses=1)
     assert data.startswith(b"HTTP/1.1 431 ")
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{base}/ok")).status_code == 201
@@ -151,7 +174,7 @@ async def test_oversized_headers_get_431(base: str) -> None:
 
 async def test_many_pipelined_requests_are_all_answered(base: str) -> None:
     requests = b"".join(b"GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(100))
-    responses = split_responses(await raw_exchange(base, requests, idle=1.0))
+    responses = split_responses(await raw_exchange(base, requests, responses=100))
     assert [json.loads(body)["path"] for _, body in responses] == [f"/r{i}" for i in range(100)]
 
 

@@ -8,6 +8,7 @@ messages and arbitrary chunkings of the bytes.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Sequence
 from itertools import pairwise
@@ -20,8 +21,14 @@ import ssehub
 from ssehub import EventParser, InvalidMessage, Message, encode_comment
 from ssehub.wire import id_problem
 
+# scripts/mutate runs the property tests once per mutant: it asks for fewer examples, drawn
+# the same way every time (derandomized), so a mutant's verdict does not depend on luck.
+_MUTATION_EXAMPLES = os.environ.get("SSEHUB_MUTATION_EXAMPLES")
 PROPERTY_SETTINGS = settings(
-    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=int(_MUTATION_EXAMPLES or 250),
+    derandomize=_MUTATION_EXAMPLES is not None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 

@@ -449,7 +449,10 @@ class Hub:
                 def run() -> None:
                     asyncio.set_event_loop(new_loop)
                     new_loop.call_soon(started.set)
-                    new_loop.run_forever()
+                    try:
+                        new_loop.run_forever()
+                    finally:
+                        new_loop.close()  # shutdown() stops it: free its selector and pipe
 
                 self._thread = threading.Thread(target=run, name="ssehub-hub", daemon=True)
                 self._thread.start()

@@ -98,7 +98,10 @@ def _serve_hypercorn(app: Any) -> Iterator[str]:
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))
+        try:
+            loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))
+        finally:
+            loop.close()
 
     thread = threading.Thread(target=run, name="hypercorn", daemon=True)
     thread.start()
@@ -124,9 +127,12 @@ def _serve_aiohttp(app: Any) -> Iterator[str]:
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        started.set()
-        loop.run_forever()
+        try:
+            loop.run_until_complete(start())
+            started.set()
+            loop.run_forever()
+        finally:
+            loop.close()
 
     thread = threading.Thread(target=run, name="aiohttp", daemon=True)
     thread.start()
