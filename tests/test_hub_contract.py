@@ -305,7 +305,8 @@ def _replay_then_deliver(hub: Hub, replay: Any, ids: Sequence[str]) -> Any:
     async def replay_and_redeliver(channel: str, last_event_id: str) -> Replay:
         result: Replay = await replay(channel, last_event_id)
         for event_id, data in result.events:  # the feed delivers them again meanwhile
-            hub._deliver(channel, event_id, data)
+            # A feed delivers each event with its position, as the backend gave it.
+            hub._deliver(channel, event_id, data, result.head)
         return result
 
     return replay_and_redeliver
@@ -624,7 +625,8 @@ async def test_memory_replay_of_an_unknown_channel_is_not_found_and_empty() -> N
 async def test_memory_resume_from_the_newest_event_replays_nothing() -> None:
     backend = await started_memory()
     ids = [await backend.publish("/a", Message(str(i))) for i in range(3)]
-    assert await backend.replay("/a", ids[-1]) == Replay((), found=True)
+    replay = await backend.replay("/a", ids[-1])
+    assert (tuple(replay.events), replay.found) == ((), True)
     replay = await backend.replay("/a", ids[0])
     assert replay.found and [i for i, _ in replay.events] == ids[1:]
 
@@ -649,9 +651,10 @@ async def test_history_of_zero_keeps_nothing_and_a_resume_is_told_so() -> None:
 
 
 async def test_every_slow_drop_is_counted() -> None:
-    hub = Hub(max_buffer=10)
+    hub = Hub(max_buffer=30)
     subs = [await hub.subscribe("/a") for _ in range(2)]
-    await hub.publish("/a", "more than ten bytes")
+    await hub.publish("/a", Message("fits", id="1"))  # 18 bytes: each buffer holds it
+    await hub.publish("/a", Message("fits too", id="2"))  # 22 more: past 30, never taken
     assert [s.close_reason for s in subs] == [CloseReason.SLOW] * 2
     assert hub.dropped_slow == 2
     await hub.shutdown(timeout=0.01)
