@@ -50,6 +50,8 @@ class LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()  # an unclosed loop is a ResourceWarning, an error in this suite
 
 
 @dataclass
@@ -95,6 +97,10 @@ def asgi_site(runner: Any) -> Iterator[Site]:
     server = runner(events_only(hub))
     try:
         base = thread.run(server.__aenter__())
+    except BaseException:
+        thread.close()
+        raise
+    try:
         thread.run(hub.start())  # bound to the server's loop before any publish
         yield Site(base, hub)
     finally:
@@ -120,9 +126,13 @@ def aiohttp_site() -> Iterator[Site]:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         return runner
 
-    runner = thread.run(start())
-    thread.run(hub.start())
     try:
+        runner = thread.run(start())
+    except BaseException:
+        thread.close()
+        raise
+    try:
+        thread.run(hub.start())
         yield Site(f"http://127.0.0.1:{port}", hub)
     finally:
         thread.run(runner.cleanup())

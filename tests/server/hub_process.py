@@ -34,9 +34,15 @@ class HubProcess:
         self.proc = subprocess.Popen(
             self.args, stdout=self._log_file, stderr=subprocess.STDOUT, env=full_env
         )
-        self.url = self._wait_started()
+        try:
+            self.url = self._wait_started()
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            self._log_file.close()
+            raise
 
-    def _wait_started(self, timeout: float = 15.0) -> str:
+    def _wait_started(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = _START.search(self.log())
@@ -46,7 +52,6 @@ class HubProcess:
                 status = self.proc.returncode
                 raise RuntimeError(f"ssehub serve exited with {status}:\n{self.log()}")
             time.sleep(0.02)
-        self.proc.kill()
         raise RuntimeError(f"ssehub serve did not start in {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
