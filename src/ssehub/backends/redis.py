@@ -188,7 +188,7 @@ class _FeedLog:
                     reason,
                 )
             log.info(
-                "event=redis_reconnecting url=%s backoff=%.2fs max_backoff=%.1fs",
+                "event=redis_reconnecting url=%s backoff=%gs max_backoff=%gs",
                 self.url,
                 backoff,
                 self.max_backoff,
@@ -196,7 +196,7 @@ class _FeedLog:
         elif now - self.reminded >= REMIND_EVERY:
             self.reminded = now
             log.warning(
-                "event=redis_down url=%s down_for=%.0fs attempts=%d reason=%r",
+                "event=redis_down url=%s down_for=%.1fs attempts=%d reason=%r",
                 self.url,
                 now - self.down_since,
                 self.attempts,
