@@ -131,6 +131,79 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+REMIND_EVERY = 60.0
+"""Seconds between two ``event=redis_down`` reminders while Redis stays unreachable."""
+
+
+class _FeedLog:
+    """The feed's log: one line per change of Redis's state, never one per attempt.
+
+    ``redis_connected`` (first time), ``redis_unreachable`` (the first attempt failed) or
+    ``redis_lost`` (an established feed broke), then one ``redis_reconnecting`` with the
+    backoff, a ``redis_down`` reminder at most every `REMIND_EVERY` seconds while it lasts,
+    and ``redis_recovered`` with how long it lasted and how many attempts it took.
+    """
+
+    def __init__(self, url: str, max_backoff: float) -> None:
+        self.url = url
+        self.max_backoff = max_backoff
+        self.ever_connected = False
+        self.down_since: float | None = None
+        self.attempts = 0
+        self.reminded = 0.0
+
+    def connected(self) -> bool:
+        """Log the feed's (re)connection; True when it is a reconnection."""
+        again = self.ever_connected
+        self.ever_connected = True
+        if self.down_since is None:
+            log.info("event=redis_connected url=%s", self.url)
+            return again
+        down_for = time.monotonic() - self.down_since
+        log.info(
+            "event=%s url=%s down_for=%.3fs attempts=%d",
+            "redis_recovered" if again else "redis_connected",
+            self.url,
+            down_for,
+            self.attempts,
+        )
+        self.down_since = None
+        self.attempts = 0
+        return again
+
+    def failed(self, reason: str, backoff: float, *, lost: bool) -> None:
+        """Log a failed attempt (or a broken feed) if it changes the state, or is due a
+        reminder."""
+        now = time.monotonic()
+        self.attempts += 1
+        if self.down_since is None:
+            self.down_since = self.reminded = now
+            if lost:
+                log.warning("event=redis_lost url=%s reason=%r", self.url, reason)
+            else:
+                log.warning(
+                    "event=redis_unreachable url=%s reason=%r: serving anyway; publishes get "
+                    "503 and history is unavailable until Redis answers",
+                    self.url,
+                    reason,
+                )
+            log.info(
+                "event=redis_reconnecting url=%s backoff=%gs max_backoff=%gs",
+                self.url,
+                backoff,
+                self.max_backoff,
+            )
+        elif now - self.reminded >= REMIND_EVERY:
+            self.reminded = now
+            log.warning(
+                "event=redis_down url=%s down_for=%.1fs attempts=%d reason=%r",
+                self.url,
+                now - self.down_since,
+                self.attempts,
+                reason,
+            )
+
+
 @dataclass(slots=True)
 class _Watch:
     """Where the feed of one watched channel stands."""
@@ -378,7 +451,14 @@ class RedisBackend(Backend):
                 args=[last_event_id, self._maxlen, self._ttl_ms],
             )
         except _DEAD as exc:
-            log.warning("replay of %r unavailable, Redis unreachable: %s", channel, exc)
+            # One line per outage, not one per client resuming during it (see _FeedLog).
+            if self._feed_up:
+                log.warning(
+                    "event=redis_replay_failed url=%s channel=%s reason=%r",
+                    self._safe_url,
+                    channel,
+                    str(exc) or type(exc).__name__,
+                )
             return Replay((), found=False)
         events = []
         for entry in entries:
@@ -487,7 +567,7 @@ class RedisBackend(Backend):
     async def _run_feed(self) -> None:
         assert self._feed_pool is not None
         backoff = 0.05
-        connected_once = False
+        state = _FeedLog(self._safe_url, self._max_backoff)
         while not self._closing:
             conn: AbstractConnection = self._feed_pool.make_connection()  # type: ignore[no-untyped-call]
             try:
@@ -501,18 +581,15 @@ class RedisBackend(Backend):
                 self._feed_up = True
                 self._first_attempt.set()
                 self._last_error = None
-                if connected_once:
+                if state.connected():
                     self.reconnects += 1
-                    log.info("feed reconnected to Redis at %s", self._safe_url)
-                connected_once = True
                 backoff = 0.05
                 await self._read_feed(conn)
             except asyncio.CancelledError:
                 raise
             except _DEAD as exc:
-                if self._feed_up:
-                    log.warning("feed lost Redis at %s: %s", self._safe_url, exc)
                 self._last_error = str(exc) or type(exc).__name__
+                state.failed(self._last_error, backoff, lost=self._feed_up)
             finally:
                 self._feed_up = False
                 self._first_attempt.set()
@@ -612,7 +689,7 @@ class RedisBackend(Backend):
                 epoch = raw_epoch.decode()
                 if epoch != (watch.epoch or ""):
                     # The stream lost events this hub delivered, or was made anew: a new epoch.
-                    log.warning("channel %r: Redis history regressed; new epoch", channel)
+                    log.warning("event=redis_history_regressed channel=%s new_epoch=1", channel)
                     self._gap(channel, watch)
                     watch.stale = watch.epoch
                     watch.epoch = fresh_epoch = epoch

@@ -3,6 +3,13 @@
 ``ssehub serve`` parses its flags once into a `ServeConfig`, then runs one hub process
 (`runners.serve_one`) or, with ``--workers N``, the supervisor of N of them
 (`supervisor.serve_workers`), which hands each worker that same config.
+
+Every flag has an environment variable, made from its name by `ssehub.server.config.env_var`
+(``--cors-origin`` is ``SSEHUB_CORS_ORIGIN``): `build_parser` documents it next to the flag
+and reads it as the flag's default, so a flag on the command line wins. Repeatable flags take
+a comma or space separated list, switches ``1``/``true``/``yes``/``on`` or
+``0``/``false``/``no``/``off``; an empty variable counts as unset. A bad value, in a flag or a
+variable, is one line on stderr naming it, and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,23 +19,22 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from ssehub.hub import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_MEMORY
 from ssehub.server.app import DEFAULT_METRICS_CHANNELS
 from ssehub.server.config import (
-    ADMIN_TOKEN_ENV,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEAD_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
-    PUBLISH_TOKEN_ENV,
-    SUBSCRIBE_TOKEN_ENV,
     CLIError,
     ServeConfig,
+    env_var,
 )
-from ssehub.server.logs import SafeFormatter
+from ssehub.server.logs import SafeFormatter, redact_url
 from ssehub.server.publish import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY
 from ssehub.server.runners import FD_RESERVE, serve_one
 from ssehub.server.supervisor import WORKER_CONFIG_FLAG, read_worker_config, serve_workers
@@ -57,6 +63,48 @@ def _size_or_off(text: str) -> int:
     if text.strip().lower() in ("0", "off", "none"):
         return 0
     return _size(text)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0 to 65535; 0 picks one)")
+    return value
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(text: str) -> str:
+    """A Redis URL (``redis://``, ``rediss://`` or ``unix://``), checked before any connection;
+    the message never shows its password."""
+    shown = repr(redact_url(text))
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{shown} is not a Redis URL: {exc}") from None
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise argparse.ArgumentTypeError(
+            f"{shown} is not a Redis URL: it must start with redis://, rediss:// or unix://"
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise argparse.ArgumentTypeError(f"{shown} names no socket path (unix:///path)")
+        return text
+    if not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{shown} names no host (redis://host:6379/0)")
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"{shown}: port 0 is not a Redis port")
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{shown}: the database ({database!r}) must be a number (redis://host:6379/0)"
+        )
+    return text
 
 
 def _host(text: str) -> str:
@@ -93,15 +141,101 @@ def _seconds(text: str) -> float:
     return value
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows a flag's default when it has a meaningful one and its help does not say it."""
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit status 2."""
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        default = action.default
-        if "default" in text or default in (None, False, [], argparse.SUPPRESS):
-            return text
-        return text + " (default: %(default)s)"
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE`` and a pointer to ``--help``; exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Repeatable(argparse.Action):
+    """A repeatable flag: each use adds a value; the first one replaces the default (which
+    may come from the environment), so a flag given on the command line wins."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is None or current is self.default else list(current)
+        items.append(values)
+        setattr(namespace, self.dest, items)
+
+
+def _is_switch(action: argparse.Action) -> bool:
+    return action.nargs == 0 and action.const is True
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _from_env(action: argparse.Action, raw: str) -> Any:
+    """The value of a flag given as its environment variable's text (ValueError if bad)."""
+    if _is_switch(action):
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE)}")
+    convert: Any = action.type if action.type is not None else str
+    texts = raw.replace(",", " ").split() if isinstance(action, _Repeatable) else [raw.strip()]
+    values = []
+    for text in texts:
+        try:
+            value = convert(text)
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+            raise ValueError(str(exc) or f"{text!r} is not valid here") from None
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise ValueError(f"{text!r} is not one of {choices}")
+        values.append(value)
+    return values if isinstance(action, _Repeatable) else values[0]
+
+
+def _serve_options(serve: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The actions of ``ssehub serve``'s flags (not --help nor the internal ones)."""
+    # argparse has no public list of a parser's actions.
+    return [
+        action
+        for action in serve._actions
+        if action.option_strings and action.dest not in INTERNAL_DESTS and action.dest != "help"
+    ]
+
+
+def _document(action: argparse.Action) -> None:
+    """Complete a flag's help: its default (when it has a meaningful one and the help does
+    not say it) and its environment variable."""
+    text = action.help or ""
+    default = action.default
+    if "default" not in text and default not in (None, False, []):
+        text += " (default: " + str(default).replace("%", "%%") + ")"
+    variable = env_var(action.dest)
+    if isinstance(action, _Repeatable):
+        text += f" [env: {variable}, comma or space separated]"
+    elif _is_switch(action):
+        text += f" [env: {variable}=1]"
+    else:
+        text += f" [env: {variable}]"
+    action.help = text
+
+
+def _apply_environment(action: argparse.Action, environ: Mapping[str, str]) -> None:
+    """Make the flag's environment variable, when set and not empty, its default."""
+    variable = env_var(action.dest)
+    raw = environ.get(variable, "")
+    if not raw.strip():
+        return
+    try:
+        action.default = _from_env(action, raw)
+    except ValueError as exc:
+        # Never echo a token's value; the others are shown (with any URL password hidden).
+        shown = "" if action.metavar == "TOKEN" else f"={redact_url(raw)!r}"
+        raise CLIError(f"environment variable {variable}{shown}: {exc}") from None
 
 
 def _version() -> str:
@@ -111,9 +245,13 @@ def _version() -> str:
         return "(not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``ssehub`` argument parser (``ssehub serve --help`` documents every flag)."""
-    parser = argparse.ArgumentParser(
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The ``ssehub`` argument parser (``ssehub serve --help`` documents every flag).
+
+    Each ``ssehub serve`` flag's default is its ``SSEHUB_*`` variable in ``environ`` (default:
+    `os.environ`) when set; raises `CLIError`, naming the variable, when one holds a bad value.
+    """
+    parser = _Parser(
         prog="ssehub",
         description="ssehub: a fast Server-Sent Events hub. Run `ssehub serve` to start the "
         "standalone hub: any service publishes over HTTP, browsers subscribe with EventSource.",
@@ -127,12 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Last-Event-ID or ?lastEventId=), publish with POST /events/<channel> (a JSON object "
         '{"data", "event", "id", "retry"}, a JSON array of them, or a raw UTF-8 body), broadcast '
         "with POST /broadcast; GET /channels, /metrics (Prometheus), /healthz, and the live "
-        "dashboard at /.",
-        formatter_class=_HelpFormatter,
+        "dashboard at /. Every flag can be set by the environment variable shown with it "
+        "(SSEHUB_ and the flag's name); a flag on the command line wins over its variable, "
+        "and an empty variable counts as unset.",
     )
     net = serve.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    net.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")
+    net.add_argument("--port", type=_port, default=8000, help="TCP port (0 picks a free one)")
     net.add_argument(
         "--workers",
         type=_positive_int,
@@ -149,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument(
         "--cors-origin",
-        action="append",
+        action=_Repeatable,
         default=[],
         metavar="ORIGIN",
         help="an origin allowed to subscribe and publish from a browser (repeatable; '*' allows "
@@ -158,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument(
         "--allowed-host",
-        action="append",
+        action=_Repeatable,
         type=_host,
         default=[],
         metavar="HOST",
@@ -236,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument(
         "--redis",
+        type=_redis_url,
         default=None,
         metavar="URL",
         help="share events and history through Redis (e.g. redis://127.0.0.1:6379/0), so "
@@ -283,26 +423,25 @@ def build_parser() -> argparse.ArgumentParser:
     auth = serve.add_argument_group("auth")
     auth.add_argument(
         "--publish-token",
-        default=os.environ.get(PUBLISH_TOKEN_ENV) or None,
+        default=None,
         metavar="TOKEN",
         help="require 'Authorization: Bearer TOKEN' to publish and broadcast (401 otherwise); "
-        f"prefer the {PUBLISH_TOKEN_ENV} environment variable, which keeps it out of the "
-        "process list",
+        "prefer the environment variable, which keeps every token out of the process list",
     )
     auth.add_argument(
         "--subscribe-token",
-        default=os.environ.get(SUBSCRIBE_TOKEN_ENV) or None,
+        default=None,
         metavar="TOKEN",
         help="require 'Authorization: Bearer TOKEN' or ?token=TOKEN to subscribe (default: "
-        f"subscribing is open); also read from {SUBSCRIBE_TOKEN_ENV}",
+        "subscribing is open)",
     )
     auth.add_argument(
         "--admin-token",
-        default=os.environ.get(ADMIN_TOKEN_ENV) or None,
+        default=None,
         metavar="TOKEN",
         help="require 'Authorization: Bearer TOKEN' or ?token=TOKEN for /channels, /metrics and "
         "the dashboard's statistics (default: the subscribe token when one is set, else they "
-        f"are open); also read from {ADMIN_TOKEN_ENV}",
+        "are open)",
     )
     auth.add_argument(
         "--public-metrics",
@@ -330,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Internal: a process started by the `--workers N` supervisor reads its config from this fd.
     serve.add_argument(WORKER_CONFIG_FLAG, type=int, default=None, help=argparse.SUPPRESS)
+    environ = os.environ if environ is None else environ
+    for action in _serve_options(serve):
+        _document(action)
+        _apply_environment(action, environ)
     return parser
 
 
@@ -337,12 +480,11 @@ def configure_logging(level: str) -> None:
     """Send ssehub's and uvicorn's logs to stderr as ``time level logger key=value ...``.
 
     Every message goes through `SafeFormatter`: control characters are escaped (a client's
-    ``%0a`` cannot forge a log line) and ``token=`` query values are redacted.
+    ``%0a`` cannot forge a log line), ``token=`` query values are redacted, and the time is
+    ISO 8601 UTC with milliseconds (``2025-05-04T09:30:00.123Z``).
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
-    )
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -355,7 +497,11 @@ def configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ssehub`` console script; returns the exit status."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except CLIError as exc:
+        print(f"ssehub serve: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.command != "serve":
         parser.print_help(sys.stderr)

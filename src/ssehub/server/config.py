@@ -19,19 +19,35 @@ __all__ = [
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_HEAD_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
+    "ENV_PREFIX",
     "PUBLISH_TOKEN_ENV",
     "SUBSCRIBE_TOKEN_ENV",
     "CLIError",
     "ServeConfig",
+    "env_var",
 ]
 
-PUBLISH_TOKEN_ENV = "SSEHUB_PUBLISH_TOKEN"
+ENV_PREFIX = "SSEHUB_"
+"""The prefix of the environment variable of every ``ssehub serve`` flag (`env_var`)."""
+
+
+def env_var(name: str) -> str:
+    """The environment variable of the ``ssehub serve`` option ``name``.
+
+    ``name`` is a `ServeConfig` field (the flag's ``dest``, ``cors_origin``) or the flag itself
+    (``--cors-origin``); both give ``SSEHUB_CORS_ORIGIN``. This is the only place the names are
+    made, so a new flag has its variable without further work.
+    """
+    return ENV_PREFIX + name.lstrip("-").replace("-", "_").upper()
+
+
+PUBLISH_TOKEN_ENV = env_var("publish_token")
 """The environment variable read for ``--publish-token`` (keeps it out of the process list)."""
 
-SUBSCRIBE_TOKEN_ENV = "SSEHUB_SUBSCRIBE_TOKEN"
+SUBSCRIBE_TOKEN_ENV = env_var("subscribe_token")
 """The environment variable read for ``--subscribe-token``."""
 
-ADMIN_TOKEN_ENV = "SSEHUB_ADMIN_TOKEN"
+ADMIN_TOKEN_ENV = env_var("admin_token")
 """The environment variable read for ``--admin-token``."""
 
 
@@ -130,6 +146,11 @@ class ServeConfig:
         if not isinstance(values, dict):
             raise ValueError("a ServeConfig is a JSON object")
         return cls.from_dict(values)
+
+    @classmethod
+    def env_vars(cls) -> tuple[str, ...]:
+        """The environment variable of every option (`env_var` of each field)."""
+        return tuple(env_var(f.name) for f in fields(cls))
 
     def with_port(self, port: int) -> ServeConfig:
         """The same config on another port (a worker's, once the supervisor resolved port 0)."""

@@ -20,16 +20,20 @@ import logging
 import os
 import signal
 import socket
+import time
 from types import FrameType
 
 from ssehub.backends.base import Backend
 from ssehub.hub import Hub
 from ssehub.server.app import HubServer
 from ssehub.server.config import CLIError, ServeConfig
+from ssehub.server.logs import redact_url
 from ssehub.subscription import CloseReason, Subscription
 
 __all__ = [
     "FD_RESERVE",
+    "StreamLog",
+    "auth_summary",
     "bind",
     "build_server",
     "make_backend",
@@ -91,24 +95,85 @@ def make_backend(redis_url: str | None) -> Backend | None:
         raise CLIError(
             f"--redis needs the Redis backend: install it with pip install 'ssehub[redis]' ({exc})"
         ) from None
+    from redis.connection import parse_url
+
+    try:
+        parse_url(redis_url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise CLIError(f"--redis: not a Redis URL ({redact_url(redis_url)!r}): {exc}") from None
     backend: Backend = RedisBackend(redis_url)
     return backend
+
+
+def _client(sub: Subscription) -> str:
+    client = sub.request.client if sub.request is not None else None
+    return f"{client[0]}:{client[1]}" if client else "-"
 
 
 def on_client_gone(sub: Subscription) -> None:
     """The hub's ``on_disconnect`` hook for ``ssehub serve``: log clients dropped as too slow."""
     if sub.close_reason == CloseReason.SLOW:
-        client = sub.request.client if sub.request is not None else None
         log.warning(
-            "event=client_dropped reason=slow channel=%s client=%s",
-            sub.channel,
-            f"{client[0]}:{client[1]}" if client else "-",
+            "event=client_dropped reason=slow channel=%s client=%s", sub.channel, _client(sub)
         )
+
+
+class StreamLog:
+    """The hub's hooks at ``--log-level debug``: one line per stream opened and ended.
+
+    Installed only when debug lines are on (`build_server`), so that at ``info`` opening and
+    ending a stream costs nothing more. The end line gives the reason (a `CloseReason`) and how
+    long the stream was open.
+    """
+
+    def __init__(self) -> None:
+        self._opened: dict[Subscription, float] = {}
+
+    def opened(self, sub: Subscription) -> None:
+        """The ``on_connect`` hook: note the time and log ``event=stream_open``."""
+        self._opened[sub] = time.monotonic()
+        log.debug(
+            "event=stream_open channel=%s client=%s last_event_id=%s",
+            sub.channel,
+            _client(sub),
+            "-" if sub.last_event_id is None else sub.last_event_id,
+        )
+
+    def ended(self, sub: Subscription) -> None:
+        """The ``on_disconnect`` hook: log ``event=stream_end`` (and slow drops, as always)."""
+        on_client_gone(sub)
+        started = self._opened.pop(sub, None)
+        log.debug(
+            "event=stream_end channel=%s client=%s reason=%s duration=%s",
+            sub.channel,
+            _client(sub),
+            sub.close_reason or "-",
+            "-" if started is None else f"{time.monotonic() - started:.3f}s",
+        )
+
+
+def auth_summary(config: ServeConfig) -> str:
+    """The start line's ``auth=``: the tokens that are set, by name (never their values)."""
+    names = [
+        name
+        for name, token in (
+            ("publish-token", config.publish_token),
+            ("subscribe-token", config.subscribe_token),
+            ("admin-token", config.admin_token),
+        )
+        if token
+    ]
+    return ",".join(names) or "open"
 
 
 def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
     """The `HubServer` (and its `Hub`) that ``ssehub serve`` runs with ``config``; ``clients``
-    is the stream cap (see `max_clients`; default: ``config.max_clients``)."""
+    is the stream cap (see `max_clients`; default: ``config.max_clients``).
+
+    With debug lines on (``--log-level debug``), a `StreamLog` logs each stream that opens and
+    ends.
+    """
+    streams = StreamLog() if log.isEnabledFor(logging.DEBUG) else None
     hub = Hub(
         history=config.history,
         history_ttl=config.history_ttl,
@@ -118,7 +183,8 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         keepalive=config.keepalive or None,
         max_buffer=config.max_buffer,
         backend=make_backend(config.redis),
-        on_disconnect=on_client_gone,
+        on_connect=None if streams is None else streams.opened,
+        on_disconnect=on_client_gone if streams is None else streams.ended,
     )
     return HubServer(
         hub,
@@ -175,7 +241,7 @@ def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | Non
         "redis" if config.redis else "memory",
         config.history,
         config.keepalive or "off",
-        "publish-token" if config.publish_token else "open",
+        auth_summary(config),
         ",".join(config.cors_origin) or "-",
         app.max_clients,
     )

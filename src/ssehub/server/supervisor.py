@@ -26,14 +26,8 @@ import sys
 import time
 from types import FrameType
 
-from ssehub.server.config import (
-    ADMIN_TOKEN_ENV,
-    PUBLISH_TOKEN_ENV,
-    SUBSCRIBE_TOKEN_ENV,
-    CLIError,
-    ServeConfig,
-)
-from ssehub.server.runners import bind, make_backend, url
+from ssehub.server.config import CLIError, ServeConfig
+from ssehub.server.runners import auth_summary, bind, make_backend, url
 
 __all__ = ["WORKER_CONFIG_FLAG", "read_worker_config", "serve_workers", "worker_message"]
 
@@ -95,11 +89,10 @@ def serve_workers(config: ServeConfig) -> int:
     # Hold the port (bound, not listening) so a port of 0 resolves once for every worker.
     reserved = bind(config.host, config.port, reuse_port=True, listen=False)
     port = reserved.getsockname()[1]
-    env = dict(os.environ)
-    # The tokens are in the config the workers read from their pipe, not in their environment.
-    env.pop(PUBLISH_TOKEN_ENV, None)
-    env.pop(SUBSCRIBE_TOKEN_ENV, None)
-    env.pop(ADMIN_TOKEN_ENV, None)
+    # Every option (the tokens too) is in the config the workers read from their pipe, not in
+    # their environment: the workers' SSEHUB_* variables are removed.
+    options = set(ServeConfig.env_vars())
+    env = {name: value for name, value in os.environ.items() if name not in options}
     stopping: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -126,10 +119,11 @@ def serve_workers(config: ServeConfig) -> int:
                 ready += len(os.read(ready_read, config.workers))
         if ready == config.workers:
             log.info(
-                "event=start url=%s pid=%d workers=%d backend=redis",
+                "event=start url=%s pid=%d workers=%d backend=redis auth=%s",
                 url(config.host, port),
                 os.getpid(),
                 config.workers,
+                auth_summary(config),
             )
         while any(proc.poll() is None for proc in procs):
             if not stopping and any(proc.poll() is not None for proc in procs):
