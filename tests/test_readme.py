@@ -582,3 +582,19 @@ def test_an_install_line_without_the_extra_is_caught() -> None:
         check_install("pip install ssehub gunicorn", ["gunicorn", "app:app"], ["import flask"])
     with pytest.raises(AssertionError, match="uvicorn"):
         check_install("pip install 'ssehub[fastapi]'", ["uvicorn", "app:app"], [])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_log_level_debug_adds_uvicorns_start_and_stop_lines(tmp_path: Path) -> None:
+    # The README's claim in "Auth, CORS, logs and shutdown".
+    from tests.server.hub_process import HubProcess
+
+    logs = {}
+    for level in ("info", "debug"):
+        hub = HubProcess(["--http", "uvicorn", "--log-level", level], tmp_path)
+        assert hub.stop() == 0
+        logs[level] = [line for line in hub.log().splitlines() if " uvicorn.error " in line]
+    assert logs["info"] == []
+    assert any("Started server process" in line for line in logs["debug"])
+    assert any("Finished server process" in line for line in logs["debug"])
