@@ -16,16 +16,24 @@ or in your own view, after your own checks::
 
     def my_events(request):
         return stream_response(hub, request, channel=f"/users/{request.user.pk}")
+
+Coming from django-eventstream: ``send_event(channel, event_type, data)`` (``asend_event`` in
+async code) and `events_view` keep its API on the hub that ``settings.SSEHUB_HUB`` names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.utils.module_loading import import_string
 
 from ssehub._serving import (
     REFUSED,
@@ -35,14 +43,21 @@ from ssehub._serving import (
     open_stream,
     refusal,
 )
+from ssehub.backends import PublishResult
 from ssehub.hub import Hub
 from ssehub.request import Request
+from ssehub.wire import Message
 from ssehub.wsgi import open_threaded_stream, request_from_environ
 
 __all__ = [
+    "HUB_SETTING",
+    "asend_event",
     "astream_response",
     "async_sse_view",
+    "configured_hub",
+    "events_view",
     "request_from_django",
+    "send_event",
     "sse_view",
     "stream_response",
 ]
@@ -127,5 +142,87 @@ def async_sse_view(hub: Hub) -> AsyncView:
         if early is not None:
             return early
         return await astream_response(hub, request)
+
+    return view
+
+
+# -- django-eventstream's API ------------------------------------------------------------------
+
+HUB_SETTING = "SSEHUB_HUB"
+"""The Django setting that names the hub of `send_event` and `events_view` (a dotted path)."""
+
+
+def configured_hub() -> Hub:
+    """The `Hub` that ``settings.SSEHUB_HUB`` names (e.g. ``"mysite.events.hub"``).
+
+    Raises ``ImproperlyConfigured`` when the setting is missing or names no `Hub`.
+    """
+    path = getattr(settings, HUB_SETTING, None)
+    if not path:
+        raise ImproperlyConfigured(
+            f"{HUB_SETTING} must name the ssehub Hub to use, e.g. {HUB_SETTING} = "
+            '"mysite.events.hub" (a module-level `hub = Hub()` in mysite/events.py)'
+        )
+    hub = import_string(path)
+    if not isinstance(hub, Hub):
+        raise ImproperlyConfigured(f"{HUB_SETTING} = {path!r} is a {type(hub).__name__}, not a Hub")
+    return hub
+
+
+def _event(event_type: str, data: Any, json_encode: bool) -> Message:
+    text = json.dumps(data, cls=DjangoJSONEncoder) if json_encode else data
+    return Message(text, event=event_type)
+
+
+def send_event(
+    channel: str, event_type: str, data: Any, *, json_encode: bool = True, hub: Hub | None = None
+) -> PublishResult:
+    """django-eventstream's ``send_event``: publish ``data`` as an ``event_type`` event.
+
+    ``data`` is sent as JSON (Django's encoder: dates, decimals, UUIDs) unless ``json_encode``
+    is false (then it must be a string). ``hub`` defaults to `configured_hub`. Blocks until
+    the event is stored (`Hub.publish_threadsafe`): call it from sync code (views, tasks); in
+    async code ``await asend_event(...)``. Returns the event's id.
+    """
+    target = hub if hub is not None else configured_hub()
+    return target.publish_threadsafe(channel, _event(event_type, data, json_encode))
+
+
+async def asend_event(
+    channel: str, event_type: str, data: Any, *, json_encode: bool = True, hub: Hub | None = None
+) -> PublishResult:
+    """`send_event` for async code on the hub's loop (Django under ASGI)."""
+    target = hub if hub is not None else configured_hub()
+    return await target.publish(channel, _event(event_type, data, json_encode))
+
+
+def events_view(hub: Hub | None = None, *, disconnect_check: float = 1.0) -> View:
+    """A sync view (WSGI) that streams the channel django-eventstream's URLs would.
+
+    The channel is the URL's ``channels`` keyword (as ``path("events/", events_view(),
+    {"channels": ["test"]})``), else the ``channel`` keyword of the URL pattern, else
+    ``?channel=``. One channel per stream: a request for several gets 400. ``hub`` defaults to
+    `configured_hub` (looked up per request).
+    """
+
+    def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        target = hub if hub is not None else configured_hub()
+        early = _early(target, request)
+        if early is not None:
+            return early
+        channels = list(kwargs.get("channels") or [])
+        if not channels and kwargs.get("channel"):
+            channels = [kwargs["channel"]]
+        if not channels:
+            channels = request.GET.getlist("channel")
+        if len(channels) != 1:
+            return HttpResponse(
+                json.dumps({"error": "name exactly one channel (ssehub streams one per request)"}),
+                status=400,
+                content_type="application/json",
+            )
+        return stream_response(
+            target, request, channel=channels[0], disconnect_check=disconnect_check
+        )
 
     return view

@@ -1,6 +1,7 @@
 """The standalone hub, ``ssehub serve``: the HTTP publish API, dashboard, metrics and CLI.
 
-Needs the ``server`` extra (``pip install 'ssehub[server]'``: uvicorn and prometheus-client).
+Needs the ``server`` extra (``pip install 'ssehub[server]'``: httptools, uvloop and
+prometheus-client; ``--http uvicorn`` also needs ``ssehub[uvicorn]``).
 `HubServer` is the plain ASGI app; run it under any ASGI server, or use ``ssehub serve``.
 
 The modules, one concept each, from the request to the command line:

@@ -36,7 +36,7 @@ from ssehub.server.config import (
 )
 from ssehub.server.logs import SafeFormatter, redact_url
 from ssehub.server.publish import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY
-from ssehub.server.runners import FD_RESERVE, serve_one
+from ssehub.server.runners import FD_RESERVE, check_http_server, serve_one
 from ssehub.server.supervisor import WORKER_CONFIG_FLAG, read_worker_config, serve_workers
 
 __all__ = ["INTERNAL_DESTS", "build_parser", "main", "run"]
@@ -512,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(config.log_level)
             return serve_one(config, reuse_port=True, ready_fd=ready_fd)
         config = ServeConfig.from_args(args, ignore=INTERNAL_DESTS)
+        check_http_server(config)
         configure_logging(config.log_level)
         if config.workers > 1:
             if not config.redis:

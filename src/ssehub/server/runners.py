@@ -16,6 +16,7 @@ body timeouts are the native server's own.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -32,10 +33,12 @@ from ssehub.subscription import CloseReason, Subscription
 
 __all__ = [
     "FD_RESERVE",
+    "UVICORN_INSTALL",
     "StreamLog",
     "auth_summary",
     "bind",
     "build_server",
+    "check_http_server",
     "make_backend",
     "max_clients",
     "on_client_gone",
@@ -252,6 +255,16 @@ def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | Non
 
 def _stopped(app: HubServer) -> None:
     log.info("event=stop pid=%d published=%d", os.getpid(), app.hub.published_total)
+
+
+UVICORN_INSTALL = "pip install 'ssehub[uvicorn]'"
+"""The install line that brings what ``--http uvicorn`` needs."""
+
+
+def check_http_server(config: ServeConfig) -> None:
+    """Raise `CLIError` naming the install line when ``config.http``'s server is missing."""
+    if config.http == "uvicorn" and importlib.util.find_spec("uvicorn") is None:
+        raise CLIError(f"--http uvicorn needs uvicorn, which is not installed: {UVICORN_INSTALL}")
 
 
 def serve_one(config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None) -> int:
