@@ -335,8 +335,11 @@ class Hub:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, channel: str, message: Message | str) -> PublishResult:
-        """Publish ``message`` (a `Message`, or a str of data) to ``channel``; return its id.
+    async def publish(self, channel: str, message: Message | object) -> PublishResult:
+        """Publish ``message`` to ``channel``; return its id.
+
+        ``message`` is a `Message`, or the data of one: a str, or any value JSON can encode
+        (``{"price": 42}`` is sent as ``data: {"price":42}``).
 
         The id is a `PublishResult`: a str whose ``duplicate`` is True when the message's own
         id was already in the channel's retained history, in which case nothing was stored or
@@ -366,7 +369,7 @@ class Hub:
                 self._published[channel] = self._published.get(channel, 0) + 1
         return result
 
-    async def broadcast(self, message: Message | str) -> dict[str, PublishResult]:
+    async def broadcast(self, message: Message | object) -> dict[str, PublishResult]:
         """Publish ``message`` to every channel (with subscribers or history); ids by channel.
 
         Lets the event loop run other work every `BROADCAST_SLICE` seconds, so a broadcast over
@@ -475,13 +478,13 @@ class Hub:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def publish_threadsafe(
-        self, channel: str, message: Message | str, timeout: float | None = 10.0
+        self, channel: str, message: Message | object, timeout: float | None = 10.0
     ) -> PublishResult:
         """`publish` from a plain thread (a Flask or Django view): blocks until stored."""
         return self.run_threadsafe(self.publish(channel, message), timeout)
 
     def broadcast_threadsafe(
-        self, message: Message | str, timeout: float | None = 10.0
+        self, message: Message | object, timeout: float | None = 10.0
     ) -> dict[str, PublishResult]:
         """`broadcast` from a plain thread: blocks until stored."""
         return self.run_threadsafe(self.broadcast(message), timeout)
