@@ -340,3 +340,22 @@ async def test_hub_shutdown_ends_open_responses_cleanly_and_refuses_new_ones() -
             refused = await client.get(f"{url}/endless")
         assert refused.status_code == 503
         assert refused.json() == {"error": "the hub is shutting down"}
+
+
+async def test_the_generator_stream_example_counts_to_n_and_ends() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "generator_stream.py"
+    spec = importlib.util.spec_from_file_location("generator_stream_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    async with (
+        run_uvicorn(example.app, lifespan="on") as url,
+        httpx.AsyncClient() as client,
+    ):
+        response = await client.get(f"{url}/count", params={"n": 5})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text == "".join(f"data: {i}\n\n" for i in range(1, 6))
