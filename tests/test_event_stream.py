@@ -239,6 +239,23 @@ async def test_hub_shutdown_ends_an_attached_stream_and_closes_its_source() -> N
     await asyncio.wait_for(closed.wait(), 2)
 
 
+async def test_chunks_yields_the_bytes_and_closing_it_closes_the_source() -> None:
+    closed = asyncio.Event()
+
+    async def forever() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "tick"
+                await asyncio.sleep(10)
+        finally:
+            closed.set()
+
+    chunks = EventStream(forever(), keepalive=None).chunks()
+    assert await anext(chunks) == b"data: tick\n\n"
+    await chunks.aclose()  # as a framework does when the client leaves
+    await asyncio.wait_for(closed.wait(), 2)
+
+
 async def test_a_stream_is_sent_once() -> None:
     stream = EventStream(["a"], keepalive=None)
     await read_all(stream)

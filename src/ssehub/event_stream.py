@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ssehub.errors import HubClosed
@@ -165,7 +165,7 @@ class EventStream:
             self._timer = loop.call_later(self.keepalive, self._ping)
         return sub
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """Open the stream and yield its bytes, coalesced, until it ends (for frameworks whose
         streaming responses take an async iterator and cancel it when the client leaves)."""
         sub = self.open()
