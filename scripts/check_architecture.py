@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("ssehub.errors", "ssehub.types", "ssehub.request", "ssehub.wire"),
     ("ssehub.subscription", "ssehub.resume"),
     ("ssehub.backends", "ssehub.hub"),
-    ("ssehub._serving",),
+    ("ssehub._serving", "ssehub.event_stream"),
     ("ssehub.asgi", "ssehub.wsgi", "ssehub.integrations"),
     ("ssehub.server", "ssehub.client"),
     ("ssehub", "ssehub.__main__", "ssehub.redis"),

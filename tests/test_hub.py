@@ -41,6 +41,17 @@ async def test_publish_returns_increasing_ids_and_keeps_explicit_ones() -> None:
     await hub.shutdown()
 
 
+async def test_publish_and_broadcast_take_json_data_and_send_it_as_compact_json() -> None:
+    hub = Hub()
+    sub = await hub.subscribe("/quotes")
+    await hub.publish("/quotes", {"price": 42, "name": "café"})
+    await hub.broadcast([1, None])
+    assert [m.data for m in await drain(sub)] == ['{"price":42,"name":"café"}', "[1,null]"]
+    with pytest.raises(InvalidMessage, match="JSON can encode"):
+        await hub.publish("/quotes", {1, 2})
+    await hub.shutdown()
+
+
 async def test_channels_are_isolated() -> None:
     hub = Hub()
     a = await hub.subscribe("/a")

@@ -181,10 +181,59 @@ def test_invalid_field_raises_invalid_message_naming_the_field(
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("data", [b"bytes", None, 42, ["a"]])
-def test_non_str_data_raises_invalid_message_naming_data(data: object) -> None:
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        ({"price": 42}, '{"price":42}'),
+        ({"name": "café", "tags": ["a", "b"]}, '{"name":"café","tags":["a","b"]}'),
+        ([1, 2.5, True, None], "[1,2.5,true,null]"),
+        ((1, 2), "[1,2]"),
+        (42, "42"),
+        (-0.5, "-0.5"),
+        (True, "true"),
+        (False, "false"),
+        (None, "null"),
+        ({}, "{}"),
+    ],
+)
+def test_non_str_data_is_encoded_once_as_compact_json(data: object, text: str) -> None:
+    message = Message(data, id="1", event="quote")
+    assert message.data == text
+    assert message == Message(text, id="1", event="quote")
+    assert message.encode() == f"id: 1\nevent: quote\ndata: {text}\n\n".encode()
+
+
+def test_json_data_with_newlines_in_strings_stays_on_one_data_line() -> None:
+    # JSON escapes the newline, so a multi-line string value is still one data: line.
+    assert Message({"text": "a\nb"}).encode() == b'data: {"text":"a\\nb"}\n\n'
+
+
+def test_a_str_is_data_as_it_is_not_json_quoted() -> None:
+    assert Message("42").data == "42"
+    assert Message("").encode() == b"data: \n\n"
+
+
+@pytest.mark.parametrize("data", [b"bytes", {1, 2}, object(), float("nan"), float("inf")])
+def test_data_json_cannot_encode_raises_invalid_message_naming_data(data: object) -> None:
+    with pytest.raises(InvalidMessage, match=r"^data must be a str or a value JSON can encode"):
+        Message(data)
+
+
+def test_circular_data_raises_invalid_message() -> None:
+    loop: list[object] = []
+    loop.append(loop)
     with pytest.raises(InvalidMessage, match=r"^data must be a str"):
-        Message(data)  # type: ignore[arg-type]
+        Message(loop)
+
+
+def test_json_data_holding_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(InvalidMessage, match="data is not encodable as UTF-8"):
+        Message({"x": "\ud800"})
+
+
+def test_a_message_with_json_data_survives_the_parser_round_trip() -> None:
+    parsed = EventParser().feed(Message({"a": [1, {"b": None}]}, event="e").encode())
+    assert [(m.data, m.event) for m in parsed] == [('{"a":[1,{"b":null}]}', "e")]
 
 
 def test_invalid_message_messages_say_what_is_allowed() -> None:

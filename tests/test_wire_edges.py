@@ -10,10 +10,17 @@ from ssehub import EventParser, InvalidMessage, Message
 MAX_RETRY = 2**63 - 1
 
 
-@pytest.mark.parametrize("field", ["data", "id", "event", "comment"])
+@pytest.mark.parametrize("field", ["id", "event", "comment"])
 def test_a_field_of_the_wrong_type_is_refused_naming_the_type(field: str) -> None:
     with pytest.raises(InvalidMessage, match=f"^{field} must be a str, got int$"):
         Message(**{field: 5})  # type: ignore[arg-type]
+
+
+def test_data_json_cannot_encode_is_refused_naming_the_type() -> None:
+    with pytest.raises(
+        InvalidMessage, match=r"^data must be a str or a value JSON can encode.*got set"
+    ):
+        Message({1})
 
 
 def test_the_largest_retry_is_allowed_and_one_more_is_not() -> None:

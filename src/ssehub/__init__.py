@@ -14,6 +14,7 @@ from ssehub.errors import (
     SSEHubError,
     SubscriptionDenied,
 )
+from ssehub.event_stream import EventStream
 from ssehub.hub import GAP_EVENT, Channel, Hub
 from ssehub.request import Request
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
@@ -26,6 +27,7 @@ __all__ = [
     "Channel",
     "CloseReason",
     "EventParser",
+    "EventStream",
     "EventTooLarge",
     "Hub",
     "HubClosed",

@@ -13,13 +13,24 @@ from ssehub._serving import (
     cancel_on_slow_drop,
     drain,
     open_stream,
+    refusal,
 )
+from ssehub.errors import HubClosed
+from ssehub.event_stream import EventStream
 from ssehub.hub import ADAPTERS, Hub
 from ssehub.request import Request, utf8_from_latin1
 from ssehub.subscription import CloseReason, Subscription
 from ssehub.types import Receive, Scope, Send
 
-__all__ = ["DIRECT_STREAM", "ASGIApp", "request_from_scope", "send_answer", "stream_subscription"]
+__all__ = [
+    "DIRECT_STREAM",
+    "ASGIApp",
+    "request_from_scope",
+    "send_answer",
+    "send_event_stream",
+    "send_subscription",
+    "stream_subscription",
+]
 
 
 def request_from_scope(scope: Scope) -> Request:
@@ -73,10 +84,7 @@ async def stream_subscription(
 ) -> None:
     """Write ``sub`` to an ASGI response until the client leaves or the hub ends the stream.
 
-    Two coroutines run: one waits for ``http.disconnect`` and ends the subscription; this one
-    starts the response with ``headers`` and sends everything pending in one body message per
-    wake-up. A client dropped as too slow is cut off even while a send is blocked on it. Always
-    unsubscribes at the end.
+    As `send_subscription`, and always unsubscribes from ``hub`` at the end.
 
     When ``scope`` offers the `DIRECT_STREAM` extension (ssehub's native server does), the
     subscription is handed to the server, which writes it to the socket with no task per
@@ -91,6 +99,22 @@ async def stream_subscription(
         }
         await send(message)  # type: ignore[arg-type]
         return
+    try:
+        await send_subscription(sub, receive, send, headers)
+    finally:
+        hub.unsubscribe(sub)
+
+
+async def send_subscription(
+    sub: Subscription, receive: Receive, send: Send, headers: list[tuple[str, str]]
+) -> None:
+    """Send ``sub`` as this ASGI request's response until the client leaves or the stream ends.
+
+    Two coroutines run: one waits for ``http.disconnect`` and ends the subscription; this one
+    starts the response with ``headers`` and sends everything pending in one body message per
+    wake-up. A client dropped as too slow is cut off even while a send is blocked on it. The
+    subscription is closed at the end, whatever ended it.
+    """
     cancel_on_slow_drop(sub, asyncio.current_task())
 
     async def listen_for_disconnect() -> None:
@@ -120,7 +144,22 @@ async def stream_subscription(
         pass  # the client went away mid-write
     finally:
         listener.cancel()
-        hub.unsubscribe(sub)
+        sub.close(CloseReason.DISCONNECTED)
+
+
+async def send_event_stream(stream: EventStream, receive: Receive, send: Send) -> None:
+    """Send a per-request `EventStream` as this ASGI request's response.
+
+    Ends when the source is exhausted (the response completes), the client leaves (the source
+    is closed) or the stream's hub shuts down; a hub already shut down gets a 503.
+    """
+    try:
+        sub = stream.open()
+    except HubClosed as exc:
+        assert stream.hub is not None
+        await send_answer(send, refusal(stream.hub, exc))
+        return
+    await send_subscription(sub, receive, send, stream.headers)
 
 
 class ASGIApp:

@@ -162,6 +162,8 @@ class Hub:
         self._on_disconnect = on_disconnect
         self._authorize = authorize
         self._channels: dict[str, Channel] = {}
+        # Per-request streams (EventStream) that read no channel but end with the hub.
+        self._streams: dict[Subscription, None] = {}
         # Streams subscribed and not yet unsubscribed (being replayed or live), every channel.
         self._clients = 0
         self._published: dict[str, int] = {}
@@ -297,11 +299,13 @@ class Hub:
             self._close_all(CloseReason.SHUTDOWN)
             # Give writers the time to send what is queued and end their responses.
             deadline = asyncio.get_running_loop().time() + timeout
-            while self._channels and asyncio.get_running_loop().time() < deadline:
+            while (self._channels or self._streams) and (
+                asyncio.get_running_loop().time() < deadline
+            ):
                 if all(
                     sub.pending_bytes == 0 and not sub.writing
-                    for ch in self._channels.values()
-                    for sub in ch.subscribers
+                    for subs in (*(ch.subscribers for ch in self._channels.values()), self._streams)
+                    for sub in subs
                 ):
                     await asyncio.sleep(0.01)  # a last turn for writers to end responses
                     break
@@ -325,6 +329,17 @@ class Hub:
         for channel in list(self._channels.values()):
             for sub in [*channel.subscribers, *channel.holding]:
                 sub.close(reason)
+        for sub in list(self._streams):
+            sub.close(reason)
+
+    def attach(self, sub: Subscription) -> None:
+        """Have `shutdown` and `restart` end ``sub``, a stream that reads no channel (a
+        per-request `ssehub.EventStream`). It never counts as a client of a channel."""
+        self._streams[sub] = None
+
+    def detach(self, sub: Subscription) -> None:
+        """Forget a stream `attach` gave the hub (its writer calls this when it ends)."""
+        self._streams.pop(sub, None)
 
     def _keepalive_tick(self) -> None:
         for channel in self._channels.values():
@@ -335,8 +350,11 @@ class Hub:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, channel: str, message: Message | str) -> PublishResult:
-        """Publish ``message`` (a `Message`, or a str of data) to ``channel``; return its id.
+    async def publish(self, channel: str, message: Message | object) -> PublishResult:
+        """Publish ``message`` to ``channel``; return its id.
+
+        ``message`` is a `Message`, or the data of one: a str, or any value JSON can encode
+        (``{"price": 42}`` is sent as ``data: {"price":42}``).
 
         The id is a `PublishResult`: a str whose ``duplicate`` is True when the message's own
         id was already in the channel's retained history, in which case nothing was stored or
@@ -366,7 +384,7 @@ class Hub:
                 self._published[channel] = self._published.get(channel, 0) + 1
         return result
 
-    async def broadcast(self, message: Message | str) -> dict[str, PublishResult]:
+    async def broadcast(self, message: Message | object) -> dict[str, PublishResult]:
         """Publish ``message`` to every channel (with subscribers or history); ids by channel.
 
         Lets the event loop run other work every `BROADCAST_SLICE` seconds, so a broadcast over
@@ -475,13 +493,13 @@ class Hub:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def publish_threadsafe(
-        self, channel: str, message: Message | str, timeout: float | None = 10.0
+        self, channel: str, message: Message | object, timeout: float | None = 10.0
     ) -> PublishResult:
         """`publish` from a plain thread (a Flask or Django view): blocks until stored."""
         return self.run_threadsafe(self.publish(channel, message), timeout)
 
     def broadcast_threadsafe(
-        self, message: Message | str, timeout: float | None = 10.0
+        self, message: Message | object, timeout: float | None = 10.0
     ) -> dict[str, PublishResult]:
         """`broadcast` from a plain thread: blocks until stored."""
         return self.run_threadsafe(self.broadcast(message), timeout)

@@ -34,6 +34,8 @@ class CloseReason:
     """`Hub.restart` ended every stream; clients reconnect and resume."""
     SHUTDOWN = "shutdown"
     """`Hub.shutdown` ended every stream."""
+    ENDED = "ended"
+    """The source of a per-request stream (`ssehub.EventStream`) had nothing more to send."""
 
 
 class Subscription:

@@ -7,12 +7,13 @@ Nothing here does I/O or touches an event loop. Encoding follows the WHATWG HTML
 from __future__ import annotations
 
 import codecs
+import json
 import re
 from dataclasses import dataclass
 
 from ssehub.errors import InvalidMessage
 
-__all__ = ["EventParser", "Message", "encode_comment", "id_problem"]
+__all__ = ["EventParser", "Message", "encode_comment", "encode_data", "id_problem"]
 
 _MAX_RETRY = 2**63 - 1
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -52,22 +53,44 @@ def id_problem(event_id: str) -> str | None:
     return f"it holds the control character {char!r}, which HTTP servers refuse in Last-Event-ID"
 
 
+def encode_data(data: object) -> str:
+    """The text of an event's ``data``: a str as it is, any other value as compact JSON.
+
+    Dicts, lists, numbers, booleans and None become ``json.dumps(data, separators=(",", ":"),
+    ensure_ascii=False)`` (``{"price":42}``, ``null``). Raises `InvalidMessage` for a value JSON
+    cannot encode (a set, bytes, a datetime, NaN, a circular reference).
+    """
+    if type(data) is str:
+        return data
+    if isinstance(data, str):
+        return str(data)  # a str subclass (an Enum's value, say) is its text, not JSON
+    try:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidMessage(
+            f"data must be a str or a value JSON can encode (dict, list, number, bool, None), "
+            f"got {type(data).__name__}: {exc}"
+        ) from None
+
+
 def _split_lines(text: str) -> list[str]:
     if "\r" in text:
         return _LINE_BREAK.split(text)
     return text.split("\n")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
     """One server-sent event.
 
     ``data`` may hold any text; it is sent as one ``data:`` line per line (CRLF, CR and LF all
-    split lines). ``id`` may not contain CR, LF or NUL, ``event`` may not contain CR or LF, and
-    ``retry`` (the client's reconnection delay in milliseconds) must be a non-negative integer.
-    ``comment`` is sent as ``:`` lines before the fields; clients ignore it. Every text field
-    must be encodable as UTF-8 (no lone surrogate such as ``"\\ud800"``), so that a message
-    that was built can always be encoded.
+    split lines). Any other value (dict, list, number, bool, None) is encoded once, when the
+    message is made, as compact JSON (`encode_data`): ``Message({"price": 42}).data`` is the
+    str ``'{"price":42}'``. ``id`` may not contain CR, LF or NUL, ``event`` may not contain CR
+    or LF, and ``retry`` (the client's reconnection delay in milliseconds) must be a
+    non-negative integer. ``comment`` is sent as ``:`` lines before the fields; clients ignore
+    it. Every text field must be encodable as UTF-8 (no lone surrogate such as
+    ``"\\ud800"``), so that a message that was built can always be encoded.
 
     Raises `InvalidMessage` (a `ValueError`) when a field breaks those rules. Any such message
     can be parsed (a client's `EventParser` makes them), but `encode` also refuses an ``id`` a
@@ -80,9 +103,24 @@ class Message:
     retry: int | None = None
     comment: str | None = None
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.data, str):
-            raise InvalidMessage(f"data must be a str, got {type(self.data).__name__}")
+    def __init__(
+        self,
+        data: object = "",
+        id: str | None = None,
+        event: str | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+    ) -> None:
+        # Frozen: fields are set once, here, as the dataclass's own __init__ would.
+        setattr_ = object.__setattr__
+        setattr_(self, "data", encode_data(data))
+        setattr_(self, "id", id)
+        setattr_(self, "event", event)
+        setattr_(self, "retry", retry)
+        setattr_(self, "comment", comment)
+        self._validate()
+
+    def _validate(self) -> None:
         _check_encodable("data", self.data)
         if self.id is not None:
             if not isinstance(self.id, str):

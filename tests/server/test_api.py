@@ -133,7 +133,7 @@ async def test_metrics_expose_per_channel_counters_from_the_hub(hub: HubProcess)
         await wait_clients(c, channel, 1)
         await c.post(channel, json=[{"data": "1"}, {"data": "2"}, {"data": "3"}])
         await stream.events(3)
-        await c.post(channel, json={"data": 5})  # a rejected publish
+        await c.post(channel, json={"data": "x", "event": 5})  # a rejected publish
         answer = await c.get("/metrics")
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")

@@ -113,7 +113,7 @@ async def test_cors_preflight_and_headers_for_allowed_origins(start_hub: HubFact
         )
         assert published.headers["access-control-allow-origin"] == "http://a.example"
         error = await c.post(
-            "/events/room", json={"data": 1}, headers={"Origin": "http://a.example"}
+            "/events/room", json={"data": "x", "event": 1}, headers={"Origin": "http://a.example"}
         )
         assert error.status_code == 400
         assert error.headers["access-control-allow-origin"] == "http://a.example"

@@ -196,10 +196,9 @@ def test_malformed_json_is_400(body: bytes) -> None:
         (b"42", "got int"),
         (b"null", "got NoneType"),
         (b"true", "got bool"),
-        (b'{"event": "x"}', 'missing field "data" (a string)'),
-        (b'{"data": 5}', "data must be a string, got int"),
-        (b'{"data": null}', "data must be a string, got NoneType"),
-        (b'{"data": ["x"]}', "data must be a string, got list"),
+        (b'{"event": "x"}', 'missing field "data" (a string, or any JSON value)'),
+        (b'{"data": 1e400}', "data must be a str or a value JSON can encode"),
+        (b'{"data": {"x": "\\ud800"}}', "data is not encodable as UTF-8"),
         (b'{"data": "x", "event": 3}', "event must be a str"),
         (b'{"data": "x", "id": ["a"]}', "id must be a str"),
         (b'{"data": "x", "retry": "100"}', "retry"),
@@ -216,6 +215,32 @@ def test_a_bad_message_is_400_with_what_was_wrong(body: bytes, words: str) -> No
     error = refused(JSON, body)
     assert error.status == 400
     assert words in error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "data"),
+    [
+        (b'{"data": {"price": 42}}', '{"price":42}'),
+        (
+            b'{"data": {"name": "caf\xc3\xa9", "tags": ["a", "b"]}}',
+            '{"name":"caf\u00e9","tags":["a","b"]}',
+        ),
+        (b'{"data": [1, 2.5, true, null]}', "[1,2.5,true,null]"),
+        (b'{"data": 42}', "42"),
+        (b'{"data": false}', "false"),
+        (b'{"data": null}', "null"),
+        (b'{"data": "42"}', "42"),
+    ],
+)
+def test_json_data_that_is_not_a_string_is_published_as_compact_json(
+    body: bytes, data: str
+) -> None:
+    assert parse_publish(JSON, body) == Message(data)
+
+
+def test_json_data_keeps_its_other_fields_and_works_in_a_batch() -> None:
+    body = b'[{"data": {"a": 1}, "event": "tick", "id": "7"}, {"data": [2]}]'
+    assert parse_publish(JSON, body) == [Message('{"a":1}', id="7", event="tick"), Message("[2]")]
 
 
 def test_unknown_fields_are_named_with_the_allowed_ones() -> None:

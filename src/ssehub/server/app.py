@@ -518,7 +518,7 @@ class HubServer:
                     results = [await hub.broadcast(m) for m in messages]
                     ids_json = b"[" + b",".join([await _dumps_ids(r) for r in results]) + b"]"
                 else:
-                    ids_json = await _dumps_ids(await hub.broadcast(messages))  # type: ignore[arg-type]
+                    ids_json = await _dumps_ids(await hub.broadcast(messages))
                 body = b'{"ids":%b,"clients":%d}' % (ids_json, hub.client_count())
             elif type(messages) is list:
                 ids = [await hub.publish(channel, m) for m in messages]
@@ -527,7 +527,7 @@ class HubServer:
                 if duplicates:
                     answer["duplicates"] = duplicates
             else:
-                event_id = await hub.publish(channel, messages)  # type: ignore[arg-type]
+                event_id = await hub.publish(channel, messages)
                 answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
                 if event_id.duplicate:
                     # Already in the channel's history (a retried publish): not sent again.

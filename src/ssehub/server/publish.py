@@ -9,8 +9,9 @@ decides. The checks run in two steps, so that a refusal happens as early as it c
 2. `parse_body`, once the body is in: a charset other than UTF-8 or bytes that are not UTF-8
    (415); then, for ``application/json`` (or any ``+json`` type), one JSON object
    ``{"data", "event"?, "id"?, "retry"?}`` or an array of them (400 when malformed, with an
-   unknown field, a value of the wrong type, or a value `Message` refuses); otherwise the raw
-   text is the data.
+   unknown field, a value of the wrong type, or a value `Message` refuses); ``data`` that is
+   not a string (``{"price": 42}``, a list, a number, ``true``, ``null``) is sent as compact
+   JSON; otherwise the raw text is the data.
 
 Every refusal is a `PublishError` with its HTTP status and a message that says what was wrong
 and what is allowed. `parse_publish` runs both steps on a complete request.
@@ -241,11 +242,10 @@ def message_from(obj: Any, where: str = "") -> Message:
         raise PublishError(
             400, f"{where}unknown field(s) {unknown}; allowed: data, event, id, retry"
         )
-    data = obj.get("data")
-    if type(data) is not str:
-        if data is None and "data" not in obj:
-            raise PublishError(400, f'{where}missing field "data" (a string)')
-        raise PublishError(400, f"{where}data must be a string, got {type(data).__name__}")
+    if "data" not in obj:
+        raise PublishError(400, f'{where}missing field "data" (a string, or any JSON value)')
+    # A string is the data as it is; any other JSON value is sent as compact JSON (Message).
+    data = obj["data"]
     try:
         message = Message(data, id=obj.get("id"), event=obj.get("event"), retry=obj.get("retry"))
     except InvalidMessage as exc:
