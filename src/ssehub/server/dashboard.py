@@ -45,13 +45,13 @@ MAX_ROWS = 500
 """The most channels a snapshot lists (the most clients first, then the busiest, then the
 largest history)."""
 
-SNAPSHOT_SLICE = 0.004
+SNAPSHOT_SLICE = 0.001
 """Seconds a snapshot may compute before it lets the event loop run other work."""
 
 RATE_POINTS = 60
 """Hub-wide events/s figures kept for the sparkline (one per snapshot)."""
 
-_CHECK_EVERY = 255  # channels between two looks at the clock (a power of two, minus one)
+_CHECK_EVERY = 63  # channels between two looks at the clock (a power of two, minus one)
 
 # A row's key, larger is shown first: (clients, events/s, retained bytes, name); -1 bytes
 # when the backend keeps history elsewhere (Redis).
@@ -131,7 +131,7 @@ class Dashboard:
             backend = await asyncio.wait_for(self._health(), max(self.interval, 0.5))
         except (TimeoutError, BackendUnavailable, OSError) as exc:
             backend = {"ok": False, "error": str(exc) or type(exc).__name__}
-        backend.setdefault("backend", _backend_name(self.hub))
+        backend = {**backend, "backend": _backend_name(self.hub)}
         snapshot = await self._channels_snapshot()
         snapshot["backend"] = backend
         return snapshot
