@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -37,10 +38,10 @@ def _open_stats(hub: HubProcess) -> tuple[socket.socket, bytes]:
 
 def _snapshots(
     sock: socket.socket, buf: bytes, count: int, timeout: float, since: float = 0.0
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """The next ``count`` snapshots made after ``since`` (Unix time) on a statistics stream
     (bounded by ``timeout``)."""
-    found: list[dict[str, object]] = []
+    found: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     sock.settimeout(timeout)
     while len(found) < count and time.monotonic() < deadline:
