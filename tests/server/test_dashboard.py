@@ -9,6 +9,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
 from tests._support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests._support.redis_server import RedisServer
 from tests._support.sse import open_sse
 from tests.server.hub_process import HubFactory, HubProcess
 
@@ -198,3 +199,22 @@ async def test_a_hub_that_goes_down_is_shown_down_with_no_numbers(
     await expect(page.locator("#total-channels")).to_have_text("—")
     await expect(page.locator("#channels tbody tr")).to_have_count(0)
     await expect(page.locator("#down")).to_be_visible()
+
+
+@pytest.mark.redis
+async def test_with_workers_the_dashboard_lists_every_worker_and_sums_them(
+    start_hub: HubFactory, browser: Browser
+) -> None:
+    with RedisServer() as redis:
+        hub = start_hub("--redis", redis.url, "--workers", "2")
+        page = await browser.new_page()
+        await page.goto(hub.url + "/")
+        await expect(page.locator("#workers tbody tr")).to_have_count(2, timeout=10000)
+        await expect(page.locator("#workers-title")).to_have_text("Workers (2)")
+        await expect(page.locator("#backend")).to_have_text("redis ok")
+        # The channel list is the page's own worker's, and says so.
+        await expect(page.locator("#channels-title")).to_contain_text("Channels on worker")
+        async with open_sse(hub.url + "/events/w-dash"), open_sse(hub.url + "/events/w-dash"):
+            # Two streams, wherever the kernel put them: the header adds up both workers.
+            await expect(page.locator("#total-clients")).to_have_text("2", timeout=10000)
+        assert hub.stop() == 0, hub.log()

@@ -155,6 +155,9 @@ class Backend(abc.ABC):
         `ssehub.BackendUnavailable` when the shared store cannot be reached."""
         return [dict(state)]
 
+    async def retire(self, worker: str) -> None:  # noqa: B027 - optional hook
+        """Withdraw hub process ``worker``'s report (it stops cleanly); never raises."""
+
     async def health(self) -> dict[str, Any]:
         """A JSON-able report of the backend's state; ``{"ok": bool, ...}``."""
         return {"ok": True, "backend": type(self).__name__}

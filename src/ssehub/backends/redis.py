@@ -472,6 +472,14 @@ class RedisBackend(Backend):
                 await client.hdel(key, *stale)
         return live
 
+    async def retire(self, worker: str) -> None:
+        """Delete ``worker``'s field of the `workers_key` hash (Redis errors are ignored: the
+        report then expires by itself)."""
+        if self._client is None:
+            return
+        with contextlib.suppress(*_DEAD):
+            await asyncio.wait_for(self._client.hdel(self.workers_key(), worker), self._timeout)
+
     async def health(self) -> dict[str, Any]:
         """``{"ok": ..., "backend": "redis", "url": ..., "feed": ...}``; ok needs PING and feed."""
         report: dict[str, Any] = {

@@ -119,12 +119,14 @@ class Workers:
             )
 
     async def stop(self) -> None:
-        """Stop reporting (the others drop this process after `ttl`)."""
+        """Stop reporting and withdraw this process's report (a process that dies without
+        stopping drops out of the others' view after `ttl`)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await self.backend.retire(self.name)
 
     def all(self) -> list[WorkerState]:
         """Every live process's state, this one's fresh and the others' from the last round,
