@@ -61,7 +61,15 @@ AuthorizeHook = Callable[[Request], "bool | Awaitable[bool]"]
 class Channel:
     """A channel's local subscribers and counters (created by its first subscriber)."""
 
-    __slots__ = ("delivered", "holding", "name", "position", "subscribers", "trailing")
+    __slots__ = (
+        "delivered",
+        "holding",
+        "name",
+        "observers",
+        "position",
+        "subscribers",
+        "trailing",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -77,8 +85,12 @@ class Channel:
         self.trailing: dict[Subscription, Position] = {}
         """Resumed subscribers whose replay went past the feed: live events at or before the
         position are already theirs, and are not pushed to them again."""
+        self.observers: dict[Subscription, None] = {}
+        """Live streams that are not clients (the dashboard's watch): they get every live event
+        and are counted nowhere (`Hub.subscribe` with ``observer=True``)."""
 
     def __len__(self) -> int:
+        """The channel's clients (observers are not clients)."""
         return len(self.subscribers) + len(self.holding)
 
     def __repr__(self) -> str:
@@ -166,6 +178,7 @@ class Hub:
         self._streams: dict[Subscription, None] = {}
         # Streams subscribed and not yet unsubscribed (being replayed or live), every channel.
         self._clients = 0
+        self._observers = 0  # observer streams open (never counted as clients)
         self._published: dict[str, int] = {}
         self.published_total = 0
         """Events this hub has published, every channel (forgotten channels included)."""
@@ -311,7 +324,7 @@ class Hub:
                     break
                 await asyncio.sleep(0.01)
             for ch in list(self._channels.values()):
-                for sub in list(ch.subscribers):
+                for sub in [*ch.subscribers, *ch.observers]:
                     self.unsubscribe(sub)
             if self._keepalive_handle is not None:
                 self._keepalive_handle.cancel()
@@ -327,7 +340,7 @@ class Hub:
 
     def _close_all(self, reason: str) -> None:
         for channel in list(self._channels.values()):
-            for sub in [*channel.subscribers, *channel.holding]:
+            for sub in [*channel.subscribers, *channel.holding, *channel.observers]:
                 sub.close(reason)
         for sub in list(self._streams):
             sub.close(reason)
@@ -344,6 +357,8 @@ class Hub:
     def _keepalive_tick(self) -> None:
         for channel in self._channels.values():
             for sub in channel.subscribers:
+                sub.keepalive(_KEEPALIVE)
+            for sub in channel.observers:
                 sub.keepalive(_KEEPALIVE)
         if self._loop is not None and self.keepalive is not None and not self._closed:
             self._keepalive_handle = self._loop.call_later(self.keepalive, self._keepalive_tick)
@@ -424,6 +439,9 @@ class Hub:
         if ch.holding:
             for resume in ch.holding.values():
                 resume.hold(event_id, data, position)
+        if ch.observers:
+            for sub in ch.observers:
+                sub.push(data)
 
     @staticmethod
     def _deliver_trailing(ch: Channel, data: bytes, position: Position | None) -> None:
@@ -535,6 +553,7 @@ class Hub:
         last_event_id: str | None = None,
         request: Request | None = None,
         threaded: bool = False,
+        observer: bool = False,
     ) -> Subscription:
         """Subscribe to ``channel``; resume after ``last_event_id`` when given.
 
@@ -542,9 +561,14 @@ class Hub:
         `GAP_EVENT` when history does not hold the id), then every live event, with no
         duplicate and no gap at the seam. End it with `unsubscribe`.
         ``threaded=True`` returns a `ThreadedSubscription` for a thread-based writer.
+        ``observer=True`` makes a stream that is not a client (a dashboard watching the
+        channel): it gets the live events only (``last_event_id`` is ignored), is not counted
+        by `client_count` or the channel's length, and runs no ``on_connect`` hook.
         """
         await self._ready()
         cls = ThreadedSubscription if threaded else Subscription
+        if observer:
+            last_event_id = None
         sub = cls(channel, max_buffer=self.max_buffer, last_event_id=last_event_id, request=request)
         sub.on_close = self._count_close
         if self._retry_bytes:
@@ -553,6 +577,10 @@ class Hub:
         if ch is None:
             ch = self._channels[channel] = Channel(channel)
             self.backend.watch(channel)
+        if observer:
+            ch.observers[sub] = None
+            self._observers += 1
+            return sub
         self._clients += 1
         if last_event_id is None:
             ch.subscribers[sub] = None
@@ -587,7 +615,14 @@ class Hub:
         """End ``sub`` and forget it (adapters call this when the client's stream ends)."""
         sub.close(CloseReason.DISCONNECTED)
         ch = self._channels.get(sub.channel)
-        if ch is None or sub not in ch.subscribers:
+        if ch is None:
+            return
+        if sub in ch.observers:
+            del ch.observers[sub]
+            self._observers -= 1
+            self._forget(ch)
+            return
+        if sub not in ch.subscribers:
             return
         del ch.subscribers[sub]
         self._clients -= 1
@@ -601,7 +636,7 @@ class Hub:
                 task.add_done_callback(self._tasks.discard)
 
     def _forget(self, ch: Channel) -> None:
-        if not ch.subscribers and not ch.holding:
+        if not ch.subscribers and not ch.holding and not ch.observers:
             del self._channels[ch.name]
             self.backend.unwatch(ch.name)
             if not self.backend.retains(ch.name):
@@ -625,16 +660,26 @@ class Hub:
     # -- introspection -----------------------------------------------------------------------
 
     def channels(self) -> list[str]:
-        """The names of the channels that have subscribers on this hub."""
-        return list(self._channels)
+        """The names of the channels that have subscribers on this hub (observers alone do
+        not make a channel listed)."""
+        if not self._observers:
+            return list(self._channels)
+        return [name for name, ch in self._channels.items() if ch.subscribers or ch.holding]
 
     def has_channel(self, name: str) -> bool:
         """Whether ``name`` has subscribers on this hub."""
-        return name in self._channels
+        ch = self._channels.get(name)
+        return ch is not None and bool(ch.subscribers or ch.holding)
 
     def get_channel(self, name: str) -> Channel | None:
-        """The `Channel` named ``name``, or None when it has no subscribers here."""
-        return self._channels.get(name)
+        """The `Channel` named ``name``, or None when it has no subscribers here (it may then
+        still have observers)."""
+        ch = self._channels.get(name)
+        return ch if ch is not None and (ch.subscribers or ch.holding) else None
+
+    def observer_count(self) -> int:
+        """Observer streams open now (see `subscribe`); they are not clients."""
+        return self._observers
 
     def client_count(self, channel: str | None = None) -> int:
         """Open streams on ``channel``, or on every channel when None (O(1) either way)."""
@@ -656,5 +701,5 @@ class Hub:
         """End every stream of channel ``name`` (its history is kept)."""
         ch = self._channels.get(name)
         if ch is not None:
-            for sub in [*ch.subscribers, *ch.holding]:
+            for sub in [*ch.subscribers, *ch.holding, *ch.observers]:
                 sub.close(CloseReason.CHANNEL_CLOSED)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from ssehub import EventParser
 from tests._support.redis_server import RedisServer
+from tests._support.sse import open_sse
 from tests.server.hub_process import HubFactory
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(60)]
@@ -144,6 +147,73 @@ async def test_every_worker_serves_the_options_of_the_command_line(
             too_big = await client.post("/events/opts", content="x" * 101, headers=auth)
             assert too_big.status_code == 413
             assert (await client.post("/events/opts", content="x", headers=auth)).status_code == 200
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+async def test_every_number_covers_every_worker_or_names_its_worker(
+    start_hub: HubFactory, redis: RedisServer
+) -> None:
+    hub = start_hub("--redis", redis.url, "--workers", "2")
+    clients = await _client_on_each_worker(hub.url, 2)
+    pids = sorted(clients)
+    channel = hub.url + "/events/counted"
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            # Streams on fresh connections, until both workers hold one (the kernel picks).
+            for opened in range(1, 21):
+                await stack.enter_async_context(open_sse(channel))
+                states = (await clients[pids[0]].get("/healthz")).json()["workers"]
+                for _ in range(30):
+                    if sum(w["clients"] for w in states) == opened:
+                        break
+                    await asyncio.sleep(0.1)
+                    states = (await clients[pids[0]].get("/healthz")).json()["workers"]
+                if len(states) == 2 and all(w["clients"] for w in states):
+                    break
+            streams = sum(w["clients"] for w in states)
+            by_pid = {w["pid"]: w["clients"] for w in states}
+            assert sorted(by_pid) == pids and all(by_pid.values()), states
+            for pid, client in clients.items():
+                # /healthz: the answering worker's numbers, named, and every worker's, summed
+                # (the other's from its last report, at most a second old).
+                for _ in range(30):
+                    health = (await client.get("/healthz")).json()
+                    if health["totals"]["clients"] == streams:
+                        break
+                    await asyncio.sleep(0.1)
+                assert health["pid"] == pid and health["worker"].endswith(f":{pid}")
+                assert health["clients"] == by_pid[pid]
+                assert health["totals"] == {**health["totals"], "clients": streams, "workers": 2}
+                # The publish answer counts the answering worker's clients, and says which.
+                answer = (await client.post("/events/counted", content="x")).json()
+                assert answer["worker"] == health["worker"]
+                assert answer["clients"] == by_pid[pid]
+                # /channels: this worker's channels, named, plus every worker's totals.
+                listed = (await client.get("/channels")).json()
+                assert listed["worker"] == health["worker"]
+                assert listed["clients"] == by_pid[pid]
+                assert listed["totals"]["clients"] == streams
+            # /metrics: every worker's series, labelled, from either worker (the others'
+            # figures are their last report's, at most a second old).
+            for _ in range(50):
+                metrics = (await clients[pids[0]].get("/metrics")).text
+                published = [
+                    float(line.split()[-1])
+                    for line in metrics.splitlines()
+                    if line.startswith("ssehub_worker_events_published_total")
+                ]
+                if published == [1.0, 1.0]:
+                    break
+                await asyncio.sleep(0.1)
+            assert published == [1.0, 1.0]
+            assert "ssehub_workers 2.0" in metrics
+            for pid in pids:
+                assert re.search(
+                    rf'ssehub_worker_connections_open{{worker="[^"]+:{pid}"}} {by_pid[pid]}\.0',
+                    metrics,
+                ), metrics
     finally:
         for client in clients.values():
             await client.aclose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ssehub.errors import EventTooLarge
@@ -136,6 +136,27 @@ class Backend(abc.ABC):
 
     def unwatch(self, channel: str) -> None:  # noqa: B027 - optional hook
         """The hub's last local subscriber of ``channel`` has left."""
+
+    def retained(self, channel: str) -> tuple[int, int] | None:
+        """``(events, bytes)`` of ``channel``'s history held in this process, (0, 0) when it
+        holds none, or None when history lives elsewhere (Redis) and is not counted here.
+        Cheap (O(1)): dashboards call it for every channel they list."""
+        return None
+
+    @property
+    def shared(self) -> bool:
+        """Whether several hub processes share this backend (then `report` reaches them)."""
+        return False
+
+    async def report(self, worker: str, state: Mapping[str, Any], ttl: float) -> list[Any]:
+        """Share ``state`` (JSON-able) as hub process ``worker``'s, for ``ttl`` seconds, and
+        return the states every live process sharing the backend reported, this one's
+        included. In one process (the default) that is ``[state]``. Raises
+        `ssehub.BackendUnavailable` when the shared store cannot be reached."""
+        return [dict(state)]
+
+    async def retire(self, worker: str) -> None:  # noqa: B027 - optional hook
+        """Withdraw hub process ``worker``'s report (it stops cleanly); never raises."""
 
     async def health(self) -> dict[str, Any]:
         """A JSON-able report of the backend's state; ``{"ok": bool, ...}``."""

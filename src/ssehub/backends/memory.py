@@ -340,3 +340,11 @@ class MemoryBackend(Backend):
     def retains(self, channel: str) -> bool:
         """Whether ``channel`` has retained history here."""
         return channel in self._histories
+
+    def retained(self, channel: str) -> tuple[int, int]:
+        """``(events, bytes)`` of ``channel``'s retained history ((0, 0) when none); the bytes
+        are counted as the hub-wide bound counts them (events plus fixed overheads)."""
+        hist = self._histories.get(channel)
+        if hist is None:
+            return 0, 0
+        return len(hist.entries), hist.size + CHANNEL_OVERHEAD

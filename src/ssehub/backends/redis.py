@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import random
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -502,6 +504,61 @@ class RedisBackend(Backend):
         except _DEAD as exc:
             raise BackendUnavailable(f"Redis at {self._safe_url} is unreachable: {exc}") from exc
         return sorted(name for name, length in zip(names, lengths, strict=True) if length)
+
+    @property
+    def shared(self) -> bool:
+        """True: every hub on the same Redis and prefix shares the channels."""
+        return True
+
+    def workers_key(self) -> str:
+        """The key of the hash where each hub process reports its state (`report`)."""
+        return f"{self.prefix}:workers"
+
+    async def report(self, worker: str, state: Mapping[str, Any], ttl: float) -> list[Any]:
+        """Write ``state`` as field ``worker`` of the `workers_key` hash and read every field,
+        in one round trip; fields not refreshed for ``ttl`` seconds are left out and deleted.
+
+        Each state is stored with the Redis server's time, so hubs on machines whose clocks
+        differ agree on which are stale. The hash itself expires when no hub refreshes it.
+        """
+        client = self._require_client()
+        key = self.workers_key()
+        try:
+            seconds, micros = await client.time()
+            now = seconds + micros / 1e6
+            entry = json.dumps({"state": dict(state), "seen": now}, separators=(",", ":"))
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hset(key, worker, entry)
+                pipe.expire(key, max(1, math.ceil(ttl * 3)))
+                pipe.hgetall(key)
+                answers = await pipe.execute()
+        except _DEAD as exc:
+            raise BackendUnavailable(f"Redis at {self._safe_url} is unreachable: {exc}") from exc
+        live: list[Any] = []
+        stale: list[bytes] = []
+        for field, raw in answers[2].items():
+            try:
+                entry_value = json.loads(raw)
+                fresh = now - float(entry_value["seen"]) <= ttl
+                found = entry_value["state"]
+            except (ValueError, TypeError, KeyError):
+                fresh = False
+            if fresh:
+                live.append(found)
+            else:
+                stale.append(field)
+        if stale:
+            with contextlib.suppress(*_DEAD):
+                await client.hdel(key, *stale)
+        return live
+
+    async def retire(self, worker: str) -> None:
+        """Delete ``worker``'s field of the `workers_key` hash (Redis errors are ignored: the
+        report then expires by itself)."""
+        if self._client is None:
+            return
+        with contextlib.suppress(*_DEAD):
+            await asyncio.wait_for(self._client.hdel(self.workers_key(), worker), self._timeout)
 
     async def health(self) -> dict[str, Any]:
         """``{"ok": ..., "backend": "redis", "url": ..., "feed": ...}``; ok needs PING and feed."""

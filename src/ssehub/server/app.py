@@ -5,13 +5,15 @@ Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
 - ``GET /events/{channel...}`` streams the channel (its name is the full request path);
   ``POST`` to the same path publishes to it.
 - ``POST /broadcast`` publishes to every channel.
-- ``GET /channels``, ``GET /metrics``, ``GET /healthz``, ``GET /`` (the dashboard) and
-  ``GET /dashboard/stats`` (the dashboard's own live feed, on a hub of its own).
+- ``GET /channels``, ``GET /metrics``, ``GET /healthz``, ``GET /`` (the dashboard),
+  ``GET /dashboard/stats`` (the dashboard's own live feed, on a hub of its own) and
+  ``GET /dashboard/watch/events/{channel...}`` (the dashboard's live view of a channel: a
+  stream that is not counted as a client).
 - ``OPTIONS`` on any route answers a CORS preflight; another method the route does not list
   gets 405. Both carry the route's ``Allow``.
 
 Exposure: with an admin token (``admin_token``, else the subscribe token), ``/channels``,
-``/metrics`` (unless ``public_metrics``) and the dashboard's statistics need it, as
+``/metrics`` (unless ``public_metrics``) and the dashboard's statistics and watch need it, as
 ``Authorization: Bearer`` or ``?token=``. With ``allowed_hosts``, a request whose ``Host`` is
 not listed gets 400 (DNS rebinding). Channel names come from the raw path (`decode_path`), the
 same under any ASGI server.
@@ -46,7 +48,7 @@ from ssehub.errors import BackendUnavailable, EventTooLarge, HubClosed
 from ssehub.hub import Hub
 from ssehub.server._json import dumps
 from ssehub.server.cors import CORS
-from ssehub.server.dashboard import STATS_PATH, Dashboard
+from ssehub.server.dashboard import STATS_PATH, WATCH_PREFIX, Dashboard
 from ssehub.server.publish import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
@@ -57,6 +59,7 @@ from ssehub.server.publish import (
     too_large,
 )
 from ssehub.server.routing import Endpoint, HTTPError, Resource, Route, Router, decode_path
+from ssehub.server.workers import Workers, WorkerState, version
 from ssehub.types import Receive, Scope, Send
 
 __all__ = [
@@ -216,16 +219,32 @@ class HubServer:
         self.publish_errors: dict[int, int] = {}
         """Rejected publishes and broadcasts, by HTTP status."""
         self.started_at = time.time()
-        self.dashboard = Dashboard(hub, self.publish_errors, stats_interval)
+        self.version = version()
+        self._rate_mark = (time.monotonic(), 0)
+        self._rate = 0.0
+        self.workers = Workers(hub.backend, self.worker_state)
+        """This process's numbers and, with a shared backend (``--workers``), every other
+        hub process's (see `ssehub.server.workers`)."""
+        self.dashboard = Dashboard(
+            hub,
+            self.publish_errors,
+            stats_interval,
+            workers=self.workers,
+            started=self.started_at,
+            version=self.version,
+        )
         """The dashboard page and its statistics feed."""
         self._closing = False
         self._inflight = 0
         self._idle: asyncio.Event | None = None
         self._registry: Any = None
+        # Whether answers name the process that gave them (other processes share the hub).
+        self._label = hub.backend.shared
         broadcast = partial(self._publish, broadcast=True)
         # What refuse_head checks beyond the route: a publish's head, a stream's cap.
         self._publishers: tuple[Endpoint, ...] = (self._publish, broadcast)
-        self._subscribers: tuple[Endpoint, ...] = (self._subscribe, self._get_stats_stream)
+        watch = self._admin(self._watch)
+        self._subscribers: tuple[Endpoint, ...] = (self._subscribe, self._get_stats_stream, watch)
         self.router = Router(
             [
                 Route(EVENTS_PREFIX, self._subscribe, ("GET",), prefix=True),
@@ -239,6 +258,7 @@ class HubServer:
                 ),
                 Route("/healthz", self._get_health),
                 Route(STATS_PATH, self._admin(self._get_stats_stream)),
+                Route(WATCH_PREFIX + "/", watch, ("GET",), prefix=True),
             ]
         )
         """The route table."""
@@ -248,14 +268,40 @@ class HubServer:
         """The dashboard's statistics hub (never in ``/channels``, metrics or broadcasts)."""
         return self.dashboard.stats_hub
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot for the dashboard (see `Dashboard.stats`)."""
-        return self.dashboard.stats()
+    async def stats(self) -> dict[str, Any]:
+        """A new snapshot for the dashboard (see `Dashboard.snapshot`)."""
+        return await self.dashboard.snapshot()
 
     @property
     def open_streams(self) -> int:
         """Streams open now, on the hub and the dashboard (what ``max_clients`` caps)."""
-        return self.hub.client_count() + self.stats_hub.client_count()
+        hub = self.hub
+        return hub.client_count() + hub.observer_count() + self.stats_hub.client_count()
+
+    def worker_state(self) -> WorkerState:
+        """This process's own numbers (`WorkerState`); O(1) but for the channel count."""
+        hub = self.hub
+        now = time.monotonic()
+        mark, total = self._rate_mark
+        if now - mark >= 1.0:
+            # Events/s over the last second or more, sampled when asked.
+            self._rate = (hub.published_total - total) / (now - mark)
+            self._rate_mark = (now, hub.published_total)
+        return {
+            "worker": self.workers.name,
+            "pid": os.getpid(),
+            "version": self.version,
+            "started": self.started_at,
+            "uptime": round(time.time() - self.started_at, 1),
+            "clients": hub.client_count(),
+            "channels": len(hub.channels()),
+            "published": hub.published_total,
+            "replayed": hub.replayed,
+            "dropped_slow": hub.dropped_slow,
+            "publish_errors": sum(self.publish_errors.values()),
+            "rate": round(self._rate, 2),
+            "viewers": self.stats_hub.client_count(),
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -263,6 +309,7 @@ class HubServer:
         """Start the hub (and fail early if its backend cannot start)."""
         await self.hub.start()
         await self.stats_hub.start()
+        self.workers.start()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Refuse new publishes, let in-flight ones finish, then end every stream cleanly."""
@@ -275,6 +322,7 @@ class HubServer:
                 except TimeoutError:
                     log.warning("event=shutdown_timeout inflight_publishes=%d", self._inflight)
             self.dashboard.stop()
+            await self.workers.stop()
         await asyncio.gather(self.hub.shutdown(timeout), self.stats_hub.shutdown(timeout))
 
     # -- ASGI --------------------------------------------------------------------------------
@@ -520,15 +568,22 @@ class HubServer:
                 else:
                     ids_json = await _dumps_ids(await hub.broadcast(messages))
                 body = b'{"ids":%b,"clients":%d}' % (ids_json, hub.client_count())
+                if self._label:
+                    body = body[:-1] + b',"worker":%b}' % dumps(self.workers.name)
             elif type(messages) is list:
                 ids = [await hub.publish(channel, m) for m in messages]
                 answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
+                if self._label:
+                    answer["worker"] = self.workers.name
                 duplicates = [event_id for event_id in ids if event_id.duplicate]
                 if duplicates:
                     answer["duplicates"] = duplicates
             else:
                 event_id = await hub.publish(channel, messages)
                 answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
+                if self._label:
+                    # Several processes serve the channel: "clients" is this one's share.
+                    answer["worker"] = self.workers.name
                 if event_id.duplicate:
                     # Already in the channel's history (a retried publish): not sent again.
                     answer["duplicate"] = True
@@ -598,6 +653,20 @@ class HubServer:
     async def _get_stats_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._stream(self.stats_hub, scope, receive, send, admin=True)
 
+    async def _watch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The dashboard's live view of a channel: its live events on a stream that no count
+        includes (guarded by the admin token, and capped by ``max_clients`` like a stream)."""
+        channel = _full_path(scope)[len(WATCH_PREFIX) :]
+        if not channel.startswith(EVENTS_PREFIX) or len(channel) == len(EVENTS_PREFIX):
+            raise HTTPError(404, f"watch a channel as {WATCH_PREFIX}/events/<channel>")
+        self._check_capacity()
+        hub = self.hub
+        try:
+            sub = await hub.subscribe(channel, request=request_from_scope(scope), observer=True)
+        except (HubClosed, BackendUnavailable):
+            raise HTTPError(503, "the hub is shutting down") from None
+        await stream_subscription(hub, sub, receive, send, hub.headers, scope)
+
     # -- reading -----------------------------------------------------------------------------
 
     async def _get_channels(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -613,8 +682,16 @@ class HubServer:
                     "delivered": ch.delivered if ch is not None else 0,
                 }
             )
-        body = dumps({"channels": channels, "clients": hub.client_count()})
-        await self._send_json(scope, send, 200, body, _NO_STORE)
+        answer: dict[str, Any] = {
+            "channels": channels,
+            "clients": hub.client_count(),
+            "worker": self.workers.name,
+        }
+        if self._label:
+            states = self.workers.all()
+            answer["workers"] = states
+            answer["totals"] = self.workers.totals(states)
+        await self._send_json(scope, send, 200, dumps(answer), _NO_STORE)
 
     async def _get_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Imported here: prometheus-client is only needed once /metrics is scraped.
@@ -635,7 +712,7 @@ class HubServer:
         except (TimeoutError, BackendUnavailable, OSError) as exc:
             backend = {"ok": False, "backend": type(hub.backend).__name__, "error": str(exc)}
         ok = bool(backend.get("ok")) and not hub.closed and not self._closing
-        report = {
+        report: dict[str, Any] = {
             "ok": ok,
             "status": "shutting down" if (hub.closed or self._closing) else "serving",
             "backend": backend,
@@ -643,7 +720,16 @@ class HubServer:
             "clients": hub.client_count(),
             "uptime": round(time.time() - self.started_at, 3),
             "pid": os.getpid(),
+            "worker": self.workers.name,
+            "version": self.version,
         }
+        if self._label:
+            # Each number above is this process's; these cover every live one.
+            states = self.workers.all()
+            report["workers"] = states
+            report["totals"] = self.workers.totals(states)
+            if self.workers.error is not None:
+                report["workers_error"] = self.workers.error
         return ok, report
 
     async def _get_health(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -25,6 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from ssehub.backends.memory import MemoryBackend
 from ssehub.hub import Hub
+from ssehub.server.workers import Workers
 
 __all__ = ["OTHER_CHANNELS", "HubCollector", "MetricsSource", "build_registry", "render"]
 
@@ -56,6 +57,11 @@ class MetricsSource(Protocol):
         """How many channels get series of their own (the busiest); 0 sums them all."""
         ...
 
+    @property
+    def workers(self) -> Workers:
+        """Every hub process's numbers (one process unless the backend is shared)."""
+        ...
+
 
 class HubCollector:
     """A Prometheus collector over a served hub, a `MetricsSource` (in a registry of its own).
@@ -64,7 +70,9 @@ class HubCollector:
     ``channel_clients{channel}``, ``events_published_total{channel}``,
     ``events_delivered_total{channel}`` (for channels with subscribers now),
     ``events_replayed_total``, ``clients_dropped_slow_total``, ``publish_errors_total{status}``,
-    ``dashboard_viewers``, and with the in-memory backend ``history_bytes``,
+    ``dashboard_viewers``, ``workers`` and, per live hub process sharing the backend (this
+    one included, labelled ``worker="host:pid"``), ``worker_connections_open{worker}`` and
+    ``worker_events_published_total{worker}``, and with the in-memory backend ``history_bytes``,
     ``history_events``, ``history_channels`` and ``history_evicted_total``. Per-channel series
     cover the busiest ``metrics_channels`` channels; ``channel="(other)"`` sums the rest.
     """
@@ -172,6 +180,27 @@ class HubCollector:
             "Open dashboard statistics streams.",
             value=server.stats_hub.client_count(),
         )
+        # Every family above is this process's own; these cover every live hub process, each
+        # series labelled with its worker (sum them for the whole hub).
+        states = server.workers.all()
+        yield GaugeMetricFamily(
+            "ssehub_workers", "Live hub processes sharing the channels.", value=len(states)
+        )
+        worker_clients = GaugeMetricFamily(
+            "ssehub_worker_connections_open",
+            "Open event streams, per hub process (host:pid).",
+            labels=["worker"],
+        )
+        worker_published = CounterMetricFamily(
+            "ssehub_worker_events_published",
+            "Events published through each hub process (host:pid).",
+            labels=["worker"],
+        )
+        for state in states:
+            worker_clients.add_metric([state["worker"]], state["clients"])
+            worker_published.add_metric([state["worker"]], state["published"])
+        yield worker_clients
+        yield worker_published
 
 
 def build_registry(server: MetricsSource) -> CollectorRegistry:
