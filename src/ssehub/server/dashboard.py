@@ -43,7 +43,12 @@ class Dashboard:
         self.hub = hub
         self.publish_errors = publish_errors
         self.interval = interval
-        self.stats_hub = Hub(history=0, keepalive=15.0, on_connect=self._viewer_joined)
+        self.stats_hub = Hub(
+            history=0,
+            keepalive=15.0,
+            on_connect=self._viewer_joined,
+            end_streams_on_signal=False,  # the server ends it in its own order
+        )
         """A separate hub for the statistics stream, so it never shows up in ``/channels``,
         metrics or broadcasts."""
         self._stopped = False

@@ -119,6 +119,8 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         max_buffer=config.max_buffer,
         backend=make_backend(config.redis),
         on_disconnect=on_client_gone,
+        # The server orders its own stop (in-flight publishes first, then the streams).
+        end_streams_on_signal=False,
     )
     return HubServer(
         hub,
