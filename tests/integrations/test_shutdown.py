@@ -205,6 +205,7 @@ CASES: list[Case] = [
     ("uvicorn-fastapi", lambda port: documented("fastapi_app.py", port), "sigterm"),
     ("uvicorn-starlette", lambda port: documented("starlette_app.py", port), "ctrl-c"),
     ("uvicorn-litestar", lambda port: documented("litestar_app.py", port), "ctrl-c"),
+    ("uvicorn-litestar", lambda port: documented("litestar_app.py", port), "sigterm"),
     ("uvicorn-django-asgi", lambda port: documented("django_asgi_app.py", port), "ctrl-c"),
     ("uvicorn-django-asgi", lambda port: documented("django_asgi_app.py", port), "sigterm"),
     # hypercorn serving in its own process (``--workers 0``): Quart's documented server, and
@@ -231,6 +232,13 @@ CASES: list[Case] = [
         ),
         "sigterm",
     ),
+    (
+        "gunicorn-asgi-worker",
+        lambda port: other(
+            "gunicorn", "-k", "asgi", "--bind", f"127.0.0.1:{port}", "fastapi_app:app"
+        ),
+        "ctrl-c",
+    ),
     # aiohttp's run_app.
     ("aiohttp", lambda port: documented("aiohttp_app.py", port), "ctrl-c"),
     ("aiohttp", lambda port: documented("aiohttp_app.py", port), "sigterm"),
@@ -242,6 +250,14 @@ CASES: list[Case] = [
         "gunicorn-sync-flask",
         lambda port: other("gunicorn", "--bind", f"127.0.0.1:{port}", "flask_app:app"),
         "sigterm",
+    ),
+    # Django's development server, with its reloader (two processes).
+    (
+        "runserver-django",
+        lambda port: Server(
+            [sys.executable, "django_app.py", "runserver", f"127.0.0.1:{port}"], EXAMPLES
+        ),
+        "ctrl-c",
     ),
     (
         "waitress-flask",
