@@ -13,6 +13,7 @@ from ssehub.errors import (
     InvalidMessage,
     SSEHubError,
     SubscriptionDenied,
+    UnsupportedServer,
 )
 from ssehub.hub import GAP_EVENT, Channel, Hub
 from ssehub.request import Request
@@ -39,6 +40,7 @@ __all__ = [
     "Subscription",
     "SubscriptionDenied",
     "ThreadedSubscription",
+    "UnsupportedServer",
     "encode_comment",
 ]
 

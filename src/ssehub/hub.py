@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import signal
+import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 from ssehub.backends.base import Backend, PublishResult
 from ssehub.backends.memory import MemoryBackend
-from ssehub.errors import HubClosed, InvalidMessage, SubscriptionDenied
+from ssehub.errors import HubClosed, InvalidMessage, SubscriptionDenied, UnsupportedServer
 from ssehub.request import Request
 from ssehub.resume import GAP_EVENT, Position, Resume
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
@@ -64,6 +65,17 @@ EXIT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 
 ConnectHook = Callable[[Subscription], "Awaitable[None] | None"]
 AuthorizeHook = Callable[[Request], "bool | Awaitable[bool]"]
+
+
+def _green_threads() -> str | None:
+    # The library that monkey-patched threads into green threads in this process, if any.
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return "gevent"
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("thread"):
+        return "eventlet"
+    return None
 
 
 class Channel:
@@ -543,6 +555,16 @@ class Hub:
             raise HubClosed("the hub is shut down")
         if loop is not None and self._thread is None:
             raise RuntimeError("the hub's event loop is not running")
+        green = _green_threads()
+        if green is not None:
+            # Its loop thread would be a green thread that every other green thread sees as
+            # its own running loop, and the hub's thread-safe hand-offs would block the process.
+            raise UnsupportedServer(
+                f"ssehub's thread-based API (publish_threadsafe, the WSGI, Flask and Django "
+                f"sync integrations) does not run under {green}'s monkey-patching (e.g. "
+                f"gunicorn -k {green}): use threads (gunicorn -k gthread, waitress) or an "
+                "ASGI server with the async integrations"
+            )
         with self._thread_lock:
             if self._thread is None:
                 new_loop = asyncio.new_event_loop()
@@ -567,7 +589,8 @@ class Hub:
         """Run ``coro`` on the hub's loop from another thread and return its result.
 
         Blocks the calling thread (up to ``timeout`` seconds). If no loop runs the hub yet, the
-        hub starts one in a daemon thread of its own.
+        hub starts one in a daemon thread of its own. Raises `UnsupportedServer` under gevent's
+        or eventlet's monkey-patching (``gunicorn -k gevent``), where that thread cannot work.
         """
         try:
             loop = self._thread_loop()

@@ -35,9 +35,10 @@ from ssehub._serving import (
     open_stream,
     refusal,
 )
+from ssehub.errors import UnsupportedServer
 from ssehub.hub import Hub
 from ssehub.request import Request
-from ssehub.wsgi import open_threaded_stream, request_from_environ
+from ssehub.wsgi import open_threaded_stream, request_from_environ, unsupported
 
 __all__ = [
     "astream_response",
@@ -90,6 +91,8 @@ def stream_response(
         )
     except REFUSED as exc:
         return _response(refusal(hub, exc))
+    except UnsupportedServer as exc:
+        return _response(unsupported(hub, exc))
     return StreamingHttpResponse(stream, headers=dict(hub.headers))
 
 
