@@ -139,6 +139,10 @@ def _complete(received: bytes) -> bool:
     return b"transfer-encoding: chunked" in head.lower() and body.endswith(b"0\r\n\r\n")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signal_during_stream(
     server: Server, port: int, how: str, log: Path, path: str = "/events/my-channel"
 ) -> Outcome:
@@ -153,6 +157,9 @@ def signal_during_stream(
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # As a terminal starts a command: SIGINT at its default (a test run started in the
+            # background of a non-interactive shell would otherwise pass on "ignored").
+            preexec_fn=_default_sigint,
         )
     try:
         with _connect(port, process) as sock:
