@@ -2,6 +2,7 @@
 """The seed's example in aiohttp: publish the time every 5 s to /events/my-channel."""
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -38,4 +39,4 @@ app.router.add_route("*", "/events/{channel:.*}", sse_handler(hub))
 app.cleanup_ctx.append(clock)
 
 if __name__ == "__main__":
-    web.run_app(app, host="127.0.0.1", port=8000)
+    web.run_app(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))

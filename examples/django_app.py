@@ -1,4 +1,5 @@
 # Run: gunicorn --worker-class gthread --threads 100 --chdir examples django_app:application
+# Or, for development: python examples/django_app.py runserver
 """The seed's example as a single-file Django app under WSGI: the time every 5 s.
 
 Each open stream holds one server thread (see ``ssehub.wsgi``); views publish from their worker
@@ -49,3 +50,12 @@ def tick() -> None:
 
 threading.Thread(target=tick, name="tick", daemon=True).start()
 application = get_wsgi_application()
+
+
+if __name__ == "__main__":
+    # Django's development server: python examples/django_app.py runserver
+    import sys
+
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)

@@ -1,4 +1,4 @@
-# Run: cd examples && hypercorn --bind 127.0.0.1:8000 quart_app:app    (then open http://127.0.0.1:8000/)
+# Run: cd examples && hypercorn --workers 0 --bind 127.0.0.1:8000 quart_app:app    (then open http://127.0.0.1:8000/)
 """The seed's example in Quart: publish the time every 5 s to /events/my-channel."""
 
 import asyncio
@@ -34,11 +34,16 @@ async def tick() -> None:
         await asyncio.sleep(5)
 
 
+clock: set[asyncio.Task[None]] = set()
+
+
 @app.before_serving
 async def start_clock() -> None:
-    app.add_background_task(tick)
+    clock.add(asyncio.create_task(tick()))
 
 
 @app.after_serving
 async def stop() -> None:
+    for task in clock:
+        task.cancel()  # Quart would wait 5 s for a background task that never ends
     await hub.shutdown()

@@ -13,6 +13,7 @@ from ssehub.errors import (
     InvalidMessage,
     SSEHubError,
     SubscriptionDenied,
+    UnsupportedServer,
 )
 from ssehub.event_stream import EventStream
 from ssehub.hub import GAP_EVENT, Channel, Hub
@@ -41,6 +42,7 @@ __all__ = [
     "Subscription",
     "SubscriptionDenied",
     "ThreadedSubscription",
+    "UnsupportedServer",
     "encode_comment",
 ]
 

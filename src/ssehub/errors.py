@@ -9,6 +9,7 @@ __all__ = [
     "InvalidMessage",
     "SSEHubError",
     "SubscriptionDenied",
+    "UnsupportedServer",
 ]
 
 
@@ -35,3 +36,8 @@ class BackendUnavailable(SSEHubError, ConnectionError):
 
 class SubscriptionDenied(SSEHubError, PermissionError):
     """The hub's ``authorize`` hook refused the subscription."""
+
+
+class UnsupportedServer(SSEHubError, RuntimeError):
+    """The server runs the app in a way ssehub does not support (gevent or eventlet green
+    threads for the thread-based WSGI integration); the message says what to run instead."""

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import signal
+import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from types import FrameType
 from typing import Any, TypeVar
 
 from ssehub.backends.base import Backend, PublishResult
 from ssehub.backends.memory import MemoryBackend
-from ssehub.errors import HubClosed, InvalidMessage, SubscriptionDenied
+from ssehub.errors import HubClosed, InvalidMessage, SubscriptionDenied, UnsupportedServer
 from ssehub.request import Request
 from ssehub.resume import GAP_EVENT, Position, Resume
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
@@ -23,6 +28,7 @@ __all__ = [
     "DEFAULT_HEADERS",
     "DEFAULT_HISTORY_BYTES",
     "DEFAULT_HISTORY_MEMORY",
+    "EXIT_SIGNALS",
     "GAP_EVENT",
     "Channel",
     "Hub",
@@ -54,8 +60,22 @@ DEFAULT_HEADERS: tuple[tuple[str, str], ...] = (
     ("x-accel-buffering", "no"),
 )
 
+EXIT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+"""The signals on which a hub ends its streams (see ``end_streams_on_signal`` on `Hub`)."""
+
 ConnectHook = Callable[[Subscription], "Awaitable[None] | None"]
 AuthorizeHook = Callable[[Request], "bool | Awaitable[bool]"]
+
+
+def _green_threads() -> str | None:
+    # The library that monkey-patched threads into green threads in this process, if any.
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return "gevent"
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("thread"):
+        return "eventlet"
+    return None
 
 
 class Channel:
@@ -97,6 +117,37 @@ class Channel:
         return f"<Channel {self.name!r} clients={len(self)}>"
 
 
+SignalHandler = Callable[[int, FrameType | None], Any]
+
+
+class _SignalLink:
+    """A signal handler chained in front of the one it replaced: it asks its hub to end its
+    streams, then calls the previous handler with the same arguments, so the server's own
+    handling (uvicorn's, gunicorn's, Python's KeyboardInterrupt) runs exactly as before.
+
+    It holds the hub weakly, and goes inert (a pure pass-through) once the hub shuts down or is
+    collected, so a link that cannot be removed (another handler was chained on top of it) never
+    keeps a hub alive or acts for it.
+    """
+
+    __slots__ = ("hub", "previous")
+
+    def __init__(self, hub: Hub, previous: SignalHandler) -> None:
+        self.hub: weakref.ref[Hub] | None = weakref.ref(hub)
+        self.previous = previous
+
+    @property
+    def inert(self) -> bool:
+        hub = self.hub() if self.hub is not None else None
+        return hub is None or hub.closed
+
+    def __call__(self, signum: int, frame: FrameType | None) -> Any:
+        hub = self.hub() if self.hub is not None else None
+        if hub is not None:
+            hub._exit_signal()
+        return self.previous(signum, frame)
+
+
 class Hub:
     """A Server-Sent Events hub: isolated channels, broadcast and ``Last-Event-ID`` replay.
 
@@ -123,6 +174,15 @@ class Hub:
         on_connect: called with each new `Subscription` (may be async; may `send` to it).
         on_disconnect: called with each ended `Subscription` (may be async).
         authorize: called with the `Request`; a false result refuses the stream with 403.
+        end_streams_on_signal: on SIGINT or SIGTERM (Ctrl+C, ``kill``), refuse new streams and
+            end the open ones cleanly, so that the server can exit at once instead of waiting
+            for the streams (uvicorn, hypercorn, gunicorn and waitress wait for open responses
+            before they shut the app down). The hub chains a handler in front of the one the
+            server installed and then calls it, so the server stops as it always does; it does
+            so when it is made in the main thread or starts on the main thread's event loop,
+            and only for signals that have a Python handler (a signal that is ignored, or that
+            ends the process outright, is left alone). `shutdown` removes it. False leaves
+            signals alone: call `shutdown` (or `restart`) yourself.
     """
 
     def __init__(
@@ -141,6 +201,7 @@ class Hub:
         on_connect: ConnectHook | None = None,
         on_disconnect: ConnectHook | None = None,
         authorize: AuthorizeHook | None = None,
+        end_streams_on_signal: bool = True,
     ) -> None:
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
             raise ValueError(f"history must be a non-negative int, got {history!r}")
@@ -195,6 +256,12 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._adapters: dict[str, Any] = {}
+        self.end_streams_on_signal = end_streams_on_signal
+        # Set by a SIGINT/SIGTERM: new streams are refused, the open ones are being ended.
+        self._draining = False
+        self._signal_links: dict[int, _SignalLink] = {}
+        if end_streams_on_signal:
+            self._link_signals()
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -257,6 +324,10 @@ class Hub:
             raise HubClosed("the hub is shut down")
         loop = asyncio.get_running_loop()
         self._loop = loop
+        if self.end_streams_on_signal:
+            # On the main thread's loop the hub serves in a server's process; the server may
+            # have installed its signal handlers since the hub was made.
+            self._link_signals()
         self._starting = loop.create_future()
         try:
             await self.backend.start(
@@ -332,6 +403,7 @@ class Hub:
             if self._starting is not None:
                 await self.backend.close()
         finally:
+            self._unlink_signals()
             self._shutdown_done.set()
             thread = self._thread
             loop = self._loop
@@ -353,6 +425,48 @@ class Hub:
     def detach(self, sub: Subscription) -> None:
         """Forget a stream `attach` gave the hub (its writer calls this when it ends)."""
         self._streams.pop(sub, None)
+
+    def _link_signals(self) -> None:
+        # Chain a `_SignalLink` in front of each exit signal's Python handler, once per handler:
+        # a link of this hub already in front is kept; inert links in front are dropped.
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set signal handlers
+        for signum in EXIT_SIGNALS:
+            current = signal.getsignal(signum)
+            while isinstance(current, _SignalLink) and current.inert:
+                current = current.previous
+            if (
+                isinstance(current, _SignalLink)
+                and current.hub is not None
+                and current.hub() is self
+            ):
+                continue
+            if not callable(current):
+                continue  # SIG_DFL ends the process at once, SIG_IGN is meant: leave them be
+            link = _SignalLink(self, current)
+            signal.signal(signum, link)
+            self._signal_links[signum] = link
+
+    def _unlink_signals(self) -> None:
+        # Put back the handlers this hub replaced where its link is still in front; a link
+        # that another handler now wraps is made inert instead.
+        links, self._signal_links = self._signal_links, {}
+        main = threading.current_thread() is threading.main_thread()
+        for signum, link in links.items():
+            link.hub = None
+            if main and signal.getsignal(signum) is link:
+                signal.signal(signum, link.previous)
+
+    def _exit_signal(self) -> None:
+        # Called by a `_SignalLink`, in the main thread, between two bytecodes of whatever it was
+        # running (maybe this hub's loop, maybe code holding a subscription's lock): only flag
+        # and hand the work to the hub's loop through its thread-safe queue.
+        loop = self._loop
+        if self._draining or self._closed or loop is None or loop.is_closed():
+            return
+        self._draining = True
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._close_all, CloseReason.SHUTDOWN)
 
     def _keepalive_tick(self) -> None:
         for channel in self._channels.values():
@@ -477,6 +591,16 @@ class Hub:
             raise HubClosed("the hub is shut down")
         if loop is not None and self._thread is None:
             raise RuntimeError("the hub's event loop is not running")
+        green = _green_threads()
+        if green is not None:
+            # Its loop thread would be a green thread that every other green thread sees as
+            # its own running loop, and the hub's thread-safe hand-offs would block the process.
+            raise UnsupportedServer(
+                f"ssehub's thread-based API (publish_threadsafe, the WSGI, Flask and Django "
+                f"sync integrations) does not run under {green}'s monkey-patching (e.g. "
+                f"gunicorn -k {green}): use threads (gunicorn -k gthread, waitress) or an "
+                "ASGI server with the async integrations"
+            )
         with self._thread_lock:
             if self._thread is None:
                 new_loop = asyncio.new_event_loop()
@@ -501,7 +625,8 @@ class Hub:
         """Run ``coro`` on the hub's loop from another thread and return its result.
 
         Blocks the calling thread (up to ``timeout`` seconds). If no loop runs the hub yet, the
-        hub starts one in a daemon thread of its own.
+        hub starts one in a daemon thread of its own. Raises `UnsupportedServer` under gevent's
+        or eventlet's monkey-patching (``gunicorn -k gevent``), where that thread cannot work.
         """
         try:
             loop = self._thread_loop()
@@ -566,6 +691,8 @@ class Hub:
         by `client_count` or the channel's length, and runs no ``on_connect`` hook.
         """
         await self._ready()
+        if self._draining:
+            raise HubClosed("the hub is shutting down: its server received a signal to exit")
         cls = ThreadedSubscription if threaded else Subscription
         if observer:
             last_event_id = None

@@ -24,7 +24,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ssehub._serving import REFUSED, Answer, answer_before_stream, refusal
+from ssehub._serving import REFUSED, Answer, answer_before_stream, error_answer, refusal
+from ssehub.errors import UnsupportedServer
 from ssehub.hub import ADAPTERS, Hub
 from ssehub.request import Request, utf8_from_latin1
 from ssehub.subscription import CloseReason, ThreadedSubscription
@@ -38,6 +39,7 @@ __all__ = [
     "open_threaded_stream",
     "request_from_environ",
     "start_answer",
+    "unsupported",
 ]
 
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
@@ -176,7 +178,8 @@ def open_threaded_stream(
 
     ``channel`` overrides the hub's choice of channel. Blocks until the subscription (and any
     replay) is ready. Raises `SubscriptionDenied`, `HubClosed` or `BackendUnavailable` as
-    `Hub.open_stream` does. Used by the Flask and Django integrations.
+    `Hub.open_stream` does, and `UnsupportedServer` under gevent or eventlet (see
+    `unsupported`). Used by the Flask and Django integrations.
     """
     opened = hub.run_threadsafe(hub.open_stream(request, threaded=True, channel=channel))
     assert isinstance(opened, ThreadedSubscription)
@@ -187,6 +190,12 @@ def open_threaded_stream(
         env if isinstance(env, Mapping) else None,
         disconnect_check=disconnect_check,
     )
+
+
+def unsupported(hub: Hub, exc: UnsupportedServer) -> Answer:
+    """The answer to a stream the server cannot run (gevent's green threads): a 501 whose JSON
+    body says why and what to run instead."""
+    return error_answer(hub, 501, str(exc))
 
 
 def start_answer(start_response: StartResponse, answer: Answer) -> list[bytes]:
@@ -223,6 +232,8 @@ class WSGIApp:
             )
         except REFUSED as exc:
             return start_answer(start_response, refusal(hub, exc))
+        except UnsupportedServer as exc:
+            return start_answer(start_response, unsupported(hub, exc))
         try:
             start_response("200 OK", list(hub.headers))
         except BaseException:

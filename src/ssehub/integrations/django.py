@@ -44,10 +44,11 @@ from ssehub._serving import (
     refusal,
 )
 from ssehub.backends import PublishResult
+from ssehub.errors import UnsupportedServer
 from ssehub.hub import Hub
 from ssehub.request import Request
 from ssehub.wire import Message
-from ssehub.wsgi import open_threaded_stream, request_from_environ
+from ssehub.wsgi import open_threaded_stream, request_from_environ, unsupported
 
 __all__ = [
     "HUB_SETTING",
@@ -105,6 +106,8 @@ def stream_response(
         )
     except REFUSED as exc:
         return _response(refusal(hub, exc))
+    except UnsupportedServer as exc:
+        return _response(unsupported(hub, exc))
     return StreamingHttpResponse(stream, headers=dict(hub.headers))
 
 

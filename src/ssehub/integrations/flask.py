@@ -21,9 +21,10 @@ from typing import Any
 import flask
 
 from ssehub._serving import REFUSED, Answer, answer_before_stream, refusal
+from ssehub.errors import UnsupportedServer
 from ssehub.hub import Hub
 from ssehub.request import Request
-from ssehub.wsgi import open_threaded_stream, request_from_environ
+from ssehub.wsgi import open_threaded_stream, request_from_environ, unsupported
 
 __all__ = ["request_from_flask", "sse_blueprint", "sse_response"]
 
@@ -56,6 +57,8 @@ def sse_response(
         )
     except REFUSED as exc:
         return _response(refusal(hub, exc))
+    except UnsupportedServer as exc:
+        return _response(unsupported(hub, exc))
     # direct_passthrough hands the stream itself to the server, which calls its close().
     return flask.Response(stream, headers=list(hub.headers), direct_passthrough=True)
 

@@ -90,7 +90,12 @@ class Dashboard:
         self.started = time.time() if started is None else started
         self.version = version
         self._health = health if health is not None else hub.backend.health
-        self.stats_hub = Hub(history=0, keepalive=15.0, on_connect=self._viewer_joined)
+        self.stats_hub = Hub(
+            history=0,
+            keepalive=15.0,
+            on_connect=self._viewer_joined,
+            end_streams_on_signal=False,  # the server ends it in its own order
+        )
         """A separate hub for the statistics stream, so it never shows up in ``/channels``,
         metrics or broadcasts."""
         self.last: dict[str, Any] | None = None

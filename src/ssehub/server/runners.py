@@ -188,6 +188,8 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         backend=make_backend(config.redis),
         on_connect=None if streams is None else streams.opened,
         on_disconnect=on_client_gone if streams is None else streams.ended,
+        # The server orders its own stop (in-flight publishes first, then the streams).
+        end_streams_on_signal=False,
     )
     return HubServer(
         hub,
