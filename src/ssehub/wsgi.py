@@ -18,14 +18,19 @@ iterator, the subscription is ended and forgotten on the hub's loop.
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from ssehub._serving import REFUSED, Answer, answer_before_stream, error_answer, refusal
 from ssehub.errors import UnsupportedServer
+from ssehub.event_stream import DEFAULT_STREAM_BUFFER, encode_item
 from ssehub.hub import ADAPTERS, Hub
 from ssehub.request import Request, utf8_from_latin1
 from ssehub.subscription import CloseReason, ThreadedSubscription
@@ -34,6 +39,7 @@ from ssehub.wire import encode_comment
 
 __all__ = [
     "WSGIApp",
+    "WSGIEventStream",
     "WSGIStream",
     "client_disconnected",
     "open_threaded_stream",
@@ -44,6 +50,8 @@ __all__ = [
 
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 _OPENING = encode_comment("")
+_PING = encode_comment("ping")
+log = logging.getLogger("ssehub.stream")
 
 
 def request_from_environ(environ: WSGIEnviron, native: Any = None) -> Request:
@@ -164,6 +172,152 @@ class WSGIStream:
             # unsubscribe must run on the hub's loop; do not wait for it.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.hub.unsubscribe, sub)
+
+
+class WSGIEventStream:
+    """A sync generator's (or iterable's) items as a WSGI response body: a per-request stream.
+
+    Each item is encoded as `ssehub.EventStream` encodes it (`encode_item`). With
+    ``keepalive`` (seconds), the source runs in a thread of its own (it may block) at most
+    ``buffer`` bytes ahead of the client, and the server's thread sends a ``: ping`` comment
+    whenever the source has been idle that long; with ``keepalive=None`` the server's thread
+    iterates the source itself (no thread, no keep-alive). With ``environ``, the client is also
+    checked every ``disconnect_check`` seconds while idle (see `client_disconnected`).
+
+    The body ends when the source does. ``close()`` (which every WSGI server calls when the
+    response ends or the client leaves) closes the source: at once when the server's thread
+    iterates it, else after the item it is producing. With ``hub``, the body also ends within
+    ``disconnect_check`` seconds of ``hub.shutdown()``. An exception in the source is logged
+    (logger ``ssehub.stream``) and ends the body after what it yielded. A WSGI body is sync:
+    an async generator is refused (TypeError).
+    """
+
+    def __init__(
+        self,
+        source: Iterable[Any],
+        *,
+        hub: Hub | None = None,
+        keepalive: float | None = 15.0,
+        buffer: int = DEFAULT_STREAM_BUFFER,
+        environ: WSGIEnviron | None = None,
+        disconnect_check: float = 1.0,
+    ) -> None:
+        if isinstance(source, AsyncIterable) or not isinstance(source, Iterable):
+            raise TypeError(
+                "a WSGI response streams a sync generator or iterable, not "
+                f"{type(source).__name__} (async generators need an ASGI server)"
+            )
+        if keepalive is not None and keepalive <= 0:
+            raise ValueError(f"keepalive must be positive seconds or None, got {keepalive!r}")
+        if buffer <= 0:
+            raise ValueError(f"buffer must be a positive number of bytes, got {buffer!r}")
+        if disconnect_check <= 0:
+            raise ValueError(f"disconnect_check must be positive seconds, got {disconnect_check!r}")
+        self.keepalive = keepalive
+        self.buffer = buffer
+        self.hub = hub
+        self._environ = environ
+        self._check = disconnect_check
+        self._iterator: Iterator[Any] = iter(source)
+        self._cond = threading.Condition()
+        self._pending: deque[bytes] = deque()
+        self._queued = 0
+        self._done = False  # the source ended (the thread's side)
+        self._stopped = False  # close() was called (the server's side)
+        self._thread: threading.Thread | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.keepalive is None:
+            return self._next_direct()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._produce, name="ssehub-stream", daemon=True)
+            self._thread.start()
+            # WSGI servers send the headers with the first body bytes: send them now, so the
+            # client sees the stream open before the source's first item.
+            return _OPENING
+        deadline = time.monotonic() + self.keepalive
+        with self._cond:
+            while not self._pending and not self._done and not self._stopped:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return _PING
+                self._cond.wait(min(remaining, self._check))
+                if not self._pending and self._gone():
+                    self._stopped = True
+                    self._cond.notify_all()
+            if self._stopped or not self._pending:
+                raise StopIteration
+            chunk = b"".join(self._pending)
+            self._pending.clear()
+            self._queued = 0
+            self._cond.notify_all()
+            return chunk
+
+    def _gone(self) -> bool:
+        # The client left, or the hub shut down: either ends the body.
+        if self.hub is not None and self.hub.closed:
+            return True
+        return self._environ is not None and client_disconnected(self._environ)
+
+    def _next_direct(self) -> bytes:
+        if self._stopped:
+            raise StopIteration
+        try:
+            item = next(self._iterator)
+            return encode_item(item)
+        except StopIteration:
+            raise
+        except Exception:
+            log.exception("the source of an event stream raised; the stream ends")
+            self.close()
+            raise StopIteration from None
+
+    def _produce(self) -> None:
+        iterator = self._iterator
+        try:
+            for item in iterator:
+                data = encode_item(item)
+                with self._cond:
+                    while (
+                        not self._stopped
+                        and self._queued
+                        and self._queued + len(data) > self.buffer
+                    ):
+                        self._cond.wait()
+                    if self._stopped:
+                        break
+                    self._pending.append(data)
+                    self._queued += len(data)
+                    self._cond.notify_all()
+        except Exception:
+            log.exception("the source of an event stream raised; the stream ends")
+        finally:
+            _close_source(iterator)
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the stream and close the source (called by the server); safe to call again."""
+        with self._cond:
+            if self._stopped and self._thread is None:
+                return
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is None:  # no thread ever read it: close it here
+            _close_source(self._iterator)
+
+
+def _close_source(iterator: Iterator[Any]) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            log.exception("closing the source of an event stream raised")
 
 
 def open_threaded_stream(
