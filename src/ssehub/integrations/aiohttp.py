@@ -13,21 +13,40 @@ or stream a channel your handler picks::
 Each open stream costs aiohttp's request task and one timer that checks the connection every
 ``disconnect_check`` seconds (aiohttp does not cancel handlers when clients leave). Handlers
 publish with ``await hub.publish(channel, message)``.
+
+To stream one response from a generator (LLM tokens, a job's progress) rather than a channel,
+return an `EventSourceResponse` over a sync or async generator::
+
+    async def count(request):
+        async def numbers():
+            for i in range(1, int(request.query.get("n", "5")) + 1):
+                yield i                              # or a str, a dict, a Message(...)
+        return EventSourceResponse(numbers(), hub=hub)   # hub: ends with hub.shutdown()
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
-from ssehub._serving import Answer, answer_before_stream, cancel_on_slow_drop, drain, open_stream
+from ssehub._serving import (
+    Answer,
+    answer_before_stream,
+    cancel_on_slow_drop,
+    drain,
+    open_stream,
+    refusal,
+)
+from ssehub.errors import HubClosed
+from ssehub.event_stream import DEFAULT_STREAM_BUFFER, EventStream, Source
 from ssehub.hub import Hub
 from ssehub.request import Request
-from ssehub.subscription import CloseReason
+from ssehub.subscription import CloseReason, Subscription
 
-__all__ = ["request_from_aiohttp", "sse_handler", "stream_response"]
+__all__ = ["EventSourceResponse", "request_from_aiohttp", "sse_handler", "stream_response"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,19 +90,8 @@ async def stream_response(
     if isinstance(opened, Answer):
         return _response(opened)
     sub = opened
-    loop = asyncio.get_running_loop()
     cancel_on_slow_drop(sub, asyncio.current_task())
-    timer: asyncio.TimerHandle | None = None
-
-    def check_connection() -> None:
-        nonlocal timer
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            sub.close(CloseReason.DISCONNECTED)
-        else:
-            timer = loop.call_later(disconnect_check, check_connection)
-
-    timer = loop.call_later(disconnect_check, check_connection)
+    watch = _Watch(request, sub, disconnect_check)
     response = web.StreamResponse(headers=list(hub.headers))
     try:
         await response.prepare(request)
@@ -98,10 +106,36 @@ async def stream_response(
     except ConnectionError:
         pass  # the client went away mid-write
     finally:
-        if timer is not None:
-            timer.cancel()
+        watch.cancel()
         hub.unsubscribe(sub)
     return response
+
+
+class _Watch:
+    """A timer that closes ``sub`` once ``request``'s connection is closing (aiohttp does not
+    cancel handlers when clients leave)."""
+
+    def __init__(self, request: web.Request, sub: Subscription, every: float) -> None:
+        self.request = request
+        self.sub = sub
+        self.every = every
+        self.loop = asyncio.get_running_loop()
+        self.timer: asyncio.TimerHandle | None = self.loop.call_later(every, self.check)
+
+    def check(self) -> None:
+        """Close the subscription if the connection is closing, else check again later."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            self.sub.close(CloseReason.DISCONNECTED)
+            self.timer = None
+        else:
+            self.timer = self.loop.call_later(self.every, self.check)
+
+    def cancel(self) -> None:
+        """Stop checking."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def sse_handler(hub: Hub, *, disconnect_check: float = 1.0) -> Handler:
@@ -117,3 +151,61 @@ def sse_handler(hub: Hub, *, disconnect_check: float = 1.0) -> Handler:
         return await stream_response(hub, request, disconnect_check=disconnect_check)
 
     return handler
+
+
+class EventSourceResponse(web.StreamResponse):
+    """A response that streams the items of ``content``, a sync or async generator (or
+    iterable), to the request's client as server-sent events. Return it from a handler.
+
+    Each item is a `ssehub.Message`, a str of data, or a value JSON can encode (sent as compact
+    JSON). ``ping`` is the seconds between keep-alive comments (None: none). With ``hub``, the
+    stream ends at ``hub.shutdown()`` and ``hub.restart()`` (503 once shut down) and carries
+    the hub's headers; ``headers`` are added. The response ends when the generator does. aiohttp
+    does not cancel handlers when clients leave, so the connection is checked every
+    ``disconnect_check`` seconds; when the client has left, the generator is closed (an async
+    one is cancelled at its ``await``, a sync one, which runs in a thread of its own, after its
+    current item). Sending it (``prepare``, which aiohttp calls on the returned response)
+    writes the whole stream; see `ssehub.EventStream`.
+    """
+
+    def __init__(
+        self,
+        content: Source,
+        headers: Mapping[str, str] | None = None,
+        *,
+        hub: Hub | None = None,
+        ping: float | None = 15.0,
+        buffer: int = DEFAULT_STREAM_BUFFER,
+        disconnect_check: float = 1.0,
+    ) -> None:
+        self.stream = EventStream(content, hub=hub, keepalive=ping, buffer=buffer, headers=headers)
+        self.disconnect_check = disconnect_check
+        super().__init__(headers=list(self.stream.headers))
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        """Send the head, then every event until the generator ends or the client leaves."""
+        if self.prepared:
+            return await super().prepare(request)
+        try:
+            sub = self.stream.open()
+        except HubClosed as exc:
+            assert self.stream.hub is not None
+            answer = refusal(self.stream.hub, exc)
+            self.set_status(answer.status)
+            self.headers.clear()
+            self.headers.extend(answer.headers)
+            writer = await super().prepare(request)
+            await self.write(answer.body)
+            return writer
+        assert isinstance(request, web.Request)
+        watch = _Watch(request, sub, self.disconnect_check)
+        try:
+            writer = await super().prepare(request)
+            await drain(sub, self.write)
+        except ConnectionError:
+            sub.close(CloseReason.DISCONNECTED)
+            raise
+        finally:
+            watch.cancel()
+            sub.close(CloseReason.DISCONNECTED)  # no-op when the source ended it
+        return writer

@@ -11,6 +11,16 @@ or stream a channel your handler picks::
         return EventStreamResponse(hub, channel=f"/users/{request.user.id}")
 
 Each open stream costs one asyncio task (the server's request task) plus its subscription.
+
+To stream one response from a generator (LLM tokens, a job's progress) rather than a channel,
+return an `EventSourceResponse` over a sync or async generator::
+
+    @get("/count")
+    async def count(n: int = 5) -> EventSourceResponse:
+        async def numbers():
+            for i in range(1, n + 1):
+                yield i                              # or a str, a dict, a Message(...)
+        return EventSourceResponse(numbers(), hub=hub)   # hub: ends with hub.shutdown()
 """
 
 from __future__ import annotations
@@ -28,11 +38,12 @@ from litestar.types import Scope as LitestarScope
 from litestar.types import Send as LitestarSend
 
 from ssehub._serving import Answer, open_stream
-from ssehub.asgi import request_from_scope, send_answer, stream_subscription
+from ssehub.asgi import request_from_scope, send_answer, send_event_stream, stream_subscription
+from ssehub.event_stream import DEFAULT_STREAM_BUFFER, EventStream, Source
 from ssehub.hub import Hub
 from ssehub.types import Receive, Scope, Send
 
-__all__ = ["EventStreamResponse", "mount", "shutdown_hook"]
+__all__ = ["EventSourceResponse", "EventStreamResponse", "mount", "shutdown_hook"]
 
 
 def shutdown_hook(hub: Hub) -> Callable[[], Awaitable[None]]:
@@ -120,3 +131,48 @@ class EventStreamResponse(Response[None]):
     ) -> ASGIResponse:
         """The ASGI callable Litestar sends (it opens the subscription when called)."""
         return _EventStream(self.hub, self.channel, self.stream_headers)
+
+
+class _EventSource(ASGIResponse):
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: EventStream) -> None:
+        super().__init__(status_code=200)
+        self.stream = stream
+
+    async def __call__(
+        self, scope: LitestarScope, receive: LitestarReceive, send: LitestarSend
+    ) -> None:
+        await send_event_stream(self.stream, cast(Receive, receive), cast(Send, send))
+
+
+class EventSourceResponse(Response[None]):
+    """A response that streams the items of ``content``, a sync or async generator (or
+    iterable), to this request's client as server-sent events.
+
+    Each item is a `ssehub.Message`, a str of data, or a value JSON can encode (sent as compact
+    JSON). ``ping`` is the seconds between keep-alive comments (None: none). With ``hub``, the
+    stream ends at ``hub.shutdown()`` and ``hub.restart()`` (503 once shut down) and carries
+    the hub's headers; ``headers`` are added. The response ends when the generator does; when
+    the client leaves, the generator is closed (an async one is cancelled at its ``await``, a
+    sync one, which runs in a thread of its own, after its current item). See
+    `ssehub.EventStream`.
+    """
+
+    def __init__(
+        self,
+        content: Source,
+        headers: Mapping[str, str] | None = None,
+        *,
+        hub: Hub | None = None,
+        ping: float | None = 15.0,
+        buffer: int = DEFAULT_STREAM_BUFFER,
+    ) -> None:
+        super().__init__(content=None, media_type="text/event-stream")
+        self.stream = EventStream(content, hub=hub, keepalive=ping, buffer=buffer, headers=headers)
+
+    def to_asgi_response(
+        self, app: Any, request: LitestarRequest[Any, Any, Any], **kwargs: Any
+    ) -> ASGIResponse:
+        """The ASGI callable Litestar sends (it starts the generator when called)."""
+        return _EventSource(self.stream)
