@@ -17,15 +17,26 @@ or in your own view, after your own checks::
     def my_events(request):
         return stream_response(hub, request, channel=f"/users/{request.user.pk}")
 
+To stream one response from a generator (a job's progress) rather than a channel, return an
+`EventSourceResponse`: from an async view under ASGI (a sync or async generator), or from a
+sync view under WSGI (a sync generator only)::
+
+    async def count(request):
+        async def numbers():
+            for i in range(1, int(request.GET.get("n", 5)) + 1):
+                yield i                              # or a str, a dict, a Message(...)
+        return EventSourceResponse(numbers(), hub=hub)
+
 Coming from django-eventstream: ``send_event(channel, event_type, data)`` (``asend_event`` in
 async code) and `events_view` keep its API on the hub that ``settings.SSEHUB_HUB`` names.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -44,14 +55,16 @@ from ssehub._serving import (
     refusal,
 )
 from ssehub.backends import PublishResult
-from ssehub.errors import UnsupportedServer
-from ssehub.hub import Hub
+from ssehub.errors import HubClosed, UnsupportedServer
+from ssehub.event_stream import DEFAULT_STREAM_BUFFER, EventStream, Source
+from ssehub.hub import DEFAULT_HEADERS, Hub
 from ssehub.request import Request
 from ssehub.wire import Message
-from ssehub.wsgi import open_threaded_stream, request_from_environ, unsupported
+from ssehub.wsgi import WSGIEventStream, open_threaded_stream, request_from_environ, unsupported
 
 __all__ = [
     "HUB_SETTING",
+    "EventSourceResponse",
     "asend_event",
     "astream_response",
     "async_sse_view",
@@ -147,6 +160,62 @@ def async_sse_view(hub: Hub) -> AsyncView:
         return await astream_response(hub, request)
 
     return view
+
+
+class EventSourceResponse(StreamingHttpResponse):  # type: ignore[misc]  # Django is untyped
+    """A response that streams the items of ``content`` to the client as server-sent events.
+
+    Each item is a `ssehub.Message`, a str of data, or a value JSON can encode (sent as compact
+    JSON). Made in an async view (a running event loop: Django under ASGI), ``content`` is a
+    sync or async generator (or iterable) sent by `ssehub.EventStream`: an async one runs on
+    the loop, a sync one in a thread of its own; when the client leaves, Django (5.0 or later)
+    cancels the response and the generator is closed (an async one at its ``await``, a sync one
+    after its current item); with ``hub``, ``hub.shutdown()`` and ``hub.restart()`` end it.
+    Made in a sync view (Django under WSGI), ``content`` must be a sync generator (TypeError
+    otherwise); it is sent by `ssehub.wsgi.WSGIEventStream`, in a thread of its own, and closed
+    after its current item once the server closes the response (the client left, noticed at
+    the next write, or within ``disconnect_check`` seconds under gunicorn and waitress when
+    ``request`` is given); with
+    ``hub``, ``hub.shutdown()`` ends it within ``disconnect_check`` seconds.
+
+    Either way the response ends when the generator does, ``ping`` is the seconds between
+    keep-alive comments (None: none), the stream carries the hub's headers with ``hub`` (503
+    once it is shut down) and ``headers`` are added.
+    """
+
+    def __init__(
+        self,
+        content: Source,
+        headers: Mapping[str, str] | None = None,
+        *,
+        hub: Hub | None = None,
+        ping: float | None = 15.0,
+        buffer: int = DEFAULT_STREAM_BUFFER,
+        disconnect_check: float = 1.0,
+        request: HttpRequest | None = None,
+    ) -> None:
+        if hub is not None and hub.closed:
+            answer = refusal(hub, HubClosed("the hub is shut down"))
+            super().__init__([answer.body], status=answer.status, headers=dict(answer.headers))
+            return
+        base = hub.headers if hub is not None else list(DEFAULT_HEADERS)
+        all_headers = dict([*base, *(headers or {}).items()])
+        body: AsyncIterable[bytes] | WSGIEventStream
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a sync view: WSGI, the server's thread iterates the body
+            body = WSGIEventStream(
+                content,  # type: ignore[arg-type]  # refused at runtime when async
+                hub=hub,
+                keepalive=ping,
+                buffer=buffer,
+                environ=None if request is None else request.META,
+                disconnect_check=disconnect_check,
+            )
+        else:
+            stream = EventStream(content, hub=hub, keepalive=ping, buffer=buffer, headers=headers)
+            body = stream.chunks()
+        super().__init__(body, headers=all_headers)
 
 
 # -- django-eventstream's API ------------------------------------------------------------------

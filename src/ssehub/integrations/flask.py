@@ -12,21 +12,34 @@ In a view, after your own checks::
 or mount every channel under a prefix (the channel is the request path, ``/events/...``)::
 
     app.register_blueprint(sse_blueprint(hub), url_prefix="/events")
+
+To stream one response from a generator (a job's progress) rather than a channel, return an
+`EventSourceResponse` over a sync generator (WSGI bodies are sync: no async generators)::
+
+    @app.get("/count")
+    def count():
+        def numbers():
+            for i in range(1, int(flask.request.args.get("n", 5)) + 1):
+                yield i                              # or a str, a dict, a Message(...)
+                time.sleep(1)
+        return EventSourceResponse(numbers())
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import flask
 
 from ssehub._serving import REFUSED, Answer, answer_before_stream, refusal
-from ssehub.errors import UnsupportedServer
-from ssehub.hub import Hub
+from ssehub.errors import HubClosed, UnsupportedServer
+from ssehub.event_stream import DEFAULT_STREAM_BUFFER
+from ssehub.hub import DEFAULT_HEADERS, Hub
 from ssehub.request import Request
-from ssehub.wsgi import open_threaded_stream, request_from_environ, unsupported
+from ssehub.wsgi import WSGIEventStream, open_threaded_stream, request_from_environ, unsupported
 
-__all__ = ["request_from_flask", "sse_blueprint", "sse_response"]
+__all__ = ["EventSourceResponse", "request_from_flask", "sse_blueprint", "sse_response"]
 
 
 def request_from_flask(request: flask.Request | None = None) -> Request:
@@ -96,3 +109,47 @@ def sse_blueprint(
         provide_automatic_options=False,
     )
     return blueprint
+
+
+class EventSourceResponse(flask.Response):
+    """A response that streams the items of ``content``, a sync generator (or iterable), to
+    the current client as server-sent events.
+
+    Each item is a `ssehub.Message`, a str of data, or a value JSON can encode (sent as compact
+    JSON). The generator runs in a thread of its own (it may block), at most ``buffer`` bytes
+    ahead of the client; a ``: ping`` comment goes out every ``ping`` seconds while it is idle
+    (``ping=None``: no thread and no keep-alive; the server's thread iterates it). The response
+    ends when the generator does. When the client leaves, the generator is closed after its
+    current item (noticed at the next write, or within ``disconnect_check`` seconds under
+    gunicorn and waitress with ``channel_request_lookahead``). With ``hub``, the stream carries
+    the hub's headers and ends within ``disconnect_check`` seconds of ``hub.shutdown()`` (503
+    once shut down); ``headers`` are added. WSGI bodies are sync, so async generators are refused
+    (TypeError); see `ssehub.wsgi.WSGIEventStream`. Call it inside a request.
+    """
+
+    def __init__(
+        self,
+        content: Iterable[Any],
+        headers: Mapping[str, str] | None = None,
+        *,
+        hub: Hub | None = None,
+        ping: float | None = 15.0,
+        buffer: int = DEFAULT_STREAM_BUFFER,
+        disconnect_check: float = 1.0,
+    ) -> None:
+        if hub is not None and hub.closed:
+            answer = refusal(hub, HubClosed("the hub is shut down"))
+            super().__init__(answer.body, status=answer.status, headers=list(answer.headers))
+            return
+        environ = flask.request.environ if flask.has_request_context() else None
+        body = WSGIEventStream(
+            content,
+            hub=hub,
+            keepalive=ping,
+            buffer=buffer,
+            environ=environ,
+            disconnect_check=disconnect_check,
+        )
+        base = hub.headers if hub is not None else list(DEFAULT_HEADERS)
+        # direct_passthrough hands the body itself to the server, which calls its close().
+        super().__init__(body, headers=[*base, *(headers or {}).items()], direct_passthrough=True)
