@@ -4,12 +4,24 @@
 - ``POST /publish/<name>``  publishes the request body to that channel from a route handler
   (a sync handler where the framework is sync) and answers ``{"id": ...}``
 - ``GET  /clients/<name>``  answers ``{"clients": N}``: the hub's client count of that channel
+
+and two for per-request streams (``EventSourceResponse`` of the integration under test):
+
+- ``GET  /count?n=5``  streams ``data: 1`` ... ``data: 5`` from a generator and ends (see
+  `counting` for the other parameters)
+- ``GET  /closed?tag=T``  answers ``{"closed": bool}``: whether the generator tagged T has
+  been closed (its ``finally`` ran) in this server's process
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import flask
 import quart
@@ -24,11 +36,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from ssehub import Hub, Message
+from ssehub.integrations import aiohttp as aiohttp_sse
+from ssehub.integrations import flask as flask_sse
+from ssehub.integrations import litestar as litestar_sse
+from ssehub.integrations import quart as quart_sse
+from ssehub.integrations import starlette as starlette_sse
 from ssehub.integrations.aiohttp import sse_handler
 from ssehub.integrations.flask import sse_blueprint
 from ssehub.integrations.litestar import mount, shutdown_hook
 from ssehub.integrations.quart import sse_response
 from ssehub.integrations.starlette import EventStreamResponse
+from ssehub.wsgi import WSGIEventStream
 
 
 def make_hub(**options: Any) -> Hub:
@@ -39,6 +57,61 @@ def make_hub(**options: Any) -> Hub:
 def time_message(body: bytes) -> Message:
     """The published body as an event of type \"time\", as the examples send."""
     return Message(body.decode(), event="time")
+
+
+_closed: set[str] = set()
+_closed_lock = threading.Lock()
+
+
+def closed(tag: str) -> dict[str, bool]:
+    """The ``/closed`` answer: whether the counting generator tagged ``tag`` was closed."""
+    with _closed_lock:
+        return {"closed": tag in _closed}
+
+
+def _mark_closed(tag: str) -> None:
+    with _closed_lock:
+        _closed.add(tag)
+
+
+def count_sync(n: int, delay: float, wait: float, tag: str) -> Iterator[int]:
+    """Yield 1..n, ``delay`` s apart, after ``wait`` s; its ``finally`` records ``tag``."""
+    try:
+        time.sleep(wait)
+        for i in range(1, n + 1):
+            yield i
+            time.sleep(delay)
+    finally:
+        _mark_closed(tag)
+
+
+async def count_async(n: int, delay: float, wait: float, tag: str) -> AsyncIterator[int]:
+    """`count_sync` as an async generator."""
+    try:
+        await asyncio.sleep(wait)
+        for i in range(1, n + 1):
+            yield i
+            await asyncio.sleep(delay)
+    finally:
+        _mark_closed(tag)
+
+
+def counting(query: Mapping[str, str], *, sync_only: bool = False) -> tuple[Any, float | None]:
+    """The generator and keep-alive interval a ``/count`` request asks for.
+
+    ``n`` (5) numbers, ``delay`` (0) s apart, after ``wait`` (0) s; ``kind`` is ``sync`` or
+    ``async`` (the default: async, or sync where ``sync_only``); ``tag`` names it for
+    ``/closed``; ``ping`` is the keep-alive interval (default 15 s).
+    """
+    n = int(query.get("n", "5"))
+    delay = float(query.get("delay", "0"))
+    wait = float(query.get("wait", "0"))
+    tag = query.get("tag", "")
+    ping = float(query.get("ping", "15"))
+    kind = query.get("kind", "sync" if sync_only else "async")
+    if kind == "sync":
+        return count_sync(n, delay, wait, tag), ping
+    return count_async(n, delay, wait, tag), ping
 
 
 def starlette_app(hub: Hub) -> Any:
@@ -53,8 +126,17 @@ def starlette_app(hub: Hub) -> Any:
         name = request.path_params["name"]
         return JSONResponse({"clients": hub.client_count(f"/events/{name}")})
 
+    async def count(request: StarletteRequest) -> starlette_sse.EventSourceResponse:
+        source, ping = counting(request.query_params)
+        return starlette_sse.EventSourceResponse(source, hub=hub, ping=ping)
+
+    async def closed_(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse(closed(request.query_params["tag"]))
+
     return Starlette(
         routes=[
+            Route("/count", count),
+            Route("/closed", closed_),
             Route("/publish/{name:path}", publish, methods=["POST"]),
             Route("/clients/{name:path}", clients),
             Mount("/events", hub.asgi),
@@ -79,6 +161,15 @@ def fastapi_app(hub: Hub) -> Any:
     async def clients(name: str) -> dict[str, int]:
         return {"clients": hub.client_count(f"/users/{name}")}
 
+    @app.get("/count")
+    async def count(request: FastAPIRequest) -> starlette_sse.EventSourceResponse:
+        source, ping = counting(request.query_params)
+        return starlette_sse.EventSourceResponse(source, hub=hub, ping=ping)
+
+    @app.get("/closed")
+    async def closed_(tag: str) -> dict[str, bool]:
+        return closed(tag)
+
     return app
 
 
@@ -94,7 +185,19 @@ def litestar_app(hub: Hub) -> Any:
     async def clients(name: str) -> dict[str, int]:
         return {"clients": hub.client_count("/events/" + name.lstrip("/"))}
 
-    return Litestar([publish, clients, mount(hub, "/events")], on_shutdown=[shutdown_hook(hub)])
+    @get("/count")
+    async def count(request: LitestarRequest[Any, Any, Any]) -> litestar_sse.EventSourceResponse:
+        source, ping = counting(request.query_params)
+        return litestar_sse.EventSourceResponse(source, hub=hub, ping=ping)
+
+    @get("/closed")
+    async def closed_(request: LitestarRequest[Any, Any, Any]) -> dict[str, bool]:
+        return closed(request.query_params["tag"])
+
+    return Litestar(
+        [publish, clients, count, closed_, mount(hub, "/events")],
+        on_shutdown=[shutdown_hook(hub)],
+    )
 
 
 def quart_app(hub: Hub) -> Any:
@@ -116,6 +219,15 @@ def quart_app(hub: Hub) -> Any:
     async def clients(name: str) -> Any:
         return {"clients": hub.client_count(f"/events/{name}")}
 
+    @app.get("/count")
+    async def count() -> Any:
+        source, ping = counting(quart.request.args)
+        return quart_sse.EventSourceResponse(source, hub=hub, ping=ping)
+
+    @app.get("/closed")
+    async def closed_() -> Any:
+        return closed(quart.request.args["tag"])
+
     return app
 
 
@@ -131,7 +243,16 @@ def aiohttp_app(hub: Hub) -> Any:
         name = request.match_info["name"]
         return web.json_response({"clients": hub.client_count(f"/events/{name}")})
 
+    async def count(request: web.Request) -> web.StreamResponse:
+        source, ping = counting(request.query)
+        return aiohttp_sse.EventSourceResponse(source, hub=hub, ping=ping, disconnect_check=0.2)
+
+    async def closed_(request: web.Request) -> web.Response:
+        return web.json_response(closed(request.query["tag"]))
+
     app = web.Application()
+    app.router.add_get("/count", count)
+    app.router.add_get("/closed", closed_)
     app.router.add_post("/publish/{name:.*}", publish)
     app.router.add_get("/clients/{name:.*}", clients)
     app.router.add_route("*", "/events/{channel:.*}", sse_handler(hub, disconnect_check=0.2))
@@ -159,6 +280,15 @@ def flask_app(hub: Hub) -> Any:
     def clients(name: str) -> Any:
         return {"clients": hub.run_threadsafe(count_clients(hub, f"/events/{name}"))}
 
+    @app.get("/count")
+    def count() -> Any:
+        source, ping = counting(flask.request.args, sync_only=True)
+        return flask_sse.EventSourceResponse(source, hub=hub, ping=ping, disconnect_check=0.2)
+
+    @app.get("/closed")
+    def closed_() -> Any:
+        return closed(flask.request.args["tag"])
+
     return app
 
 
@@ -169,6 +299,17 @@ def wsgi_app(hub: Hub) -> Any:
         path: str = environ.get("PATH_INFO", "")
         if path.startswith("/events/"):
             return hub.wsgi(environ, start_response)
+        query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
+        if path == "/count":
+            source, ping = counting(query, sync_only=True)
+            body = WSGIEventStream(
+                source, hub=hub, keepalive=ping, environ=environ, disconnect_check=0.2
+            )
+            start_response("200 OK", list(hub.headers))
+            return body
+        if path == "/closed":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json_body(closed(query["tag"]))]
         name = path.partition("/")[2].partition("/")[2]
         result: dict[str, object]
         if path.startswith("/publish/") and environ["REQUEST_METHOD"] == "POST":

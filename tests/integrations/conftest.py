@@ -46,6 +46,10 @@ class Served:
     def clients(self, name: str) -> str:
         return f"{self.base}{self.prefix}/clients/{name}"
 
+    def url(self, path: str) -> str:
+        """The URL of another route of the app (``/count``, ``/closed``)."""
+        return f"{self.base}{self.prefix}{path}"
+
 
 def _wait_port(port: int, alive: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout

@@ -27,8 +27,15 @@ from django.core.wsgi import get_wsgi_application
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from ssehub.integrations.django import async_sse_view, sse_view
-from tests.integrations.apps import count_clients, json_body, make_hub, time_message
+from ssehub.integrations.django import EventSourceResponse, async_sse_view, sse_view
+from tests.integrations.apps import (
+    closed,
+    count_clients,
+    counting,
+    json_body,
+    make_hub,
+    time_message,
+)
 
 wsgi_hub = make_hub()
 asgi_hub = make_hub(channel_name=lambda request: request.path.removeprefix("/asgi"))
@@ -54,7 +61,31 @@ async def aclients(request: HttpRequest, name: str) -> HttpResponse:
     return HttpResponse(json_body({"clients": count}), content_type="application/json")
 
 
+def count(request: HttpRequest) -> EventSourceResponse:
+    source, ping = counting(request.GET, sync_only=True)
+    return EventSourceResponse(
+        source, hub=wsgi_hub, ping=ping, disconnect_check=0.2, request=request
+    )
+
+
+async def acount(request: HttpRequest) -> EventSourceResponse:
+    source, ping = counting(request.GET)
+    return EventSourceResponse(source, hub=asgi_hub, ping=ping)
+
+
+def closed_(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(json_body(closed(request.GET["tag"])), content_type="application/json")
+
+
+async def aclosed(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(json_body(closed(request.GET["tag"])), content_type="application/json")
+
+
 urlpatterns: list[Any] = [
+    path("count", count),
+    path("closed", closed_),
+    path("asgi/count", acount),
+    path("asgi/closed", aclosed),
     path("events/<path:channel>", sse_view(wsgi_hub, disconnect_check=0.2)),
     path("publish/<path:name>", publish),
     path("clients/<path:name>", clients),
