@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -194,16 +194,21 @@ class EventSourceResponse(StreamingHttpResponse):  # type: ignore[misc]  # Djang
         disconnect_check: float = 1.0,
         request: HttpRequest | None = None,
     ) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a sync view: WSGI, the server's thread iterates the body
+            is_async = False
+        else:
+            is_async = True
         if hub is not None and hub.closed:
             answer = refusal(hub, HubClosed("the hub is shut down"))
-            super().__init__([answer.body], status=answer.status, headers=dict(answer.headers))
+            refusal_body = _once(answer.body) if is_async else [answer.body]
+            super().__init__(refusal_body, status=answer.status, headers=dict(answer.headers))
             return
         base = hub.headers if hub is not None else list(DEFAULT_HEADERS)
         all_headers = dict([*base, *(headers or {}).items()])
         body: AsyncIterable[bytes] | WSGIEventStream
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # a sync view: WSGI, the server's thread iterates the body
+        if not is_async:
             body = WSGIEventStream(
                 content,  # type: ignore[arg-type]  # refused at runtime when async
                 hub=hub,
@@ -216,6 +221,10 @@ class EventSourceResponse(StreamingHttpResponse):  # type: ignore[misc]  # Djang
             stream = EventStream(content, hub=hub, keepalive=ping, buffer=buffer, headers=headers)
             body = stream.chunks()
         super().__init__(body, headers=all_headers)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 # -- django-eventstream's API ------------------------------------------------------------------
