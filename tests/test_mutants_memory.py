@@ -215,3 +215,12 @@ async def test_the_hub_wide_bound_holds_after_thousands_of_short_lived_channels(
     assert backend.retained("/live") == (fits, fits * small + CHANNEL_OVERHEAD)
     assert backend.evicted == 4
     consistent(backend, ["/live"])
+
+
+async def test_the_hub_wide_bound_keeps_every_event_that_fits_exactly() -> None:
+    small = cost(Message("s", id="s0").encode())
+    backend, _ = await started(history_memory=CHANNEL_OVERHEAD + 2 * small)
+    for n in range(3):
+        await backend.publish("/a", Message("s", id=f"s{n}"))
+    assert backend.retained("/a") == (2, CHANNEL_OVERHEAD + 2 * small)
+    assert backend.evicted == 1
