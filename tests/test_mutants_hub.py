@@ -1,0 +1,170 @@
+"""The hub as a library, the cases scripts/mutate showed untested: observers in the counts and
+listings, resuming where history is gone, backends that return plain ids, the thread-based
+API's refusals under green threads and after shutdown.
+
+In-process and fast: no socket, no server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+
+import pytest
+
+from ssehub import (
+    GAP_EVENT,
+    EventParser,
+    Hub,
+    HubClosed,
+    MemoryBackend,
+    Message,
+    PublishResult,
+    Subscription,
+    UnsupportedServer,
+)
+
+
+def _events(sub: Subscription) -> list[Message]:
+    chunk = sub.take()
+    return EventParser().feed(chunk) if chunk else []
+
+
+# -- observers ---------------------------------------------------------------------------
+
+
+async def test_observers_are_counted_apart_and_leave_no_channel_listed() -> None:
+    hub = Hub()
+    watchers = [await hub.subscribe("/watched", observer=True) for _ in range(2)]
+    assert hub.observer_count() == 2
+    assert hub.channels() == []
+    assert not hub.has_channel("/watched")
+    assert hub.get_channel("/watched") is None
+    client = await hub.subscribe("/news")
+    assert hub.channels() == ["/news"]
+    assert hub.has_channel("/news")
+    assert not hub.has_channel("/other")
+    hub.unsubscribe(watchers[0])
+    assert hub.observer_count() == 1
+    hub.unsubscribe(watchers[1])
+    assert hub.observer_count() == 0
+    assert hub.channels() == ["/news"]
+    hub.unsubscribe(client)
+    assert hub.channels() == []
+    await hub.shutdown()
+
+
+async def test_an_observer_ignores_a_resume_id_and_gets_live_events_only() -> None:
+    hub = Hub()
+    first = await hub.publish("/a", "before")
+    watcher = await hub.subscribe("/a", last_event_id=first, observer=True)
+    assert watcher.last_event_id is None
+    await hub.publish("/a", "live")
+    assert [m.data for m in _events(watcher)] == ["live"]
+    await hub.shutdown()
+
+
+# -- resuming where history is gone ------------------------------------------------------
+
+
+async def test_resuming_on_a_live_channel_whose_history_is_gone_gets_the_gap_then_live() -> None:
+    hub = Hub(history_bytes=1)  # every event is trimmed at once
+    listener = await hub.subscribe("/a")
+    await hub.publish("/a", "first")
+    assert listener.take()
+    resumed = await hub.subscribe("/a", last_event_id="0-0")
+    await hub.publish("/a", "second")
+    events = _events(resumed)
+    assert [(m.event, m.data) for m in events][1:] == [(None, "second")]
+    assert events[0].event == GAP_EVENT
+    assert [m.data for m in _events(listener)] == ["second"]
+    await hub.shutdown()
+
+
+async def test_a_channel_whose_history_is_trimmed_away_at_once_publishes_fine() -> None:
+    hub = Hub(history_bytes=1)
+    result = await hub.publish("/nobody", "x")
+    assert not result.duplicate
+    assert hub.published_count("/nobody") == 0
+    await hub.shutdown()
+
+
+# -- a backend that returns plain ids ----------------------------------------------------
+
+
+class _PlainIds(MemoryBackend):
+    async def publish(self, channel: str, message: Message) -> PublishResult:
+        result = await super().publish(channel, message)
+        return str(result)  # type: ignore[return-value]  # an older backend's plain str
+
+
+async def test_a_backends_plain_str_id_comes_back_as_a_publish_result() -> None:
+    hub = Hub(backend=_PlainIds())
+    result = await hub.publish("/a", Message("x", id="k1"))
+    assert isinstance(result, PublishResult)
+    assert (result, result.duplicate) == ("k1", False)
+    assert hub.published_total == 1
+    await hub.shutdown()
+
+
+# -- the thread-based API ----------------------------------------------------------------
+
+
+def test_the_thread_based_api_after_shutdown_says_the_hub_is_shut_down() -> None:
+    hub = Hub()
+
+    async def run() -> None:
+        await hub.publish("/a", "x")
+        await hub.shutdown()
+
+    asyncio.run(run())
+    with pytest.raises(HubClosed) as caught:
+        hub.publish_threadsafe("/a", "y", timeout=5)
+    assert str(caught.value) == "the hub is shut down"
+
+
+def _fake(name: str, check: str, patched: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    setattr(module, check, lambda what: what == patched)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("green", "module"),
+    [
+        ("gevent", _fake("gevent.monkey", "is_module_patched", "threading")),
+        ("eventlet", _fake("eventlet.patcher", "is_monkey_patched", "thread")),
+    ],
+)
+def test_the_thread_based_api_refuses_green_threads_and_says_what_to_use(
+    monkeypatch: pytest.MonkeyPatch, green: str, module: types.ModuleType
+) -> None:
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    hub = Hub()
+    with pytest.raises(UnsupportedServer) as caught:
+        hub.publish_threadsafe("/a", "x", timeout=5)
+    assert str(caught.value) == (
+        "ssehub's thread-based API (publish_threadsafe, the WSGI, Flask and Django sync "
+        f"integrations) does not run under {green}'s monkey-patching (e.g. gunicorn -k "
+        f"{green}): use threads (gunicorn -k gthread, waitress) or an ASGI server with the "
+        "async integrations"
+    )
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        _fake("gevent.monkey", "is_module_patched", "socket"),
+        _fake("eventlet.patcher", "is_monkey_patched", "socket"),
+    ],
+)
+def test_green_libraries_that_left_threads_alone_are_fine(
+    monkeypatch: pytest.MonkeyPatch, module: types.ModuleType
+) -> None:
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    hub = Hub()
+    try:
+        assert hub.publish_threadsafe("/a", "x", timeout=5)
+    finally:
+        hub.run_threadsafe(hub.shutdown(), timeout=5)
