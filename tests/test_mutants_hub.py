@@ -168,3 +168,25 @@ def test_green_libraries_that_left_threads_alone_are_fine(
         assert hub.publish_threadsafe("/a", "x", timeout=5)
     finally:
         hub.run_threadsafe(hub.shutdown(), timeout=5)
+
+
+# -- streams attached to the hub (per-request EventStreams) ------------------------------
+
+
+async def test_shutdown_ends_attached_streams_and_not_detached_ones() -> None:
+    hub = Hub()
+    await hub.start()
+    kept = Subscription("/kept", max_buffer=1024)
+    gone = Subscription("/gone", max_buffer=1024)
+    hub.attach(kept)
+    hub.attach(gone)
+    hub.detach(gone)
+    hub.detach(gone)  # a writer may end twice: harmless
+    await hub.shutdown()
+    assert kept.closed
+    assert not gone.closed
+
+
+async def test_a_single_process_backend_reports_its_own_state_only() -> None:
+    state = {"worker": "w1", "clients": 3}
+    assert await MemoryBackend().report("w1", state, 5.0) == [state]

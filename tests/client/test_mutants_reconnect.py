@@ -108,3 +108,11 @@ def test_a_wrong_content_type_error_names_the_url_and_the_type() -> None:
 
 def test_wait_or_raise_gives_a_retrys_delay() -> None:
     assert wait_or_raise(Retry(2.5)) == 2.5
+
+
+def test_encoded_headers_send_the_id_in_utf8() -> None:
+    assert dict(resuming("é-1").encoded_headers()) == {
+        b"Accept": b"text/event-stream",
+        b"Cache-Control": b"no-store",
+        b"Last-Event-ID": "é-1".encode(),
+    }
