@@ -18,6 +18,7 @@ from ssehub import (
     EventParser,
     Hub,
     HubClosed,
+    InvalidMessage,
     MemoryBackend,
     Message,
     PublishResult,
@@ -190,3 +191,27 @@ async def test_shutdown_ends_attached_streams_and_not_detached_ones() -> None:
 async def test_a_single_process_backend_reports_its_own_state_only() -> None:
     state = {"worker": "w1", "clients": 3}
     assert await MemoryBackend().report("w1", state, 5.0) == [state]
+
+
+# -- ids and counters --------------------------------------------------------------------
+
+
+async def test_an_id_with_edge_whitespace_is_refused_with_why() -> None:
+    hub = Hub()
+    with pytest.raises(InvalidMessage) as caught:
+        await hub.publish("/a", Message("x", id=" 1"))
+    assert str(caught.value) == (
+        "id ' 1' cannot be resumed from: it starts or ends with a space or tab, which HTTP "
+        "strips from Last-Event-ID"
+    )
+    await hub.shutdown()
+
+
+async def test_a_channel_keeps_its_published_count_while_its_history_is_retained() -> None:
+    hub = Hub()
+    sub = await hub.subscribe("/a")
+    await hub.publish("/a", "one")
+    await hub.publish("/a", "two")
+    hub.unsubscribe(sub)
+    assert hub.published_count("/a") == 2
+    await hub.shutdown()
