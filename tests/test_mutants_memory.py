@@ -224,3 +224,10 @@ async def test_the_hub_wide_bound_keeps_every_event_that_fits_exactly() -> None:
         await backend.publish("/a", Message("s", id=f"s{n}"))
     assert backend.retained("/a") == (2, CHANNEL_OVERHEAD + 2 * small)
     assert backend.evicted == 1
+
+
+async def test_closing_a_backend_with_an_age_sweep_twice_is_harmless() -> None:
+    backend = MemoryBackend()
+    await backend.start(lambda *args: None, history=10, history_ttl=60.0)
+    await backend.close()
+    await backend.close()
