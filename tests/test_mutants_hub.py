@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import types
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from ssehub import (
     Subscription,
     UnsupportedServer,
 )
+from ssehub.backends.base import Deliver, Position
 
 
 def _events(sub: Subscription) -> list[Message]:
@@ -214,4 +216,57 @@ async def test_a_channel_keeps_its_published_count_while_its_history_is_retained
     await hub.publish("/a", "two")
     hub.unsubscribe(sub)
     assert hub.published_count("/a") == 2
+    await hub.shutdown()
+
+
+# -- a feed that runs behind history (as Redis's may under load) -------------------------
+
+
+class _LaggingFeed(MemoryBackend):
+    """Retains at once, delivers only on `flush`: the live feed runs behind history."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[tuple[str, str, bytes, Position | None]] = []
+
+    async def start(self, deliver: Deliver, **settings: Any) -> None:
+        self.hub_deliver = deliver
+
+        def later(
+            channel: str, event_id: str, data: bytes, position: Position | None = None, /
+        ) -> None:
+            self.queued.append((channel, event_id, data, position))
+
+        await super().start(later, **settings)
+
+    def flush(self) -> None:
+        queued, self.queued = self.queued, []
+        for channel, event_id, data, position in queued:
+            self.hub_deliver(channel, event_id, data, position)
+
+
+def _data(sub: Subscription) -> list[str]:
+    return [m.data for m in _events(sub) if m.event is None]
+
+
+async def test_a_resumed_stream_gets_each_event_once_while_the_feed_catches_up() -> None:
+    backend = _LaggingFeed()
+    hub = Hub(backend=backend)
+    before = await hub.subscribe("/a")
+    first = await hub.publish("/a", "e0")
+    backend.flush()
+    await hub.publish("/a", "e1")
+    await hub.publish("/a", "e2")  # retained, not yet delivered
+    resumed = await hub.subscribe("/a", last_event_id=first)
+    after = await hub.subscribe("/a")
+    assert _data(resumed) == ["e1", "e2"]  # from history
+    backend.flush()  # the feed catches up: e1 and e2 again, not for `resumed`
+    await hub.publish("/a", "e3")
+    backend.flush()
+    assert _data(before) == ["e0", "e1", "e2", "e3"]
+    assert _data(resumed) == ["e3"]
+    assert _data(after) == ["e1", "e2", "e3"]
+    channel = hub.get_channel("/a")
+    assert channel is not None
+    assert channel.delivered == 1 + 2 * 2 + 3
     await hub.shutdown()
