@@ -7,6 +7,8 @@ In-process and fast: no socket, no timer waited on (no ``history_ttl``).
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from ssehub import EventTooLarge, MemoryBackend, Message
@@ -231,3 +233,28 @@ async def test_closing_a_backend_with_an_age_sweep_twice_is_harmless() -> None:
     await backend.start(lambda *args: None, history=10, history_ttl=60.0)
     await backend.close()
     await backend.close()
+
+
+async def test_the_age_sweep_expires_every_channel_without_new_publishes() -> None:
+    forgotten: list[str] = []
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    backend = MemoryBackend()
+    await backend.start(lambda *args: None, history=10, history_ttl=0.02, forget=forgotten.append)
+    for channel in ("/a", "/b", "/c"):
+        for n in range(3):
+            await backend.publish(channel, Message("x", id=f"{channel}-{n}"))
+    assert backend.retained_events == 9
+    deadline = loop.time() + 5.0
+    while backend.retained_events and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert (backend.retained_events, backend.retained_bytes) == (0, 0)
+    assert sorted(forgotten) == ["/a", "/b", "/c"]
+    assert await backend.channels() == []
+    # The last event of an expired channel is still known: resuming from it misses nothing.
+    assert (await backend.replay("/b", "/b-2")).found
+    assert not (await backend.replay("/b", "/b-1")).found
+    await asyncio.sleep(0.1)  # a few more sweeps, with nothing left to expire
+    await backend.close()
+    assert errors == []
