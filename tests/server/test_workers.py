@@ -26,6 +26,11 @@ def redis() -> Iterator[RedisServer]:
         yield server
 
 
+PINNED = ("--idle-timeout", "0")
+"""Keep idle keep-alive connections open: each test client stays pinned to the worker it
+reached (an idle timeout would close it, and the reconnect could land on another worker)."""
+
+
 async def _client_on_each_worker(url: str, workers: int) -> dict[int, httpx.AsyncClient]:
     """One keep-alive client per worker process (the kernel picks a worker per connection)."""
     found: dict[int, httpx.AsyncClient] = {}
@@ -44,7 +49,7 @@ async def _client_on_each_worker(url: str, workers: int) -> dict[int, httpx.Asyn
 async def test_workers_share_one_port_and_events_through_redis(
     start_hub: HubFactory, redis: RedisServer
 ) -> None:
-    hub = start_hub("--redis", redis.url, "--workers", "2")
+    hub = start_hub("--redis", redis.url, "--workers", "2", *PINNED)
     clients = await _client_on_each_worker(hub.url, 2)
     (pid_a, a), (pid_b, b) = clients.items()
     try:
@@ -77,7 +82,7 @@ async def test_workers_share_one_port_and_events_through_redis(
 async def test_resume_on_another_worker_replays_from_redis(
     start_hub: HubFactory, redis: RedisServer
 ) -> None:
-    hub = start_hub("--redis", redis.url, "--workers", "2")
+    hub = start_hub("--redis", redis.url, "--workers", "2", *PINNED)
     clients = await _client_on_each_worker(hub.url, 2)
     (_, a), (_, b) = clients.items()
     try:
@@ -130,6 +135,7 @@ async def test_every_worker_serves_the_options_of_the_command_line(
         "http://w.example",
         "--max-body",
         "100",
+        *PINNED,
         env={"SSEHUB_PUBLISH_TOKEN": "w-secret"},
     )
     clients = await _client_on_each_worker(hub.url, 2)
@@ -155,7 +161,7 @@ async def test_every_worker_serves_the_options_of_the_command_line(
 async def test_every_number_covers_every_worker_or_names_its_worker(
     start_hub: HubFactory, redis: RedisServer
 ) -> None:
-    hub = start_hub("--redis", redis.url, "--workers", "2")
+    hub = start_hub("--redis", redis.url, "--workers", "2", *PINNED)
     clients = await _client_on_each_worker(hub.url, 2)
     pids = sorted(clients)
     channel = hub.url + "/events/counted"
