@@ -25,6 +25,15 @@ from tests.server.hostile import (
 )
 from tests.server.hub_process import HubFactory, HubProcess
 
+
+@pytest.fixture(autouse=True)
+def untraced_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the attacked hub as in production: not under coverage's tracer, which slows every
+    line of the server several times and would stretch the delays these tests bound."""
+    monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
+    monkeypatch.delenv("COVERAGE_PROCESS_START", raising=False)
+
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 MiB = 1024 * 1024
