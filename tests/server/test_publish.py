@@ -269,3 +269,19 @@ def test_every_refusal_is_an_http_error_with_a_status_and_message() -> None:
     assert isinstance(error, PublishError)
     assert str(error) == error.message
     assert error.headers == ()
+
+
+def test_only_a_parameter_named_charset_names_the_charset() -> None:
+    # A parameter whose name merely contains "charset" says nothing of the encoding.
+    head = check_head(
+        [(b"content-type", b"text/plain; x-charset-hint=latin-1")], token=None, max_body=1024
+    )
+    assert parse_body(head, "café".encode()) == Message("café")
+    latin = check_head(
+        [(b"content-type", b'text/plain; format=flowed; Charset="latin-1"')],
+        token=None,
+        max_body=1024,
+    )
+    with pytest.raises(PublishError) as caught:
+        parse_body(latin, b"x")
+    assert caught.value.status == 415

@@ -136,7 +136,12 @@ def check_head(
     mime = mime.strip().lower()
     charset = None
     if params and b"charset" in params.lower():
-        charset = params.lower().split(b"charset=", 1)[-1].split(b";")[0].strip(b" \"'")
+        # Only a parameter named exactly "charset" (not, say, "x-charset-hint") names one.
+        for param in params.lower().split(b";"):
+            name, _, value = param.partition(b"=")
+            if name.strip() == b"charset":
+                charset = value.strip(b" \"'")
+                break
     json = mime == b"application/json" or mime.endswith(b"+json")
     if charset is None:  # the usual case, on the hot path: no new object
         return _JSON_HEAD if json else _TEXT_HEAD
