@@ -11,18 +11,21 @@ from ssehub.errors import (
     EventTooLarge,
     HubClosed,
     InvalidMessage,
+    InvalidToken,
     SSEHubError,
     SubscriptionDenied,
     UnsupportedServer,
 )
 from ssehub.event_stream import EventStream
-from ssehub.hub import GAP_EVENT, Channel, Hub
+from ssehub.hub import GAP_EVENT, Access, Channel, Hub
 from ssehub.request import Request
+from ssehub.selectors import InvalidSelector, Selectors
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
 from ssehub.wire import EventParser, Message, encode_comment
 
 __all__ = [
     "GAP_EVENT",
+    "Access",
     "Backend",
     "BackendUnavailable",
     "Channel",
@@ -33,12 +36,15 @@ __all__ = [
     "Hub",
     "HubClosed",
     "InvalidMessage",
+    "InvalidSelector",
+    "InvalidToken",
     "MemoryBackend",
     "Message",
     "PublishResult",
     "Replay",
     "Request",
     "SSEHubError",
+    "Selectors",
     "Subscription",
     "SubscriptionDenied",
     "ThreadedSubscription",

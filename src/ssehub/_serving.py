@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TypedDict
 
-from ssehub.errors import BackendUnavailable, HubClosed, SubscriptionDenied
-from ssehub.hub import DEFAULT_HEADERS, Hub
+from ssehub.errors import BackendUnavailable, HubClosed, InvalidToken, SubscriptionDenied
+from ssehub.hub import DEFAULT_HEADERS, Hub, Selection
 from ssehub.request import Request
+from ssehub.selectors import InvalidSelector
 from ssehub.subscription import CloseReason, Subscription
 
 __all__ = [
@@ -100,13 +101,18 @@ def answer_before_stream(hub: Hub, method: str) -> Answer | None:
     )
 
 
-REFUSED = (SubscriptionDenied, HubClosed, BackendUnavailable)
+REFUSED = (SubscriptionDenied, HubClosed, BackendUnavailable, InvalidToken, InvalidSelector)
 """The exceptions with which `Hub.open_stream` refuses a subscription (see `refusal`)."""
 
 
 def refusal(hub: Hub, exc: Exception) -> Answer:
-    """The answer to a subscription the hub refused with ``exc``, one of `REFUSED`: 403 when
-    the ``authorize`` hook said no, 503 when the hub is shutting down or its backend is down."""
+    """The answer to a subscription the hub refused with ``exc``, one of `REFUSED`: 400 for a
+    bad channel selector, 401 for a bad token, 403 when the ``authorize`` hook said no, 503
+    when the hub is shutting down or its backend is down."""
+    if isinstance(exc, InvalidSelector):
+        return error_answer(hub, 400, str(exc))
+    if isinstance(exc, InvalidToken):
+        return error_answer(hub, 401, str(exc), [("www-authenticate", "Bearer")])
     if isinstance(exc, SubscriptionDenied):
         return error_answer(hub, 403, str(exc))
     if isinstance(exc, BackendUnavailable):
@@ -115,7 +121,7 @@ def refusal(hub: Hub, exc: Exception) -> Answer:
 
 
 async def open_stream(
-    hub: Hub, request: Request, *, channel: str | None = None, threaded: bool = False
+    hub: Hub, request: Request, *, channel: Selection | None = None, threaded: bool = False
 ) -> Subscription | Answer:
     """`Hub.open_stream`, with a refusal turned into its `Answer` (403 or 503)."""
     try:

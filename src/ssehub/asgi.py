@@ -45,7 +45,8 @@ def request_from_scope(scope: Scope) -> Request:
         headers["last-event-id"] = utf8_from_latin1(last_event_id)
     query: dict[str, str] = {}
     raw_query = scope.get("query_string", b"").decode("latin-1")
-    for key, value in parse_qsl(utf8_from_latin1(raw_query)):
+    params = tuple(parse_qsl(utf8_from_latin1(raw_query)))
+    for key, value in params:
         query.setdefault(key, value)
     client = scope.get("client")
     return Request(
@@ -53,6 +54,7 @@ def request_from_scope(scope: Scope) -> Request:
         path=path,
         headers=headers,
         query=query,
+        params=params,
         client=tuple(client) if client else None,
         native=scope,
     )

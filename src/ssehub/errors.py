@@ -7,6 +7,7 @@ __all__ = [
     "EventTooLarge",
     "HubClosed",
     "InvalidMessage",
+    "InvalidToken",
     "SSEHubError",
     "SubscriptionDenied",
     "UnsupportedServer",
@@ -36,6 +37,11 @@ class BackendUnavailable(SSEHubError, ConnectionError):
 
 class SubscriptionDenied(SSEHubError, PermissionError):
     """The hub's ``authorize`` hook refused the subscription."""
+
+
+class InvalidToken(SSEHubError, PermissionError):
+    """An authorization token that is expired, badly signed, malformed or of the wrong shape
+    (answered 401); the message says which, and never holds the token."""
 
 
 class UnsupportedServer(SSEHubError, RuntimeError):

@@ -8,8 +8,10 @@ import inspect
 import signal
 import sys
 import threading
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -17,7 +19,8 @@ from ssehub.backends.base import Backend, PublishResult
 from ssehub.backends.memory import MemoryBackend
 from ssehub.errors import HubClosed, InvalidMessage, SubscriptionDenied, UnsupportedServer
 from ssehub.request import Request
-from ssehub.resume import GAP_EVENT, Position, Resume
+from ssehub.resume import GAP_EVENT, Position, Replay, Resume
+from ssehub.selectors import InvalidSelector, Selectors
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
 from ssehub.types import ASGICallable, WSGICallable
 from ssehub.wire import Message, encode_comment, id_problem
@@ -30,8 +33,11 @@ __all__ = [
     "DEFAULT_HISTORY_MEMORY",
     "EXIT_SIGNALS",
     "GAP_EVENT",
+    "Access",
     "Channel",
     "Hub",
+    "Selection",
+    "as_selectors",
 ]
 
 T = TypeVar("T")
@@ -64,7 +70,46 @@ EXIT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 """The signals on which a hub ends its streams (see ``end_streams_on_signal`` on `Hub`)."""
 
 ConnectHook = Callable[[Subscription], "Awaitable[None] | None"]
-AuthorizeHook = Callable[[Request], "bool | Awaitable[bool]"]
+AuthorizeHook = Callable[..., Any]
+"""``authorize(request)`` returning a bool, or ``authorize(request, channels)`` returning a
+bool or the allowed subset of ``channels`` (a list of selectors); either may be async."""
+
+Selection = str | Sequence[str] | Selectors
+"""What a subscription reads: one channel name, or channel selectors (exact names, ``*``, URI
+templates), as a sequence of str or a `Selectors`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What an ``authorize`` hook grants a stream, when a bool says too little.
+
+    ``channels``: the selectors the stream reads (None: those it asked for). ``private``: the
+    channels whose private events it may read (None: public events only). ``expires``: the UNIX
+    time at which the hub ends the stream (`CloseReason.EXPIRED`; a token's ``exp``), or None.
+    """
+
+    channels: Sequence[str] | Selectors | None = None
+    private: Sequence[str] | Selectors | None = None
+    expires: float | None = None
+
+
+def _wants_channels(hook: Callable[..., Any]) -> bool:
+    # Whether an authorize hook takes (request, channels) rather than (request).
+    try:
+        params = list(inspect.signature(hook).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(positional) >= 2 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+
+
+def as_selectors(selection: Sequence[str] | Selectors) -> Selectors:
+    """``selection`` as `Selectors` (raises `InvalidSelector` for a bad one)."""
+    return selection if isinstance(selection, Selectors) else Selectors(selection)
 
 
 def _green_threads() -> str | None:
@@ -115,6 +160,21 @@ class Channel:
 
     def __repr__(self) -> str:
         return f"<Channel {self.name!r} clients={len(self)}>"
+
+
+def _may_read(sub: Subscription, names: tuple[str, ...]) -> bool:
+    # Whether ``sub`` may read a private event published to ``names``.
+    private = sub.private
+    return private is not None and any(private.matches(name) for name in names)
+
+
+def _covered(sub: Subscription, position: Position, until: Position) -> bool:
+    # Whether a live event at ``position`` is already the resumed subscriber's (replayed or
+    # before its id): compared within the channel, or by cross-channel order for a subscriber
+    # reading several channels.
+    if sub.selectors is not None:
+        return position[-1] <= until[-1]
+    return position <= until
 
 
 SignalHandler = Callable[[int, FrameType | None], Any]
@@ -173,7 +233,11 @@ class Hub:
         backend: where history lives and how events reach other hubs (default in-memory).
         on_connect: called with each new `Subscription` (may be async; may `send` to it).
         on_disconnect: called with each ended `Subscription` (may be async).
-        authorize: called with the `Request`; a false result refuses the stream with 403.
+        authorize: called with the `Request` (or with the `Request` and the list of channel
+            selectors asked for, when it takes two arguments); a false result refuses the
+            stream with 403, a list (from the two-argument form) narrows the selectors to it,
+            and an `Access` also grants private events and sets when the stream ends. It may
+            raise `ssehub.InvalidToken` (answered 401).
         end_streams_on_signal: on SIGINT or SIGTERM (Ctrl+C, ``kill``), refuse new streams and
             end the open ones cleanly, so that the server can exit at once instead of waiting
             for the streams (uvicorn, hypercorn, gunicorn and waitress wait for open responses
@@ -234,7 +298,19 @@ class Hub:
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self._authorize = authorize
+        self._authorize_channels = authorize is not None and _wants_channels(authorize)
         self._channels: dict[str, Channel] = {}
+        # Subscriptions whose selectors are not all exact names (``*``, templates): they are in
+        # no `Channel`; every delivered event is matched against their selectors.
+        self._wild: dict[Subscription, Selectors] = {}
+        # Wild subscriptions being resumed (live events held), and resumed ones whose replay
+        # went past the feed (events up to that position are theirs already).
+        self._wild_holding: dict[Subscription, Resume] = {}
+        self._wild_trailing: dict[Subscription, Position] = {}
+        # The channels each subscription reading several exact channels is registered in.
+        self._members: dict[Subscription, tuple[str, ...]] = {}
+        # The timers that end streams whose authorization expires (`Access.expires`).
+        self._expiry: dict[Subscription, asyncio.TimerHandle] = {}
         # Per-request streams (EventStream) that read no channel but end with the hub.
         self._streams: dict[Subscription, None] = {}
         # Streams subscribed and not yet unsubscribed (being replayed or live), every channel.
@@ -294,10 +370,15 @@ class Hub:
             app = self._adapters[name] = ADAPTERS[name](self)
         return app
 
-    def channel_for(self, request: Request) -> str:
-        """The channel a request subscribes to: ``channel_name(request)``, else its path."""
+    def channel_for(self, request: Request) -> str | list[str]:
+        """What a request subscribes to: ``channel_name(request)`` (a channel name, or a list of
+        selectors), else the ``channel`` query parameters when there are any (``?channel=a&
+        channel=/rooms/{id}``: selectors), else the request's path."""
         if self._channel_name is not None:
             return self._channel_name(request)
+        selectors = request.query_values("channel")
+        if selectors:
+            return selectors
         return request.path
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -383,12 +464,16 @@ class Hub:
             self._close_all(CloseReason.SHUTDOWN)
             # Give writers the time to send what is queued and end their responses.
             deadline = asyncio.get_running_loop().time() + timeout
-            while (self._channels or self._streams) and (
+            while (self._channels or self._streams or self._wild) and (
                 asyncio.get_running_loop().time() < deadline
             ):
                 if all(
                     sub.pending_bytes == 0 and not sub.writing
-                    for subs in (*(ch.subscribers for ch in self._channels.values()), self._streams)
+                    for subs in (
+                        *(list(ch.subscribers) for ch in self._channels.values()),
+                        list(self._streams),
+                        list(self._wild),
+                    )
                     for sub in subs
                 ):
                     await asyncio.sleep(0.01)  # a last turn for writers to end responses
@@ -397,6 +482,8 @@ class Hub:
             for ch in list(self._channels.values()):
                 for sub in [*ch.subscribers, *ch.observers]:
                     self.unsubscribe(sub)
+            for sub in list(self._wild):
+                self.unsubscribe(sub)
             if self._keepalive_handle is not None:
                 self._keepalive_handle.cancel()
                 self._keepalive_handle = None
@@ -415,6 +502,8 @@ class Hub:
             for sub in [*channel.subscribers, *channel.holding, *channel.observers]:
                 sub.close(reason)
         for sub in list(self._streams):
+            sub.close(reason)
+        for sub in list(self._wild):
             sub.close(reason)
 
     def attach(self, sub: Subscription) -> None:
@@ -471,19 +560,30 @@ class Hub:
     def _keepalive_tick(self) -> None:
         for channel in self._channels.values():
             for sub in channel.subscribers:
-                sub.keepalive(_KEEPALIVE)
+                if sub.selectors is None:  # one reading several channels is pinged below
+                    sub.keepalive(_KEEPALIVE)
             for sub in channel.observers:
                 sub.keepalive(_KEEPALIVE)
+        for sub in self._wild:
+            sub.keepalive(_KEEPALIVE)
+        for sub in self._members:
+            sub.keepalive(_KEEPALIVE)
         if self._loop is not None and self.keepalive is not None and not self._closed:
             self._keepalive_handle = self._loop.call_later(self.keepalive, self._keepalive_tick)
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, channel: str, message: Message | object) -> PublishResult:
+    async def publish(
+        self, channel: str | Sequence[str], message: Message | object, *, private: bool = False
+    ) -> PublishResult:
         """Publish ``message`` to ``channel``; return its id.
 
         ``message`` is a `Message`, or the data of one: a str, or any value JSON can encode
-        (``{"price": 42}`` is sent as ``data: {"price":42}``).
+        (``{"price": 42}`` is sent as ``data: {"price":42}``). ``channel`` may be a list of
+        channel names: one event (one id) is then stored in each channel's history, and a
+        subscriber reading several of them receives it once. A ``private`` event reaches only
+        subscribers allowed to read the channel's private events (``private`` of `subscribe`),
+        live and on replay.
 
         The id is a `PublishResult`: a str whose ``duplicate`` is True when the message's own
         id was already in the channel's retained history, in which case nothing was stored or
@@ -502,15 +602,27 @@ class Hub:
             message = Message(message)
         elif message.id is not None and (problem := id_problem(message.id)) is not None:
             raise InvalidMessage(f"id {message.id!r} cannot be resumed from: {problem}")
-        result = await self.backend.publish(channel, message)
+        target: str | tuple[str, ...]
+        if isinstance(channel, str):
+            target = channel
+        else:
+            names = tuple(dict.fromkeys(channel))
+            if not names or not all(isinstance(name, str) and name for name in names):
+                raise InvalidMessage(f"channels must be non-empty names, got {channel!r}")
+            target = names[0] if len(names) == 1 else names
+        if private:
+            result = await self.backend.publish(target, message, private=True)
+        else:
+            result = await self.backend.publish(target, message)
         if not isinstance(result, PublishResult):
             result = PublishResult(result)
         if not result.duplicate:
             self.published_total += 1
             # A channel's counter lives as long as its state: local subscribers or retained
             # history.
-            if channel in self._channels or self.backend.retains(channel):
-                self._published[channel] = self._published.get(channel, 0) + 1
+            for name in (target,) if isinstance(target, str) else target:
+                if name in self._channels or self.backend.retains(name):
+                    self._published[name] = self._published.get(name, 0) + 1
         return result
 
     async def broadcast(self, message: Message | object) -> dict[str, PublishResult]:
@@ -536,8 +648,19 @@ class Hub:
         return ids
 
     def _deliver(
-        self, channel: str, event_id: str, data: bytes, position: Position | None = None, /
+        self,
+        channel: str | tuple[str, ...],
+        event_id: str,
+        data: bytes,
+        position: Position | None = None,
+        private: bool = False,
+        /,
     ) -> None:
+        if self._wild:
+            self._deliver_wild(channel, event_id, data, position, private)
+        if type(channel) is not str or private:
+            self._deliver_selected(channel, event_id, data, position, private)
+            return
         ch = self._channels.get(channel)
         if ch is None:
             return
@@ -565,12 +688,82 @@ class Hub:
         for sub in ch.subscribers:
             until = trailing.get(sub)
             if until is not None:
-                if position is not None and position <= until:
+                if position is not None and _covered(sub, position, until):
                     continue  # replayed already, or before the resume id
                 del trailing[sub]
             sub.push(data)
             pushed += 1
         ch.delivered += pushed
+
+    def _deliver_selected(
+        self,
+        channel: str | tuple[str, ...],
+        event_id: str,
+        data: bytes,
+        position: Position | None,
+        private: bool,
+    ) -> None:
+        # An event of several channels, or a private one: each subscriber once, and a private
+        # event only to those allowed to read one of its channels.
+        names = (channel,) if isinstance(channel, str) else channel
+        targets: dict[Subscription, Channel] = {}
+        holding: dict[Subscription, Resume] = {}
+        observers: dict[Subscription, None] = {}
+        for name in names:
+            ch = self._channels.get(name)
+            if ch is None:
+                continue
+            if position is not None:
+                ch.position = position
+            for sub in ch.subscribers:
+                if sub not in targets and (not private or _may_read(sub, names)):
+                    targets[sub] = ch
+            for sub, resume in ch.holding.items():
+                if not private or _may_read(sub, names):
+                    holding[sub] = resume
+            if not private:
+                observers.update(ch.observers)
+        for sub, ch in targets.items():
+            until = ch.trailing.get(sub) if ch.trailing else None
+            if until is not None:
+                if position is not None and _covered(sub, position, until):
+                    continue
+                for name in self._members.get(sub, (sub.channel,)):
+                    member = self._channels.get(name)
+                    if member is not None:
+                        member.trailing.pop(sub, None)
+            sub.push(data)
+            ch.delivered += 1
+        for resume in holding.values():
+            resume.hold(event_id, data, position)
+        for sub in observers:
+            sub.push(data)
+
+    def _deliver_wild(
+        self,
+        channel: str | tuple[str, ...],
+        event_id: str,
+        data: bytes,
+        position: Position | None,
+        private: bool,
+    ) -> None:
+        # Subscribers with ``*`` or templates among their selectors: match every event.
+        names = (channel,) if isinstance(channel, str) else channel
+        for sub, selectors in self._wild.items():
+            if not any(selectors.matches(name) for name in names):
+                continue
+            if private and not _may_read(sub, names):
+                continue
+            resume = self._wild_holding.get(sub)
+            if resume is not None:
+                resume.hold(event_id, data, position)
+                continue
+            until = self._wild_trailing.get(sub)
+            if until is not None:
+                if position is not None and _covered(sub, position, until):
+                    continue
+                del self._wild_trailing[sub]
+            sub.push(data)
 
     # -- threads -----------------------------------------------------------------------------
 
@@ -650,37 +843,81 @@ class Hub:
     # -- subscribing -------------------------------------------------------------------------
 
     async def open_stream(
-        self, request: Request, *, threaded: bool = False, channel: str | None = None
+        self,
+        request: Request,
+        *,
+        threaded: bool = False,
+        channel: Selection | None = None,
+        private: Sequence[str] | Selectors | None = None,
     ) -> Subscription:
-        """Turn a request into a subscription: authorize, pick the channel, resume, connect.
+        """Turn a request into a subscription: authorize, pick the channel(s), resume, connect.
 
         ``channel`` overrides `channel_for` (an app that picks it in its own code, say per
-        user). Used by the adapters. Raises `SubscriptionDenied` when ``authorize`` refuses, and
-        `HubClosed` after shutdown.
+        user): a channel name or a list of selectors. ``private`` selects the channels whose
+        private events the subscriber may read. Used by the adapters. Raises
+        `SubscriptionDenied` when ``authorize`` refuses, `InvalidSelector` for a bad selector,
+        and `HubClosed` after shutdown.
         """
+        selection = self.channel_for(request) if channel is None else channel
         if self._authorize is not None:
-            allowed = self._authorize(request)
+            if self._authorize_channels:
+                asked = [selection] if isinstance(selection, str) else [str(s) for s in selection]
+                allowed = self._authorize(request, asked)
+            else:
+                allowed = self._authorize(request)
             if inspect.isawaitable(allowed):
                 allowed = await allowed
             if not allowed:
                 raise SubscriptionDenied("the authorize hook refused this subscription")
+            expires = None
+            if isinstance(allowed, Access):
+                if allowed.channels is not None:
+                    selection = allowed.channels
+                    if not selection:
+                        raise SubscriptionDenied("the authorize hook allowed no channel")
+                if allowed.private is not None:
+                    private = allowed.private
+                expires = allowed.expires
+            elif isinstance(allowed, Selectors):
+                selection = allowed
+            elif isinstance(allowed, list | tuple | set | frozenset):
+                selection = list(allowed)
+            if expires is not None:
+                return await self.subscribe(
+                    selection,
+                    last_event_id=request.last_event_id,
+                    request=request,
+                    threaded=threaded,
+                    private=private,
+                    expires=expires,
+                )
         return await self.subscribe(
-            self.channel_for(request) if channel is None else channel,
+            selection,
             last_event_id=request.last_event_id,
             request=request,
             threaded=threaded,
+            private=private,
         )
 
     async def subscribe(
         self,
-        channel: str,
+        channel: Selection,
         *,
         last_event_id: str | None = None,
         request: Request | None = None,
         threaded: bool = False,
         observer: bool = False,
+        private: Sequence[str] | Selectors | None = None,
+        expires: float | None = None,
     ) -> Subscription:
         """Subscribe to ``channel``; resume after ``last_event_id`` when given.
+
+        ``channel`` is a channel name, or a list of selectors (exact names, ``*`` for every
+        channel, URI templates such as ``/rooms/{id}``) or a `Selectors`: one stream then reads
+        every matching channel, each event once, in publish order, and one ``last_event_id``
+        resumes all of them. ``private`` selects the channels whose private events this
+        subscriber may read (None: public events only). At ``expires`` (a UNIX time: a token's
+        ``exp``) the hub ends the stream as `CloseReason.EXPIRED`.
 
         The subscription first holds the retained events after that id (preceded by a
         `GAP_EVENT` when history does not hold the id), then every live event, with no
@@ -689,21 +926,47 @@ class Hub:
         ``observer=True`` makes a stream that is not a client (a dashboard watching the
         channel): it gets the live events only (``last_event_id`` is ignored), is not counted
         by `client_count` or the channel's length, and runs no ``on_connect`` hook.
+        Raises `InvalidSelector` for a bad selector.
         """
+        readable = None if private is None else as_selectors(private)
+        if expires is not None:
+            sub = await self.subscribe(
+                channel,
+                last_event_id=last_event_id,
+                request=request,
+                threaded=threaded,
+                observer=observer,
+                private=readable,
+            )
+            self._expire_at(sub, expires)
+            return sub
+        if not isinstance(channel, str):
+            selectors = as_selectors(channel)
+            if not selectors:
+                raise InvalidSelector("subscribe to at least one channel selector")
+            if selectors.exact_only and len(selectors.names) == 1 and not observer:
+                channel = next(iter(selectors.names))
+            else:
+                return await self._subscribe_selected(
+                    selectors, last_event_id, request, threaded, observer, readable
+                )
         await self._ready()
         if self._draining:
             raise HubClosed("the hub is shutting down: its server received a signal to exit")
         cls = ThreadedSubscription if threaded else Subscription
         if observer:
             last_event_id = None
-        sub = cls(channel, max_buffer=self.max_buffer, last_event_id=last_event_id, request=request)
+        sub = cls(
+            channel,
+            max_buffer=self.max_buffer,
+            last_event_id=last_event_id,
+            request=request,
+            private=readable,
+        )
         sub.on_close = self._count_close
         if self._retry_bytes:
             sub.push(self._retry_bytes)
-        ch = self._channels.get(channel)
-        if ch is None:
-            ch = self._channels[channel] = Channel(channel)
-            self.backend.watch(channel)
+        ch = self._channel(channel)
         if observer:
             ch.observers[sub] = None
             self._observers += 1
@@ -714,23 +977,19 @@ class Hub:
         else:
             resume = ch.holding[sub] = Resume(last_event_id)
             try:
-                replay = await self.backend.replay(channel, last_event_id)
+                if readable is not None and readable.matches(channel):
+                    replay = await self.backend.replay(channel, last_event_id, private=True)
+                else:
+                    replay = await self.backend.replay(channel, last_event_id)
             except BaseException:
                 del ch.holding[sub]
                 self._clients -= 1
                 self._forget(ch)
                 raise
             del ch.holding[sub]
-            seam = resume.finish(replay)
-            if seam.gap is not None:
-                sub.push(seam.gap)
-            for data in seam.replayed:
-                sub.push_replay(data)
-            for data in seam.live:
-                sub.push(data)
-            self.replayed += len(seam.replayed)
+            self._push_seam(sub, resume, replay)
             ch.subscribers[sub] = None
-            after = seam.after
+            after = resume.after
             if after is not None and (ch.position is None or ch.position < after):
                 # The replay read history past what the feed has delivered here so far.
                 ch.trailing[sub] = after
@@ -738,9 +997,139 @@ class Hub:
             await self._call_hook(self._on_connect, sub)
         return sub
 
+    def _expire_at(self, sub: Subscription, expires: float) -> None:
+        if sub.closed:
+            return
+        delay = expires - time.time()
+        if delay <= 0:
+            sub.close(CloseReason.EXPIRED)
+            return
+        loop = asyncio.get_running_loop()
+        self._expiry[sub] = loop.call_later(delay, sub.close, CloseReason.EXPIRED)
+
+    def _channel(self, name: str) -> Channel:
+        ch = self._channels.get(name)
+        if ch is None:
+            ch = self._channels[name] = Channel(name)
+            self.backend.watch(name)
+        return ch
+
+    def _push_seam(self, sub: Subscription, resume: Resume, replay: Replay) -> None:
+        seam = resume.finish(replay)
+        resume.after = seam.after
+        if seam.gap is not None:
+            sub.push(seam.gap)
+        for data in seam.replayed:
+            sub.push_replay(data)
+        for data in seam.live:
+            sub.push(data)
+        self.replayed += len(seam.replayed)
+
+    async def _subscribe_selected(
+        self,
+        selectors: Selectors,
+        last_event_id: str | None,
+        request: Request | None,
+        threaded: bool,
+        observer: bool,
+        readable: Selectors | None,
+    ) -> Subscription:
+        # A subscription reading several channels: registered in each exact channel it names,
+        # or, with ``*`` or a template among its selectors, matched against every event.
+        await self._ready()
+        if self._draining:
+            raise HubClosed("the hub is shutting down: its server received a signal to exit")
+        if observer:
+            raise ValueError("an observer watches one channel")
+        cls = ThreadedSubscription if threaded else Subscription
+        sub = cls(
+            " ".join(selector.text for selector in selectors),
+            max_buffer=self.max_buffer,
+            last_event_id=last_event_id,
+            request=request,
+            selectors=selectors,
+            private=readable,
+        )
+        sub.on_close = self._count_close
+        if self._retry_bytes:
+            sub.push(self._retry_bytes)
+        wild = not selectors.exact_only
+        names: tuple[str, ...] = () if wild else tuple(sorted(selectors.names))
+        channels = [self._channel(name) for name in names]
+        self._clients += 1
+        if wild:
+            if not self._wild:
+                self.backend.watch_all(True)
+            self._wild[sub] = selectors
+        else:
+            self._members[sub] = names
+        if last_event_id is None:
+            for ch in channels:
+                ch.subscribers[sub] = None
+        else:
+            resume = Resume(last_event_id, across=True)
+            if wild:
+                self._wild_holding[sub] = resume
+            for ch in channels:
+                ch.holding[sub] = resume
+            try:
+                replay = await self.backend.replay_selected(
+                    selectors, last_event_id, private=readable
+                )
+            except BaseException:
+                self._wild_holding.pop(sub, None)
+                for ch in channels:
+                    del ch.holding[sub]
+                self._drop_selected(sub)
+                raise
+            self._wild_holding.pop(sub, None)
+            for ch in channels:
+                del ch.holding[sub]
+            self._push_seam(sub, resume, replay)
+            after = resume.after
+            for ch in channels:
+                ch.subscribers[sub] = None
+                if after is not None and (ch.position is None or ch.position[-1] < after[-1]):
+                    ch.trailing[sub] = after
+            if wild and after is not None:
+                self._wild_trailing[sub] = after
+        if self._on_connect is not None:
+            await self._call_hook(self._on_connect, sub)
+        return sub
+
+    def _drop_selected(self, sub: Subscription) -> bool:
+        # Forget a subscription that reads several channels; False when it was not registered.
+        selectors = self._wild.pop(sub, None)
+        if selectors is not None:
+            self._wild_holding.pop(sub, None)
+            self._wild_trailing.pop(sub, None)
+            if not self._wild:
+                self.backend.watch_all(False)
+        else:
+            names = self._members.pop(sub, None)
+            if names is None:
+                return False
+            for name in names:
+                ch = self._channels.get(name)
+                if ch is not None:
+                    ch.subscribers.pop(sub, None)
+                    ch.holding.pop(sub, None)
+                    ch.trailing.pop(sub, None)
+                    self._forget(ch)
+        self._clients -= 1
+        return True
+
     def unsubscribe(self, sub: Subscription) -> None:
         """End ``sub`` and forget it (adapters call this when the client's stream ends)."""
         sub.close(CloseReason.DISCONNECTED)
+        if self._expiry:
+            timer = self._expiry.pop(sub, None)
+            if timer is not None:
+                timer.cancel()
+        if sub.selectors is not None:
+            if self._drop_selected(sub):
+                self._disconnected(sub)
+            return
         ch = self._channels.get(sub.channel)
         if ch is None:
             return
@@ -755,6 +1144,9 @@ class Hub:
         self._clients -= 1
         ch.trailing.pop(sub, None)
         self._forget(ch)
+        self._disconnected(sub)
+
+    def _disconnected(self, sub: Subscription) -> None:
         if self._on_disconnect is not None:
             result = self._on_disconnect(sub)
             if inspect.isawaitable(result):

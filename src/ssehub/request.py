@@ -28,7 +28,8 @@ def utf8_from_latin1(text: str) -> str:
 class Request:
     """The parts of an HTTP request that ssehub's hooks need.
 
-    ``headers`` has lower-case names; ``query`` holds the first value of each query parameter;
+    ``headers`` has lower-case names; ``query`` holds the first value of each query parameter
+    and ``params`` every ``(name, value)`` pair in order (`query_values` reads a repeated one);
     ``Last-Event-ID`` and the query are text decoded from UTF-8, as browsers encode them;
     ``native`` is the framework's own request object (or the ASGI scope / WSGI environ), for
     hooks that need more.
@@ -40,6 +41,14 @@ class Request:
     query: Mapping[str, str] = field(default_factory=dict)
     client: tuple[str, int] | None = None
     native: Any = None
+    params: tuple[tuple[str, str], ...] = ()
+
+    def query_values(self, name: str) -> list[str]:
+        """Every value of query parameter ``name``, in order (``?channel=a&channel=b``)."""
+        if not self.params:
+            value = self.query.get(name)
+            return [] if value is None else [value]
+        return [value for key, value in self.params if key == name]
 
     @property
     def last_event_id(self) -> str | None:

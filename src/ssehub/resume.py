@@ -30,14 +30,22 @@ from typing import TypeAlias
 
 from ssehub.wire import Message
 
-__all__ = ["GAP_EVENT", "Position", "Replay", "Resume", "Seam", "gap_notice"]
+__all__ = ["GAP_EVENT", "Position", "Replay", "Resume", "Seam", "gap_notice", "order"]
 
 GAP_EVENT = "ssehub.gap"
 """The event type a resuming client receives when history no longer holds its Last-Event-ID."""
 
 Position: TypeAlias = tuple[int, ...]
-"""Where an event stands in its channel, as its backend orders it (compared only within one
-channel of one backend): ``(seq,)`` in memory, ``(epoch, ms, seq)`` on Redis."""
+"""Where an event stands in its channel, as its backend orders it (compared as a whole only
+within one channel of one backend): ``(seq,)`` in memory, ``(epoch, ms, seq)`` on Redis. Its
+last item orders events across every channel of the backend (the process's publish counter in
+memory, the hub-wide counter on Redis): a subscription that reads several channels is resumed
+and merged by that item (`order`)."""
+
+
+def order(position: Position) -> int:
+    """The item of ``position`` that orders events across channels (its last)."""
+    return position[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +87,17 @@ def gap_notice(last_event_id: str, replayed: int) -> Message:
 class Resume:
     """One subscriber's resume in progress: live events are held here while history is read."""
 
-    __slots__ = ("held", "last_event_id")
+    __slots__ = ("across", "after", "held", "last_event_id")
 
-    def __init__(self, last_event_id: str) -> None:
+    def __init__(self, last_event_id: str, *, across: bool = False) -> None:
         self.last_event_id = last_event_id
         """The id the client resumes after."""
+        self.across = across
+        """Whether the subscriber reads several channels: positions are then compared by their
+        cross-channel `order` alone (the hub holds an event published to several of them
+        once)."""
+        self.after: Position | None = None
+        """Once finished: the `Seam.after` of the merge (set by the hub)."""
         self.held: list[tuple[str, bytes, Position | None]] = []
         """Live events, as ``(id, encoded bytes, position)``, that arrived since the resume
         began."""
@@ -99,6 +113,12 @@ class Resume:
         if not replay.found:
             gap = gap_notice(self.last_event_id, len(replay.events)).encode()
         head = replay.head
+        if head is not None and self.across:
+            last = head[-1]
+            live = tuple(
+                data for _, data, position in self.held if position is None or position[-1] > last
+            )
+            return Seam(gap, replayed, live, head)
         if head is not None:
             live = tuple(
                 data for _, data, position in self.held if position is None or position > head

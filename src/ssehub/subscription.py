@@ -12,6 +12,7 @@ from ssehub.wire import Message
 
 if TYPE_CHECKING:
     from ssehub.request import Request
+    from ssehub.selectors import Selectors
 
 __all__ = ["CloseReason", "Subscription", "ThreadedSubscription"]
 
@@ -36,6 +37,9 @@ class CloseReason:
     """`Hub.shutdown` ended every stream."""
     ENDED = "ended"
     """The source of a per-request stream (`ssehub.EventStream`) had nothing more to send."""
+    EXPIRED = "expired"
+    """The authorization the stream was opened with expired (its token's ``exp``); the client
+    reconnects with a fresh one and resumes."""
 
 
 class Subscription:
@@ -65,7 +69,9 @@ class Subscription:
         "last_event_id",
         "max_buffer",
         "on_close",
+        "private",
         "request",
+        "selectors",
         "writing",
     )
 
@@ -76,9 +82,18 @@ class Subscription:
         max_buffer: int,
         last_event_id: str | None = None,
         request: Request | None = None,
+        selectors: Selectors | None = None,
+        private: Selectors | None = None,
     ) -> None:
         self.channel = channel
-        """The channel this subscription reads."""
+        """The channel this subscription reads (for one that reads several, its selectors as
+        text, joined by spaces)."""
+        self.selectors = selectors
+        """The channel selectors of a subscription that reads several channels (None when it
+        reads the one ``channel``)."""
+        self.private = private
+        """Selectors of the channels whose private events this subscriber may read (None:
+        public events only)."""
         self.last_event_id = last_event_id
         """The ``Last-Event-ID`` the client resumed from, if any."""
         self.request = request
@@ -215,9 +230,16 @@ class ThreadedSubscription(Subscription):
         max_buffer: int,
         last_event_id: str | None = None,
         request: Request | None = None,
+        selectors: Selectors | None = None,
+        private: Selectors | None = None,
     ) -> None:
         super().__init__(
-            channel, max_buffer=max_buffer, last_event_id=last_event_id, request=request
+            channel,
+            max_buffer=max_buffer,
+            last_event_id=last_event_id,
+            request=request,
+            selectors=selectors,
+            private=private,
         )
         self._cond = threading.Condition()
 

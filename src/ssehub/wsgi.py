@@ -69,7 +69,8 @@ def request_from_environ(environ: WSGIEnviron, native: Any = None) -> Request:
         headers["last-event-id"] = utf8_from_latin1(last_event_id)
     query: dict[str, str] = {}
     raw_query = environ.get("QUERY_STRING", "")
-    for key, value in parse_qsl(utf8_from_latin1(raw_query)):
+    params = tuple(parse_qsl(utf8_from_latin1(raw_query)))
+    for key, value in params:
         query.setdefault(key, value)
     client: tuple[str, int] | None = None
     addr = environ.get("REMOTE_ADDR")
@@ -83,6 +84,7 @@ def request_from_environ(environ: WSGIEnviron, native: Any = None) -> Request:
         path=path or "/",
         headers=headers,
         query=query,
+        params=params,
         client=client,
         native=environ if native is None else native,
     )

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from ssehub.errors import EventTooLarge
 from ssehub.resume import Position, Replay
+from ssehub.selectors import Selectors
 from ssehub.wire import Message
 
 __all__ = [
@@ -23,15 +24,23 @@ __all__ = [
 
 
 class Deliver(Protocol):
-    """The hub's intake: ``deliver(channel, event_id, encoded_bytes, position)``.
+    """The hub's intake: ``deliver(channel, event_id, encoded_bytes, position, private)``.
 
-    Called on the hub's loop. ``position`` orders the event in its channel (see
-    `ssehub.resume`); a backend that gives one must give it to every event of the channel and
-    in `Replay.head`, so that a resuming client gets each event exactly once.
+    Called on the hub's loop. ``channel`` is a tuple of names for one event published to
+    several channels (each subscriber gets it once). ``position`` orders the event in its
+    channel and, by its last item, across channels (see `ssehub.resume`); a backend that gives
+    one must give it to every event and in `Replay.head`, so that a resuming client gets each
+    event exactly once. ``private`` events reach only subscribers allowed to read them.
     """
 
     def __call__(
-        self, channel: str, event_id: str, data: bytes, position: Position | None = None, /
+        self,
+        channel: str | tuple[str, ...],
+        event_id: str,
+        data: bytes,
+        position: Position | None = None,
+        private: bool = False,
+        /,
     ) -> None: ...
 
 
@@ -109,17 +118,38 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def publish(self, channel: str, message: Message) -> str:
+    async def publish(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> str:
         """Store ``message`` in ``channel``'s history and fan it out; return its id.
 
-        When the message's own id is already in the channel's retained history, store and
-        deliver nothing and return ``PublishResult(id, duplicate=True)``.
+        ``channel`` may be a tuple of distinct names: one event (one id, one position) is then
+        stored in each channel's history and delivered once, with the tuple. A ``private``
+        event is stored as such and reaches only subscribers allowed to read it (on replay
+        too). When the message's own id is already in the retained history of (one of) the
+        channel(s), store and deliver nothing and return ``PublishResult(id, duplicate=True)``.
         Raises `ssehub.BackendUnavailable` when the event could not be stored.
         """
 
     @abc.abstractmethod
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
-        """The retained events of ``channel`` published after ``last_event_id``."""
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
+        """The retained events of ``channel`` published after ``last_event_id`` (its private
+        events only when ``private`` is true)."""
+
+    async def replay_selected(
+        self, selectors: Selectors, last_event_id: str, *, private: Selectors | None = None
+    ) -> Replay:
+        """The retained events of every channel ``selectors`` match, published after the event
+        whose id is ``last_event_id``, in the backend's cross-channel order, each event once
+        (however many of its channels match); a private event only when ``private`` matches
+        one of its channels. ``found`` is False when the id is unknown, or a matched channel
+        lost an event published after it. ``head`` is the position of the newest event
+        published anywhere when history was read (compared by its last item)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot resume several channels")
+
+    def watch_all(self, on: bool) -> None:  # noqa: B027 - optional hook
+        """The hub has subscribers whose selectors may match any channel (``*``, templates):
+        deliver every channel's events (``on``), or only the watched channels' again."""
 
     @abc.abstractmethod
     async def channels(self) -> list[str]:

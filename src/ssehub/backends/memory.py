@@ -31,6 +31,7 @@ from ssehub.backends.base import (
     encode_event,
     too_large,
 )
+from ssehub.selectors import Selectors
 from ssehub.wire import Message
 
 __all__ = ["CHANNEL_OVERHEAD", "EVENT_OVERHEAD", "TOMBSTONES", "MemoryBackend"]
@@ -60,16 +61,19 @@ class _History:
         "queued",
         "size",
         "trimmed",
+        "trimmed_order",
     )
 
     def __init__(self, name: str) -> None:
         self.name = name
-        # (seq, id, bytes, monotonic time); seq counts up by one per event of this channel.
-        self.entries: deque[tuple[int, str, bytes, float]] = deque()
+        # (seq, id, bytes, monotonic time, order, private); seq counts up by one per event of
+        # this channel, order is the process's publish counter (it orders every channel).
+        self.entries: deque[tuple[int, str, bytes, float, int, bool]] = deque()
         self.index: dict[str, int] = {}
         self.next_seq = 0
         # The newest event trimmed away: a client resuming from it has missed nothing.
         self.trimmed: tuple[int, str] | None = None
+        self.trimmed_order = 0  # the order of the newest event removed (0: none)
         self.size = 0  # bytes counted for the retained entries
         self.queued = False  # whether the age heap holds a key for this history
         self.freed = False
@@ -99,8 +103,10 @@ class MemoryBackend(Backend):
         # (time of the oldest retained event, tie-breaker, history): the hub-wide age order.
         self._heap: list[tuple[float, int, _History]] = []
         self._ticket = itertools.count()
-        # channel -> the id of its newest event, for channels freed lately (TOMBSTONES at most).
-        self._tombstones: OrderedDict[str, str] = OrderedDict()
+        # channel -> (id, order) of its newest event, for channels freed lately (TOMBSTONES at
+        # most); the newest order of those forgotten since, for resumes across channels.
+        self._tombstones: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._forgotten_order = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self.retained_bytes = 0
@@ -139,20 +145,24 @@ class MemoryBackend(Backend):
             self._sweeper.cancel()
             self._sweeper = None
 
-    async def publish(self, channel: str, message: Message) -> PublishResult:
-        """Assign the id, append to the channel's history and deliver at once.
+    async def publish(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> PublishResult:
+        """Assign the id, append to the channel's (or channels') history and deliver at once.
 
         Raises `ssehub.EventTooLarge` (nothing stored or delivered) for an event over
         ``max_event`` bytes once encoded. Returns ``PublishResult(id, duplicate=True)``, storing
         and delivering nothing, when the message's own id is in the channel's retained history.
         """
+        names = (channel,) if isinstance(channel, str) else channel
         if message.id is not None and self._limit > 0:
-            hist = self._histories.get(channel)
-            if hist is not None:
-                if self._ttl is not None:
-                    self._expire(hist)
-                if message.id in hist.index:
-                    return PublishResult(message.id, duplicate=True)
+            for name in names:
+                hist = self._histories.get(name)
+                if hist is not None:
+                    if self._ttl is not None:
+                        self._expire(hist)
+                    if message.id in hist.index:
+                        return PublishResult(message.id, duplicate=True)
         self._seq += 1
         event_id = message.id if message.id is not None else self._prefix + str(self._seq)
         data = encode_event(message, event_id)
@@ -164,19 +174,26 @@ class MemoryBackend(Backend):
             # The process-wide publish counter orders events within a channel, and never goes
             # back: a channel whose history was freed and made anew keeps counting up.
             position = (self._seq,)
-            self._retain(channel, event_id, data, position)
+            for name in names:
+                self._retain(name, event_id, data, position, private)
         if self._deliver is not None:
-            self._deliver(channel, event_id, data, position)
+            if private:
+                self._deliver(channel, event_id, data, position, True)
+            else:
+                self._deliver(channel, event_id, data, position)
         return PublishResult(event_id)
 
-    def _retain(self, channel: str, event_id: str, data: bytes, position: Position) -> None:
+    def _retain(
+        self, channel: str, event_id: str, data: bytes, position: Position, private: bool
+    ) -> None:
         hist = self._histories.get(channel)
         if hist is None:
             hist = self._histories[channel] = _History(channel)
             self.retained_bytes += CHANNEL_OVERHEAD
             last = self._tombstones.pop(channel, None)
             if last is not None:
-                hist.trimmed = (-1, last)  # every event of the new history comes after it
+                hist.trimmed = (-1, last[0])  # every event of the new history comes after it
+                hist.trimmed_order = last[1]
         now = time.monotonic()
         entries = hist.entries
         if not hist.queued:
@@ -188,7 +205,7 @@ class MemoryBackend(Backend):
             hist.queued = True
         seq = hist.next_seq
         hist.next_seq = seq + 1
-        entries.append((seq, event_id, data, now))
+        entries.append((seq, event_id, data, now, position[0], private))
         hist.index[event_id] = seq
         hist.head = position
         cost = len(data) + EVENT_OVERHEAD
@@ -207,10 +224,11 @@ class MemoryBackend(Backend):
             self._free(hist)
 
     def _pop_oldest(self, hist: _History) -> None:
-        seq, event_id, data, _ = hist.entries.popleft()
+        seq, event_id, data, _, order, _ = hist.entries.popleft()
         if hist.index.get(event_id) == seq:
             del hist.index[event_id]
         hist.trimmed = (seq, event_id)
+        hist.trimmed_order = order
         cost = len(data) + EVENT_OVERHEAD
         hist.size -= cost
         self.retained_bytes -= cost
@@ -224,10 +242,11 @@ class MemoryBackend(Backend):
         self.retained_bytes -= CHANNEL_OVERHEAD
         if hist.trimmed is not None:
             tombstones = self._tombstones
-            tombstones[hist.name] = hist.trimmed[1]
+            tombstones[hist.name] = (hist.trimmed[1], hist.trimmed_order)
             tombstones.move_to_end(hist.name)
             if len(tombstones) > TOMBSTONES:
-                tombstones.popitem(last=False)
+                _, (_, order) = tombstones.popitem(last=False)
+                self._forgotten_order = max(self._forgotten_order, order)
         if self._forget is not None:
             self._forget(hist.name)
 
@@ -302,12 +321,14 @@ class MemoryBackend(Backend):
             self._schedule_sweep(min(self._ttl, 1.0) if done else 0.0)
         return done
 
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
-        """The events after ``last_event_id``; every retained event if the id is not held."""
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
+        """The events after ``last_event_id``; every retained event if the id is not held.
+        Private events are left out unless ``private``."""
         hist = self._histories.get(channel)
         if hist is None:
             # Found when it is the last event of a channel freed lately: nothing was missed.
-            return Replay((), found=self._tombstones.get(channel) == last_event_id)
+            tombstone = self._tombstones.get(channel)
+            return Replay((), found=tombstone is not None and tombstone[0] == last_event_id)
         if self._ttl is not None:
             self._expire(hist)
         entries = hist.entries
@@ -315,15 +336,81 @@ class MemoryBackend(Backend):
         if seq is None and hist.trimmed is not None and hist.trimmed[1] == last_event_id:
             seq = hist.trimmed[0]
         if seq is None:
-            replay = Replay(tuple((e[1], e[2]) for e in entries), found=False, head=hist.head)
+            events = tuple((e[1], e[2]) for e in entries if private or not e[5])
+            replay = Replay(events, found=False, head=hist.head)
         else:
             first = entries[0][0] if entries else hist.next_seq
             start = seq + 1 - first
-            events = tuple((e[1], e[2]) for e in list(entries)[start:])
+            events = tuple((e[1], e[2]) for e in list(entries)[start:] if private or not e[5])
             replay = Replay(events, found=True, head=hist.head)
         if not entries and not hist.freed:
             self._free(hist)
         return replay
+
+    async def replay_selected(
+        self, selectors: Selectors, last_event_id: str, *, private: Selectors | None = None
+    ) -> Replay:
+        """The events of every matched channel after ``last_event_id``, in publish order, each
+        once. The id's place is found in the matched channels' history (or read from an id
+        this process assigned); a matched channel that removed an event published after it, or
+        an id that cannot be placed, makes ``found`` False (every retained event is then
+        replayed)."""
+        if selectors.exact_only:
+            names = [name for name in selectors.names if name in self._histories]
+        else:
+            names = [name for name in self._histories if selectors.matches(name)]
+        histories = [self._histories[name] for name in names]
+        if self._ttl is not None:
+            for hist in histories:
+                self._expire(hist)
+        after = self._order_of(last_event_id, histories)
+        found = after is not None
+        start = -1 if after is None else after
+        if found and self._forgotten_order > start:
+            found = False  # a channel forgotten since may have held events the client lacks
+        freed = self._tombstones
+        if found and not selectors.exact_only:
+            tombstones = list(freed.items())
+        else:
+            tombstones = [(name, freed[name]) for name in selectors.names if name in freed]
+        for name, (_, order) in tombstones:
+            if order > start and selectors.matches(name):
+                found = False
+                break
+        picked: dict[int, tuple[str, bytes]] = {}
+        for hist in histories:
+            if hist.trimmed_order > start:
+                found = False
+            readable = private is not None and private.matches(hist.name)
+            for entry in reversed(hist.entries):
+                if entry[4] <= start:
+                    break
+                if readable or not entry[5]:
+                    picked[entry[4]] = (entry[1], entry[2])
+        events = tuple(picked[order] for order in sorted(picked))
+        for hist in histories:
+            if not hist.entries and not hist.freed:
+                self._free(hist)
+        return Replay(events, found=found, head=(self._seq,))
+
+    def _order_of(self, event_id: str, histories: list[_History]) -> int | None:
+        # Where the event ``event_id`` stands in the publish order: the newest retained event of
+        # the matched channels with that id, else the counter in an id this process assigned.
+        best: int | None = None
+        for hist in histories:
+            seq = hist.index.get(event_id)
+            if seq is not None:
+                entries = hist.entries
+                order = entries[seq - entries[0][0]][4]
+                if best is None or order > best:
+                    best = order
+        if best is not None:
+            return best
+        if event_id.startswith(self._prefix):
+            count = event_id[len(self._prefix) :]
+            if count.isdigit() and int(count) <= self._seq:
+                return int(count)
+        return None
 
     async def channels(self) -> list[str]:
         """Channels with retained history."""

@@ -388,7 +388,9 @@ class RedisBackend(Backend):
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, channel: str, message: Message) -> str:
+    async def publish(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> str:
         """Append to ``channel``'s stream and fan out to every hub; return the event's id.
 
         The id is the message's own id when it has one, else the stream id Redis assigned. A
@@ -396,6 +398,10 @@ class RedisBackend(Backend):
         again (``PublishResult(id, duplicate=True)``), whichever hub published it first.
         Raises `BackendUnavailable` when Redis cannot be reached or refuses the write.
         """
+        if not isinstance(channel, str) or private:
+            raise NotImplementedError(
+                "the Redis backend does not yet publish to several channels or privately"
+            )
         self._require_client()
         assert self._publish_script is not None
         head, body = _split(message)
@@ -429,7 +435,7 @@ class RedisBackend(Backend):
 
     # -- replay ------------------------------------------------------------------------------
 
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
         """The retained events of ``channel`` after ``last_event_id`` (a stream or user id).
 
         ``head`` is the stream's newest id, read atomically with the events: the hub drops live

@@ -54,7 +54,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def request_from_aiohttp(request: web.Request) -> Request:
     """The ssehub `Request` for an aiohttp request (``native`` is the aiohttp request)."""
     query: dict[str, str] = {}
-    for key, value in request.query.items():
+    params = tuple((str(key), str(value)) for key, value in request.query.items())
+    for key, value in params:
         query.setdefault(key, value)
     peer = request.transport.get_extra_info("peername") if request.transport else None
     client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
@@ -63,6 +64,7 @@ def request_from_aiohttp(request: web.Request) -> Request:
         path=request.path,
         headers={k.lower(): v for k, v in request.headers.items()},
         query=query,
+        params=params,
         client=client,
         native=request,
     )
