@@ -27,8 +27,8 @@ from pathlib import Path
 # Lower layers first. A module is matched by its dotted name or the longest listed package that
 # holds it; "ssehub" itself is the package's public face (its __init__), the top layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("ssehub.errors", "ssehub.types", "ssehub.request", "ssehub.wire"),
-    ("ssehub.subscription", "ssehub.resume"),
+    ("ssehub.errors", "ssehub.types", "ssehub.request", "ssehub.wire", "ssehub.selectors"),
+    ("ssehub.subscription", "ssehub.resume", "ssehub.authz"),
     ("ssehub.backends", "ssehub.hub"),
     ("ssehub._serving", "ssehub.event_stream"),
     ("ssehub.asgi", "ssehub.wsgi", "ssehub.integrations"),

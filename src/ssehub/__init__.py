@@ -11,6 +11,8 @@ from ssehub.errors import (
     EventTooLarge,
     HubClosed,
     InvalidMessage,
+    InvalidSelector,
+    InvalidToken,
     SSEHubError,
     SubscriptionDenied,
     UnsupportedServer,
@@ -18,6 +20,7 @@ from ssehub.errors import (
 from ssehub.event_stream import EventStream
 from ssehub.hub import GAP_EVENT, Channel, Hub
 from ssehub.request import Request
+from ssehub.selectors import Selector, Selectors
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
 from ssehub.wire import EventParser, Message, encode_comment
 
@@ -33,12 +36,16 @@ __all__ = [
     "Hub",
     "HubClosed",
     "InvalidMessage",
+    "InvalidSelector",
+    "InvalidToken",
     "MemoryBackend",
     "Message",
     "PublishResult",
     "Replay",
     "Request",
     "SSEHubError",
+    "Selector",
+    "Selectors",
     "Subscription",
     "SubscriptionDenied",
     "ThreadedSubscription",
