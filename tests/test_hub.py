@@ -229,7 +229,8 @@ async def test_keepalive_comment_on_idle_streams_only() -> None:
         assert b": ping" not in (busy.take() or b"")
     hub._keepalive_tick()  # a whole interval with no event: now the busy stream is idle too
     assert busy.take() == b": ping\n\n"
-    await hub.shutdown()
+    # Nobody writes the streams out: without a short timeout shutdown would wait 5 s for it.
+    await hub.shutdown(timeout=0.1)
 
 
 async def test_keepalive_timer_pings_an_idle_stream_again_and_again() -> None:
