@@ -835,9 +835,12 @@ class Hub:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def publish_threadsafe(
-        self, channel: str, message: Message | object, timeout: float | None = 10.0
+        self, channel: str | Sequence[str], message: Message | object, timeout: float | None = 10.0
     ) -> PublishResult:
-        """`publish` from a plain thread (a Flask or Django view): blocks until stored."""
+        """`publish` from a plain thread (a Flask or Django view): blocks until stored.
+
+        ``channel`` is a channel name or a list of them (one event, several channels), as in
+        `publish`."""
         return self.run_threadsafe(self.publish(channel, message), timeout)
 
     def broadcast_threadsafe(
