@@ -189,6 +189,10 @@ async def test_an_event_larger_than_max_buffer_is_refused_before_anyone_gets_it(
 
 @pytest.mark.parametrize("field", ["data", "id", "event", "comment"])
 def test_message_refuses_a_lone_surrogate_in_any_field(field: str) -> None:
-    with pytest.raises(InvalidMessage, match=f"{field} is not encodable as UTF-8"):
+    with pytest.raises(InvalidMessage) as caught:
         Message(**{field: "ok \ud800 no"})  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"{field} is not encodable as UTF-8: a lone surrogate at index 3 "
+        "(text must be valid Unicode)"
+    )
     assert Message(**{field: "ok \U0001f600 é"}).encode()  # type: ignore[arg-type]

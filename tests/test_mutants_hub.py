@@ -261,26 +261,34 @@ async def test_a_resumed_stream_gets_each_event_once_while_the_feed_catches_up()
 
 
 class _SlowPublish(MemoryBackend):
-    """Each publish takes 10 ms on the loop's clock (``slowed``), none in fact."""
+    """Each publish takes ``cost`` seconds on the loop's clock (``slowed``), none in fact."""
 
-    def __init__(self) -> None:
+    def __init__(self, cost: float) -> None:
         super().__init__()
+        self.cost = cost
         self.slowed = 0.0
 
     async def publish(
         self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
     ) -> PublishResult:
-        self.slowed += 0.01
+        self.slowed += self.cost
         return await super().publish(channel, message, private=private)
 
 
+@pytest.mark.parametrize(
+    ("cost", "yields"),
+    [
+        (0.01, [128, 256]),  # a slice is 100 publishes: used up by the 128th, then the 256th
+        (0.02, [64, 128, 192, 256]),  # 50 publishes: used up at each check
+    ],
+)
 async def test_a_broadcast_lets_other_work_run_each_time_its_slice_is_used_up(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, cost: float, yields: list[int]
 ) -> None:
-    # A slice of a second: 100 publishes, far more than they take in fact, even on a busy
-    # machine, so only the slow publishes use it up.
+    # A slice of a second, far longer than the publishes take in fact, even on a busy
+    # machine: only the slow publishes use it up. The loop is checked every 64 channels.
     monkeypatch.setattr(ssehub.hub, "BROADCAST_SLICE", 1.0)
-    backend = _SlowPublish()
+    backend = _SlowPublish(cost)
     loop = asyncio.get_running_loop()
     real_time = loop.time
     monkeypatch.setattr(loop, "time", lambda: real_time() + backend.slowed)
@@ -303,8 +311,7 @@ async def test_a_broadcast_lets_other_work_run_each_time_its_slice_is_used_up(
     ids = await hub.broadcast("to all")
     elapsed = time.monotonic() - started
     task.cancel()
-    # The loop is checked every 64 channels; a slice is used up after 100 publishes.
-    assert seen == [0, 128, 256]
+    assert seen == [0, *yields]
     assert elapsed < 1.0  # it yields for one turn of the loop, not for a while
     assert list(ids) == ["/live", *channels]
     assert len(set(ids.values())) == len(channels) + 1

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from ssehub import EventTooLarge, MemoryBackend, Message, Replay
+from ssehub.backends import memory
 from ssehub.backends.base import Position
-from ssehub.backends.memory import _SWEEP_BATCH, CHANNEL_OVERHEAD, EVENT_OVERHEAD, TOMBSTONES
+from ssehub.backends.memory import _SWEEP_BATCH, CHANNEL_OVERHEAD, EVENT_OVERHEAD
 from ssehub.selectors import Selectors
 from tests._support.clock import Clock, frozen_clock
 
@@ -196,13 +197,20 @@ async def test_a_new_history_after_a_tombstone_replays_all_its_events() -> None:
     assert [event_id for event_id, _ in replay.events] == ["s1", "s2"]
 
 
-async def test_the_most_recent_tombstones_are_kept() -> None:
+@pytest.fixture
+def tombstones(monkeypatch: pytest.MonkeyPatch) -> int:
+    """`TOMBSTONES`, made small: the rule is the same for 10 as for 10 000, and 10 are quick."""
+    monkeypatch.setattr(memory, "TOMBSTONES", 10)
+    return 10
+
+
+async def test_the_most_recent_tombstones_are_kept(tombstones: int) -> None:
     backend, _ = await started(history_bytes=1)  # every channel is freed at once
-    for n in range(TOMBSTONES + 1):
+    for n in range(tombstones + 1):
         await backend.publish(f"/c{n}", Message("x", id=f"last{n}"))
     assert not (await backend.replay("/c0", "last0")).found
     assert (await backend.replay("/c1", "last1")).found
-    newest = TOMBSTONES
+    newest = tombstones
     assert (await backend.replay(f"/c{newest}", f"last{newest}")).found
 
 
@@ -559,11 +567,11 @@ async def test_a_recreated_channel_remembers_what_it_lost_before() -> None:
     ]
 
 
-async def test_forgotten_tombstones_make_older_selection_resumes_a_gap() -> None:
+async def test_forgotten_tombstones_make_older_selection_resumes_a_gap(tombstones: int) -> None:
     backend, _ = await started(history_bytes=1)  # every channel is freed at once
     start = await backend.publish("/z", Message("z"))
     first = await backend.publish("/c0", Message("x"))
-    for n in range(1, TOMBSTONES + 1):
+    for n in range(1, tombstones + 1):
         await backend.publish(f"/c{n}", Message("x"))
     # /c0's tombstone is forgotten: an id before its last event may have missed it...
     assert not (await backend.replay_selected(sel("/z", "/c0"), start)).found

@@ -210,6 +210,7 @@ async def test_the_backend_is_asked_for_every_channel_while_a_wild_stream_is_ope
         exact = await hub.subscribe(["/a", "/b"])
         assert backend.watching_all == []
         first = await hub.subscribe(["*"])
+        assert backend.watching_all == [True]
         second = await hub.subscribe(["/r/{id}"])
         assert backend.watching_all == [True]
         hub.unsubscribe(first)
@@ -386,6 +387,7 @@ async def test_a_feed_behind_history_sends_each_event_once_to_multi_channel_stre
         wild = await hub.subscribe(["/{x}"], last_event_id=first)
         single = await hub.subscribe("/a", last_event_id=first)
         after = await hub.subscribe(["/{x}"])  # after the resumed ones: it gets the feed's
+        after_exact = await hub.subscribe(["/a", "/b"])
         assert datas(resumed) == ["e1", "e2"]
         assert datas(wild) == ["e1", "e2"]
         assert datas(single) == ["e2"]
@@ -399,6 +401,7 @@ async def test_a_feed_behind_history_sends_each_event_once_to_multi_channel_stre
         assert datas(wild) == ["e3", "e4"]
         assert datas(single) == ["e4"]
         assert datas(after) == ["e1", "e2", "e3", "e4"]
+        assert datas(after_exact) == ["e1", "e2", "e3", "e4"]
     finally:
         await hub.shutdown(timeout=0.1)
 
