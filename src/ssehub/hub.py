@@ -514,8 +514,20 @@ class Hub:
 
     def attach(self, sub: Subscription) -> None:
         """Have `shutdown` and `restart` end ``sub``, a stream that reads no channel (a
-        per-request `ssehub.EventStream`). It never counts as a client of a channel."""
+        per-request `ssehub.EventStream`). It never counts as a client of a channel.
+
+        Called on the loop that writes the stream. A hub that serves only such streams never
+        starts, so the first call binds it to that loop and, on the main thread's loop, chains
+        its signal handlers (see ``end_streams_on_signal``): the server installed its own
+        since the hub was made."""
         self._streams[sub] = None
+        if self._loop is None and not self._closed:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            if self.end_streams_on_signal:
+                self._link_signals()
 
     def detach(self, sub: Subscription) -> None:
         """Forget a stream `attach` gave the hub (its writer calls this when it ends)."""
