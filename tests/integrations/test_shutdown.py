@@ -329,6 +329,17 @@ GENERATOR_CASES: list[Case] = [
         ),
         "sigterm",
     ),
+    # WSGI: the body polls the hub every `disconnect_check` (1 s) seconds.
+    (
+        "gunicorn-gthread-flask-generator",
+        lambda port: documented("flask_generator_stream.py", port),
+        "ctrl-c",
+    ),
+    (
+        "gunicorn-gthread-flask-generator",
+        lambda port: documented("flask_generator_stream.py", port),
+        "sigterm",
+    ),
 ]
 
 
