@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -34,6 +35,7 @@ from ssehub.wire import Message, encode_comment, id_problem
 __all__ = [
     "ADAPTERS",
     "BROADCAST_SLICE",
+    "DEFAULT_EXIT_GRACE",
     "DEFAULT_HEADERS",
     "DEFAULT_HISTORY_BYTES",
     "DEFAULT_HISTORY_MEMORY",
@@ -214,6 +216,38 @@ class _SignalLink:
         return self.previous(signum, frame)
 
 
+DEFAULT_EXIT_GRACE = 1.0
+"""Seconds a process whose SIGTERM action is the default (waitress, a plain script) lives on
+after the signal, so that its hub's streams end cleanly before it ends as the default would."""
+
+
+class _DefaultExit:
+    """Stands for the default action of SIGTERM (the process ends at once) behind a
+    `_SignalLink`: it ends the process the same way (by the signal, so its exit status is
+    unchanged), once its hub's open streams have ended or `DEFAULT_EXIT_GRACE` seconds have
+    passed. Installed only where no handler was (waitress sets none)."""
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = weakref.ref(hub)
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        # In the main thread: a second signal meanwhile ends the process at once, as before.
+        signal.signal(signum, signal.SIG_DFL)
+        threading.Thread(target=self._end, args=(signum,), name="ssehub-exit", daemon=True).start()
+
+    def _end(self, signum: int) -> None:
+        deadline = time.monotonic() + DEFAULT_EXIT_GRACE
+        while time.monotonic() < deadline:
+            hub = self.hub()
+            if hub is None or not (hub._clients or hub._streams):
+                time.sleep(0.05)  # the server writes the streams' last bytes
+                break
+            time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+
 class Hub:
     """A Server-Sent Events hub: isolated channels, broadcast and ``Last-Event-ID`` replay.
 
@@ -250,9 +284,11 @@ class Hub:
             before they shut the app down). The hub chains a handler in front of the one the
             server installed and then calls it, so the server stops as it always does; it does
             so when it is made in the main thread or starts on the main thread's event loop,
-            and only for signals that have a Python handler (a signal that is ignored, or that
-            ends the process outright, is left alone). `shutdown` removes it. False leaves
-            signals alone: call `shutdown` (or `restart`) yourself.
+            and only for signals that have a Python handler (an ignored signal is left alone).
+            A SIGTERM with no handler at all (waitress installs none; its default ends the
+            process at once and cuts every stream) still ends the process by the signal, but
+            after the streams ended (at most `DEFAULT_EXIT_GRACE` seconds later). `shutdown`
+            removes it. False leaves signals alone: call `shutdown` (or `restart`) yourself.
     """
 
     def __init__(
@@ -554,8 +590,11 @@ class Hub:
                 and current.hub() is self
             ):
                 continue
-            if not callable(current):
-                continue  # SIG_DFL ends the process at once, SIG_IGN is meant: leave them be
+            if current == signal.SIG_DFL and signum == signal.SIGTERM:
+                # No handler (waitress, a plain script): the default would cut every stream.
+                current = _DefaultExit(self)
+            elif not callable(current):
+                continue  # SIG_IGN is meant, and SIGINT's default is Python's own: leave them
             link = _SignalLink(self, current)
             signal.signal(signum, link)
             self._signal_links[signum] = link
@@ -568,7 +607,10 @@ class Hub:
         for signum, link in links.items():
             link.hub = None
             if main and signal.getsignal(signum) is link:
-                signal.signal(signum, link.previous)
+                previous = link.previous
+                signal.signal(
+                    signum, signal.SIG_DFL if isinstance(previous, _DefaultExit) else previous
+                )
 
     def _exit_signal(self) -> None:
         # Called by a `_SignalLink`, in the main thread, between two bytecodes of whatever it was

@@ -282,6 +282,21 @@ CASES: list[Case] = [
         ),
         "ctrl-c",
     ),
+    # waitress installs no SIGTERM handler: the hub's ends the streams, then the process.
+    (
+        "waitress-flask",
+        lambda port: other(
+            "waitress-serve",
+            "--threads",
+            "8",
+            "--channel-request-lookahead",
+            "1",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "flask_app:app",
+        ),
+        "sigterm",
+    ),
 ]
 
 
