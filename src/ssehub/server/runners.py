@@ -24,21 +24,26 @@ import socket
 import time
 from types import FrameType
 
+from ssehub.authz import JWTAuth
 from ssehub.backends.base import Backend
 from ssehub.hub import Hub
 from ssehub.server.app import HubServer
+from ssehub.server.auth import Auth
 from ssehub.server.config import CLIError, ServeConfig
 from ssehub.server.logs import redact_url
 from ssehub.subscription import CloseReason, Subscription
 
 __all__ = [
     "FD_RESERVE",
+    "JWT_INSTALL",
+    "MIN_JWT_SECRET",
     "UVICORN_INSTALL",
     "StreamLog",
     "auth_summary",
     "bind",
     "build_server",
     "check_http_server",
+    "make_auth",
     "make_backend",
     "max_clients",
     "on_client_gone",
@@ -108,6 +113,71 @@ def make_backend(redis_url: str | None) -> Backend | None:
     return backend
 
 
+JWT_INSTALL = "pip install 'ssehub[jwt]'"
+"""The install line that brings what ``--jwt-secret`` and ``--jwt-public-key`` need."""
+
+MIN_JWT_SECRET = 32
+"""The shortest ``--jwt-secret`` accepted, in bytes: HS256 needs a key at least as long as its
+hash (RFC 7518, section 3.2)."""
+
+
+def _key_algorithm(pem: str) -> str:
+    """The JWT algorithm a PEM public key verifies (RS256 or ES256); CLIError if none."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CLIError(f"--jwt-public-key: not a PEM public key ({reason})") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise CLIError(
+        "--jwt-public-key: the key must be RSA (RS256) or EC on the P-256 curve (ES256), "
+        f"not {type(key).__name__}"
+    )
+
+
+def make_auth(config: ServeConfig) -> Auth:
+    """The publish and subscribe rules of ``config`` (shared tokens, JWT key); CLIError for a
+    bad combination, a bad key or a missing PyJWT."""
+    secret, pem = config.jwt_secret, config.jwt_public_key
+    jwt_auth = None
+    if secret and pem:
+        raise CLIError("give --jwt-secret or --jwt-public-key, not both")
+    if secret or pem:
+        for module in ("jwt", "cryptography"):
+            if importlib.util.find_spec(module) is None:
+                raise CLIError(
+                    f"JWTs need PyJWT[crypto] ({module} is not installed): {JWT_INSTALL}"
+                )
+        if secret:
+            if len(secret.encode()) < MIN_JWT_SECRET:
+                raise CLIError(
+                    f"--jwt-secret must be at least {MIN_JWT_SECRET} bytes long for HS256 "
+                    "(RFC 7518, section 3.2)"
+                )
+            jwt_auth = JWTAuth(secret=secret, algorithms=["HS256"])
+        else:
+            assert pem is not None
+            algorithm = _key_algorithm(pem)
+            try:
+                jwt_auth = JWTAuth(public_key=pem, algorithms=[algorithm])
+            except (ValueError, TypeError) as exc:
+                raise CLIError(f"--jwt-public-key: {exc}") from None
+    elif config.require_subscriber_token:
+        raise CLIError("--require-subscriber-token needs --jwt-secret or --jwt-public-key")
+    return Auth(
+        publish_token=config.publish_token,
+        subscribe_token=config.subscribe_token,
+        jwt=jwt_auth,
+        require_subscriber_token=config.require_subscriber_token,
+    )
+
+
 def _client(sub: Subscription) -> str:
     client = sub.request.client if sub.request is not None else None
     return f"{client[0]}:{client[1]}" if client else "-"
@@ -156,15 +226,19 @@ class StreamLog:
 
 
 def auth_summary(config: ServeConfig) -> str:
-    """The start line's ``auth=``: the tokens that are set, by name (never their values)."""
+    """The start line's ``auth=``: what guards the hub, by name (never a value): ``jwt-hs256``
+    or ``jwt-public-key``, ``require-subscriber-token`` and the tokens that are set."""
     names = [
         name
-        for name, token in (
+        for name, on in (
+            ("jwt-hs256", config.jwt_secret),
+            ("jwt-public-key", config.jwt_public_key),
+            ("require-subscriber-token", config.require_subscriber_token),
             ("publish-token", config.publish_token),
             ("subscribe-token", config.subscribe_token),
             ("admin-token", config.admin_token),
         )
-        if token
+        if on
     ]
     return ",".join(names) or "open"
 
@@ -177,6 +251,7 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
     ends.
     """
     streams = StreamLog() if log.isEnabledFor(logging.DEBUG) else None
+    auth = make_auth(config)
     hub = Hub(
         history=config.history,
         history_ttl=config.history_ttl,
@@ -190,11 +265,12 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         on_disconnect=on_client_gone if streams is None else streams.ended,
         # The server orders its own stop (in-flight publishes first, then the streams).
         end_streams_on_signal=False,
+        # With a JWT key, the hub asks which private events a stream reads, and until when.
+        authorize=auth.authorize if auth.jwt is not None else None,
     )
     return HubServer(
         hub,
-        publish_token=config.publish_token,
-        subscribe_token=config.subscribe_token,
+        auth=auth,
         cors_origins=config.cors_origin,
         max_body=config.max_body,
         max_batch=config.max_batch,
