@@ -80,8 +80,17 @@ def test_http_uvicorn_without_uvicorn_names_its_extra(tmp_path: Path) -> None:
 
 
 def test_the_server_extra_holds_what_the_native_server_needs_and_no_more() -> None:
-    assert _extra_requirements("server") == {"httptools", "uvloop", "prometheus-client"}
+    # PyJWT: the standalone hub verifies JWTs (ssehub.authz).
+    assert _extra_requirements("server") == {"httptools", "uvloop", "prometheus-client", "pyjwt"}
     assert _extra_requirements("uvicorn") == {"uvicorn"}
+
+
+def test_the_jwt_extra_holds_pyjwt_with_its_crypto_extra() -> None:
+    assert _extra_requirements("jwt") == {"pyjwt"}
+    for text in metadata.requires("ssehub") or []:
+        requirement = Requirement(text)
+        if requirement.name.lower() == "pyjwt":
+            assert requirement.extras == {"crypto"}
 
 
 def test_no_development_tool_is_published_as_an_extra() -> None:

@@ -28,9 +28,9 @@ from ssehub import (
     Subscription,
 )
 from ssehub._serving import Answer, open_stream
-from ssehub.errors import InvalidMessage, InvalidToken, SubscriptionDenied
+from ssehub.errors import InvalidMessage, InvalidSelector, InvalidToken, SubscriptionDenied
 from ssehub.resume import Replay
-from ssehub.selectors import InvalidSelector, Selectors
+from ssehub.selectors import Selectors
 from tests._support.waiting import eventually
 
 

@@ -11,6 +11,7 @@ from ssehub.errors import (
     EventTooLarge,
     HubClosed,
     InvalidMessage,
+    InvalidSelector,
     InvalidToken,
     SSEHubError,
     SubscriptionDenied,
@@ -19,7 +20,7 @@ from ssehub.errors import (
 from ssehub.event_stream import EventStream
 from ssehub.hub import GAP_EVENT, Access, Channel, Hub
 from ssehub.request import Request
-from ssehub.selectors import InvalidSelector, Selectors
+from ssehub.selectors import Selector, Selectors
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
 from ssehub.wire import EventParser, Message, encode_comment
 
@@ -44,6 +45,7 @@ __all__ = [
     "Replay",
     "Request",
     "SSEHubError",
+    "Selector",
     "Selectors",
     "Subscription",
     "SubscriptionDenied",

@@ -26,10 +26,15 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TypedDict
 
-from ssehub.errors import BackendUnavailable, HubClosed, InvalidToken, SubscriptionDenied
+from ssehub.errors import (
+    BackendUnavailable,
+    HubClosed,
+    InvalidSelector,
+    InvalidToken,
+    SubscriptionDenied,
+)
 from ssehub.hub import DEFAULT_HEADERS, Hub, Selection
 from ssehub.request import Request
-from ssehub.selectors import InvalidSelector
 from ssehub.subscription import CloseReason, Subscription
 
 __all__ = [

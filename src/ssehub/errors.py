@@ -7,6 +7,7 @@ __all__ = [
     "EventTooLarge",
     "HubClosed",
     "InvalidMessage",
+    "InvalidSelector",
     "InvalidToken",
     "SSEHubError",
     "SubscriptionDenied",
@@ -39,11 +40,18 @@ class SubscriptionDenied(SSEHubError, PermissionError):
     """The hub's ``authorize`` hook refused the subscription."""
 
 
-class InvalidToken(SSEHubError, PermissionError):
-    """An authorization token that is expired, badly signed, malformed or of the wrong shape
-    (answered 401); the message says which, and never holds the token."""
-
-
 class UnsupportedServer(SSEHubError, RuntimeError):
     """The server runs the app in a way ssehub does not support (gevent or eventlet green
     threads for the thread-based WSGI integration); the message says what to run instead."""
+
+
+class InvalidSelector(SSEHubError, ValueError):
+    """A channel selector that cannot be used: empty, too long, holding a control character, a
+    ``{`` or ``}`` that does not form a valid RFC 6570 expression, or too many selectors in one
+    set (the message says which)."""
+
+
+class InvalidToken(SSEHubError, PermissionError):
+    """A JWT that was presented but cannot be trusted or used: malformed, too large, expired, not
+    yet valid, badly signed, signed with an algorithm that is not allowed, or holding a claim of
+    the wrong shape. The message says which; it never holds the token."""

@@ -17,10 +17,16 @@ from typing import Any, TypeVar
 
 from ssehub.backends.base import Backend, PublishResult
 from ssehub.backends.memory import MemoryBackend
-from ssehub.errors import HubClosed, InvalidMessage, SubscriptionDenied, UnsupportedServer
+from ssehub.errors import (
+    HubClosed,
+    InvalidMessage,
+    InvalidSelector,
+    SubscriptionDenied,
+    UnsupportedServer,
+)
 from ssehub.request import Request
 from ssehub.resume import GAP_EVENT, Position, Replay, Resume
-from ssehub.selectors import InvalidSelector, Selectors
+from ssehub.selectors import Selector, Selectors
 from ssehub.subscription import CloseReason, Subscription, ThreadedSubscription
 from ssehub.types import ASGICallable, WSGICallable
 from ssehub.wire import Message, encode_comment, id_problem
@@ -829,9 +835,12 @@ class Hub:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def publish_threadsafe(
-        self, channel: str, message: Message | object, timeout: float | None = 10.0
+        self, channel: str | Sequence[str], message: Message | object, timeout: float | None = 10.0
     ) -> PublishResult:
-        """`publish` from a plain thread (a Flask or Django view): blocks until stored."""
+        """`publish` from a plain thread (a Flask or Django view): blocks until stored.
+
+        ``channel`` is a channel name or a list of them (one event, several channels), as in
+        `publish`."""
         return self.run_threadsafe(self.publish(channel, message), timeout)
 
     def broadcast_threadsafe(
@@ -861,7 +870,11 @@ class Hub:
         selection = self.channel_for(request) if channel is None else channel
         if self._authorize is not None:
             if self._authorize_channels:
-                asked = [selection] if isinstance(selection, str) else [str(s) for s in selection]
+                asked = (
+                    [selection]
+                    if isinstance(selection, str)
+                    else [s.text if isinstance(s, Selector) else s for s in selection]
+                )
                 allowed = self._authorize(request, asked)
             else:
                 allowed = self._authorize(request)

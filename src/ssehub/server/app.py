@@ -46,10 +46,16 @@ from typing import Any
 
 from ssehub._serving import DIRECT_STREAM, Answer, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
-from ssehub.errors import BackendUnavailable, EventTooLarge, HubClosed, InvalidMessage
+from ssehub.errors import (
+    BackendUnavailable,
+    EventTooLarge,
+    HubClosed,
+    InvalidMessage,
+    InvalidSelector,
+)
 from ssehub.hub import Hub
 from ssehub.request import Request
-from ssehub.selectors import InvalidSelector, Selector
+from ssehub.selectors import Selector
 from ssehub.server._json import dumps
 from ssehub.server.auth import BEARER_REALM, INVALID_TOKEN, Auth, Publisher, token_in
 from ssehub.server.cors import CORS

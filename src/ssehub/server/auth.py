@@ -30,16 +30,19 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from ssehub.asgi import request_from_scope
-from ssehub.authz import JWTAuth
 from ssehub.errors import InvalidToken
 from ssehub.hub import Access
 from ssehub.request import Request
 from ssehub.selectors import Selectors
 from ssehub.server.routing import HTTPError
 from ssehub.types import Scope
+
+if TYPE_CHECKING:  # ssehub.authz needs PyJWT, which a hub without JWTs does without
+    from ssehub.authz import JWTAuth
 
 __all__ = ["ANYONE", "BEARER_REALM", "INVALID_TOKEN", "Auth", "Publisher", "token_in"]
 
@@ -77,6 +80,19 @@ def _query_token_is(scope: Scope, token: bytes) -> bool:
 
 def _same(text: str, token: bytes) -> bool:
     return hmac.compare_digest(text.encode("utf-8", "surrogateescape"), token)
+
+
+def _in_cookie(request: Request, token: str) -> bool:
+    """Whether ``token`` is the value of one of the request's cookies (sent by the browser on
+    its own, rather than on purpose as a header or a query parameter)."""
+    cookies = request.headers.get("cookie")
+    if not cookies or token not in cookies:
+        return False
+    for pair in cookies.split(";"):
+        _, equals, value = pair.partition("=")
+        if equals and value.strip().strip('"') == token:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +199,10 @@ class Auth:
                 BEARER_REALM,
             )
         request = request_from_scope(scope)
-        token = jwt.token_from(request)
+        try:
+            token = jwt.token_from(request)
+        except InvalidToken as exc:  # empty, or too large to read
+            raise HTTPError(401, str(exc), INVALID_TOKEN) from None
         if token is None:
             raise HTTPError(
                 401,
@@ -196,9 +215,7 @@ class Auth:
             grant = jwt.verify(token)
         except InvalidToken as exc:
             raise HTTPError(401, str(exc), INVALID_TOKEN) from None
-        header = request.headers.get("authorization", "")
-        explicit = header[7:].strip() == token or token in request.query_values("authorization")
-        return Publisher(grant.publish, explicit=explicit)
+        return Publisher(grant.publish, explicit=not _in_cookie(request, token))
 
     # -- subscribing --------------------------------------------------------------------------
 
@@ -211,8 +228,12 @@ class Auth:
             return
         if not self.require_subscriber_token and shared is not None and token_in(scope, shared):
             return
-        if self.jwt is not None and self._jwt_of(request) is not None:
-            return
+        if self.jwt is not None:
+            try:
+                if self._jwt_of(request) is not None:
+                    return
+            except InvalidToken:
+                return  # a JWT, and an unusable one: the hook answers 401 invalid_token
         if self.require_subscriber_token:
             message = (
                 "subscribing needs a JWT: 'Authorization: Bearer <token>', a cookie or "

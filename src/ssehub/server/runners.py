@@ -24,7 +24,6 @@ import socket
 import time
 from types import FrameType
 
-from ssehub.authz import JWTAuth
 from ssehub.backends.base import Backend
 from ssehub.hub import Hub
 from ssehub.server.app import HubServer
@@ -36,7 +35,6 @@ from ssehub.subscription import CloseReason, Subscription
 __all__ = [
     "FD_RESERVE",
     "JWT_INSTALL",
-    "MIN_JWT_SECRET",
     "UVICORN_INSTALL",
     "StreamLog",
     "auth_summary",
@@ -116,58 +114,32 @@ def make_backend(redis_url: str | None) -> Backend | None:
 JWT_INSTALL = "pip install 'ssehub[jwt]'"
 """The install line that brings what ``--jwt-secret`` and ``--jwt-public-key`` need."""
 
-MIN_JWT_SECRET = 32
-"""The shortest ``--jwt-secret`` accepted, in bytes: HS256 needs a key at least as long as its
-hash (RFC 7518, section 3.2)."""
-
-
-def _key_algorithm(pem: str) -> str:
-    """The JWT algorithm a PEM public key verifies (RS256 or ES256); CLIError if none."""
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    try:
-        key = load_pem_public_key(pem.encode())
-    except (ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CLIError(f"--jwt-public-key: not a PEM public key ({reason})") from None
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RS256"
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return "ES256"
-    raise CLIError(
-        "--jwt-public-key: the key must be RSA (RS256) or EC on the P-256 curve (ES256), "
-        f"not {type(key).__name__}"
-    )
-
 
 def make_auth(config: ServeConfig) -> Auth:
     """The publish and subscribe rules of ``config`` (shared tokens, JWT key); CLIError for a
-    bad combination, a bad key or a missing PyJWT."""
+    bad combination, a bad secret or key, or a missing PyJWT.
+
+    The algorithms are those the key allows (`ssehub.authz.JWTAuth`): HS256 (and HS384, HS512
+    for a secret long enough for them) with ``--jwt-secret``, RS256/RS384/RS512 for an RSA key
+    and the ES algorithm of an EC key's curve (ES256 for P-256) with ``--jwt-public-key``.
+    """
     secret, pem = config.jwt_secret, config.jwt_public_key
     jwt_auth = None
     if secret and pem:
         raise CLIError("give --jwt-secret or --jwt-public-key, not both")
     if secret or pem:
-        for module in ("jwt", "cryptography"):
-            if importlib.util.find_spec(module) is None:
-                raise CLIError(
-                    f"JWTs need PyJWT[crypto] ({module} is not installed): {JWT_INSTALL}"
-                )
-        if secret:
-            if len(secret.encode()) < MIN_JWT_SECRET:
-                raise CLIError(
-                    f"--jwt-secret must be at least {MIN_JWT_SECRET} bytes long for HS256 "
-                    "(RFC 7518, section 3.2)"
-                )
-            jwt_auth = JWTAuth(secret=secret, algorithms=["HS256"])
-        else:
-            assert pem is not None
-            algorithm = _key_algorithm(pem)
-            try:
-                jwt_auth = JWTAuth(public_key=pem, algorithms=[algorithm])
-            except (ValueError, TypeError) as exc:
-                raise CLIError(f"--jwt-public-key: {exc}") from None
+        try:
+            from ssehub.authz import JWTAuth
+        except ImportError as exc:
+            raise CLIError(f"JWTs need PyJWT: {JWT_INSTALL} ({exc})") from None
+        flag = "--jwt-secret" if secret else "--jwt-public-key"
+        try:
+            jwt_auth = JWTAuth(secret=secret) if secret else JWTAuth(public_key=pem)
+        except ImportError as exc:
+            raise CLIError(f"{flag}: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            # The messages say what is wrong with the key, never the key itself.
+            raise CLIError(f"{flag}: {exc}") from None
     elif config.require_subscriber_token:
         raise CLIError("--require-subscriber-token needs --jwt-secret or --jwt-public-key")
     return Auth(
@@ -226,12 +198,12 @@ class StreamLog:
 
 
 def auth_summary(config: ServeConfig) -> str:
-    """The start line's ``auth=``: what guards the hub, by name (never a value): ``jwt-hs256``
+    """The start line's ``auth=``: what guards the hub, by name (never a value): ``jwt-secret``
     or ``jwt-public-key``, ``require-subscriber-token`` and the tokens that are set."""
     names = [
         name
         for name, on in (
-            ("jwt-hs256", config.jwt_secret),
+            ("jwt-secret", config.jwt_secret),
             ("jwt-public-key", config.jwt_public_key),
             ("require-subscriber-token", config.require_subscriber_token),
             ("publish-token", config.publish_token),
