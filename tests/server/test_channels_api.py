@@ -124,6 +124,8 @@ async def test_a_channel_path_ignores_channel_query_parameters(hub: HubProcess) 
         ("?channel=", "no channel given"),
         ("?other=/events/a", "no channel given"),
         ("?channel=news", "'news' is not a channel name"),
+        ("?channel=/events/rooms/{id", "bad channel selector"),
+        ("?channel=/events/a%0Ab", "bad channel selector"),
         ("?channel=/events/a&channel=rooms/{id}&channel=x", "'x' is not a channel name"),
         ("?" + "&".join(f"channel=/events/c{i}" for i in range(65)), "64"),
     ],

@@ -475,7 +475,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "--jwt-secret",
         default=None,
         metavar="SECRET",
-        help="verify JWTs signed with this HS256 secret (at least 32 bytes): a token's ssehub "
+        help="verify JWTs signed with this HMAC secret (HS256; HS384 and HS512 too when it is "
+        "long enough; 32 bytes at least): a token's ssehub "
         "(or mercure) claim grants the channels it publishes to and whose private events it "
         "reads; with a JWT key, publishing needs a token (see the README's 'Channels, "
         "selectors and authorization'); prefer the environment variable",
@@ -486,7 +487,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=None,
         metavar="FILE",
         help="verify JWTs signed with the private half of this public key (a PEM file: RSA "
-        "for RS256, EC P-256 for ES256); the environment variable may hold the PEM itself",
+        "for RS256, RS384 and RS512; EC for ES256 on P-256, ES384, ES512); the environment "
+        "variable may hold the PEM itself",
     )
     auth.add_argument(
         "--require-subscriber-token",
