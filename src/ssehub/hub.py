@@ -395,6 +395,12 @@ class Hub:
         return self._closed
 
     @property
+    def draining(self) -> bool:
+        """True once the server received a signal to exit (see ``end_streams_on_signal``): new
+        streams are refused and open ones are being ended; `shutdown` follows."""
+        return self._draining
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop the hub is bound to (None before its first use)."""
         return self._loop
@@ -514,8 +520,20 @@ class Hub:
 
     def attach(self, sub: Subscription) -> None:
         """Have `shutdown` and `restart` end ``sub``, a stream that reads no channel (a
-        per-request `ssehub.EventStream`). It never counts as a client of a channel."""
+        per-request `ssehub.EventStream`). It never counts as a client of a channel.
+
+        Called on the loop that writes the stream. A hub that serves only such streams never
+        starts, so the first call binds it to that loop and, on the main thread's loop, chains
+        its signal handlers (see ``end_streams_on_signal``): the server installed its own
+        since the hub was made."""
         self._streams[sub] = None
+        if self._loop is None and not self._closed:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            if self.end_streams_on_signal:
+                self._link_signals()
 
     def detach(self, sub: Subscription) -> None:
         """Forget a stream `attach` gave the hub (its writer calls this when it ends)."""
@@ -556,10 +574,12 @@ class Hub:
         # Called by a `_SignalLink`, in the main thread, between two bytecodes of whatever it was
         # running (maybe this hub's loop, maybe code holding a subscription's lock): only flag
         # and hand the work to the hub's loop through its thread-safe queue.
-        loop = self._loop
-        if self._draining or self._closed or loop is None or loop.is_closed():
+        if self._draining or self._closed:
             return
-        self._draining = True
+        self._draining = True  # WSGI per-request streams poll it (`draining`)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self._close_all, CloseReason.SHUTDOWN)
 

@@ -241,7 +241,12 @@ class WSGIEventStream:
             # client sees the stream open before the source's first item.
             return _OPENING
         deadline = time.monotonic() + self.keepalive
+        hub = self.hub
         with self._cond:
+            if hub is not None and (hub.closed or hub.draining):
+                # A busy stream never waits: check the hub here too (two attribute reads).
+                self._stopped = True
+                self._cond.notify_all()
             while not self._pending and not self._done and not self._stopped:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -259,13 +264,14 @@ class WSGIEventStream:
             return chunk
 
     def _gone(self) -> bool:
-        # The client left, or the hub shut down: either ends the body.
-        if self.hub is not None and self.hub.closed:
+        # The client left, or the hub shut down or heard a signal to exit: each ends the body.
+        if self.hub is not None and (self.hub.closed or self.hub.draining):
             return True
         return self._environ is not None and client_disconnected(self._environ)
 
     def _next_direct(self) -> bytes:
-        if self._stopped:
+        hub = self.hub
+        if self._stopped or (hub is not None and (hub.closed or hub.draining)):
             raise StopIteration
         try:
             item = next(self._iterator)
