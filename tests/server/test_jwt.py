@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests._support.redis_server import RedisServer
 from tests._support.sse import open_sse
 from tests.server.hub_process import HubFactory, HubProcess
 from tests.server.test_channels_api import data_until, wait_streams
@@ -482,3 +483,34 @@ async def test_the_secret_never_shows_and_help_logs_and_healthz_say_jwt_is_on(
     assert "authorization=***" in log
     for secret in (SECRET, value, expired):
         assert secret not in log
+
+
+# -- on Redis: two hub processes -------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_on_redis_a_publish_to_one_hub_reaches_the_other_once_and_private_stays_private(
+    start_hub: HubFactory,
+) -> None:
+    with RedisServer() as redis:
+        env = {"SSEHUB_JWT_SECRET": SECRET}
+        one, two = (start_hub("--redis", redis.url, env=env) for _ in range(2))
+        a, b = "/events/r2/a", "/events/r2/b"
+        query = [("channel", a), ("channel", "/events/r2/{name}")]
+        granted = bearer(token(["/events/r2/{name}"]))
+        async with (
+            httpx.AsyncClient(base_url=one.url, headers=bearer(ADMIN)) as c,
+            open_sse(two.url + "/events", params=query, headers=granted) as member,
+            open_sse(two.url + "/events", params=[("channel", "*")]) as anonymous,
+        ):
+            first = (await c.post("/events", json={"channels": [a, b], "data": "ab"})).json()
+            secret = {"channels": [a, b], "data": "secret", "private": True}
+            assert (await c.post("/events", json=secret)).status_code == 200
+            await c.post(b, json={"data": "end"})
+            assert await data_until(member, "end") == ["ab", "secret", "end"]
+            assert await data_until(anonymous, "end") == ["ab", "end"]
+        # Resuming on the other hub, from the first event, with and without the token.
+        after = {"Last-Event-ID": first["id"]}
+        resumed = await _read(one.url + "/events", query, {**granted, **after}, "end")
+        assert resumed == ["secret", "end"]
+        assert await _read(one.url + "/events", query, after, "end") == ["end"]
