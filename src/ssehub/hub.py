@@ -996,7 +996,9 @@ class Hub:
 
         The subscription first holds the retained events after that id (preceded by a
         `GAP_EVENT` when history does not hold the id), then every live event, with no
-        duplicate and no gap at the seam. End it with `unsubscribe`.
+        duplicate and no gap at the seam; `ssehub.resume.EARLIEST` as ``last_event_id`` asks
+        for every retained event, without the notice. `Subscription.resumed` then says whether
+        history held the id. End it with `unsubscribe`.
         ``threaded=True`` returns a `ThreadedSubscription` for a thread-based writer.
         ``observer=True`` makes a stream that is not a client (a dashboard watching the
         channel): it gets the live events only (``last_event_id`` is ignored), is not counted
@@ -1092,6 +1094,7 @@ class Hub:
     def _push_seam(self, sub: Subscription, resume: Resume, replay: Replay) -> None:
         seam = resume.finish(replay)
         resume.after = seam.after
+        sub.resumed = seam.gap is None
         if seam.gap is not None:
             sub.push(seam.gap)
         for data in seam.replayed:

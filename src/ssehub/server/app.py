@@ -12,6 +12,9 @@ Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
   ``GET /dashboard/stats`` (the dashboard's own live feed, on a hub of its own) and
   ``GET /dashboard/watch/events/{channel...}`` (the dashboard's live view of a channel: a
   stream that is not counted as a client).
+- With Mercure on (``mercure``), ``GET /.well-known/mercure?topic=<selector>`` subscribes and
+  ``POST /.well-known/mercure`` publishes a form-encoded update, on the same channels
+  (`ssehub.server.mercure`); answers there are Mercure's (``text/plain``, errors included).
 - ``OPTIONS`` on any route answers a CORS preflight; another method the route does not list
   gets 405. Both carry the route's ``Allow``.
 
@@ -41,7 +44,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ssehub._serving import DIRECT_STREAM, Answer, open_stream
@@ -54,9 +57,11 @@ from ssehub.errors import (
     InvalidSelector,
 )
 from ssehub.hub import Hub
+from ssehub.mercure import HUB_PATH
 from ssehub.request import Request
 from ssehub.selectors import Selector
-from ssehub.server._json import dumps
+from ssehub.server import mercure
+from ssehub.server._json import dumps, loads
 from ssehub.server.auth import BEARER_REALM, INVALID_TOKEN, Auth, Publisher, token_in
 from ssehub.server.cors import CORS
 from ssehub.server.dashboard import STATS_PATH, WATCH_PREFIX, Dashboard
@@ -75,6 +80,7 @@ from ssehub.server.publish import (
 )
 from ssehub.server.routing import Endpoint, HTTPError, Resource, Route, Router, decode_path
 from ssehub.server.workers import Workers, WorkerState, version
+from ssehub.subscription import Subscription
 from ssehub.types import Receive, Scope, Send
 
 __all__ = [
@@ -93,6 +99,7 @@ DEFAULT_METRICS_CHANNELS = 50
 """Channels given their own series in ``/metrics`` by default (the busiest; the rest summed)."""
 
 _JSON_CT = (b"content-type", b"application/json")
+_TEXT_CT = (b"content-type", b"text/plain; charset=utf-8")
 _NO_STORE = [(b"cache-control", b"no-store")]
 
 
@@ -125,13 +132,17 @@ def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
 _CHANNEL = "channel"  # the channel its path names
 _CHANNELS = "channels"  # the channels its body names (POST /events)
 _BROADCAST = "broadcast"  # every channel
+_MERCURE = "mercure"  # the topics its form names (POST /.well-known/mercure)
+
+_TARGETS = {_CHANNELS: "/events", _BROADCAST: "/broadcast", _MERCURE: HUB_PATH}
 
 
 def _target(kind: str, scope: Scope) -> str:
-    """What a publish request targets, as logged: its channel, ``/events`` or ``/broadcast``."""
+    """What a publish request targets, as logged: its channel, ``/events``, ``/broadcast`` or
+    the Mercure hub's path."""
     if kind == _CHANNEL:
         return _full_path(scope)
-    return "/events" if kind == _CHANNELS else "/broadcast"
+    return _TARGETS[kind]
 
 
 _IDS_SLICE = 2000  # channels encoded between two yields of a broadcast's answer
@@ -168,9 +179,10 @@ _CHANNEL_QUERY_HINT = (
 )
 
 
-def _selectors_of(request: Request) -> list[str]:
+def _selectors_of(request: Request, *, topics: bool = False) -> list[str]:
     """The ``?channel=`` selectors of ``GET /events``; `HTTPError` 400 when there is none or
-    an exact name is not a full channel path (it could never match a channel)."""
+    an exact name is not a full channel path (it could never match a channel), unless
+    ``topics`` (Mercure is on: any topic is a channel, ``https://example.com/books/1`` too)."""
     selectors = request.query_values("channel")
     if not selectors:
         raise HTTPError(400, f"no channel given: {_CHANNEL_QUERY_HINT}")
@@ -179,7 +191,7 @@ def _selectors_of(request: Request) -> list[str]:
             exact = Selector(text).kind == "exact"
         except InvalidSelector as exc:
             raise HTTPError(400, f"bad channel selector {text!r}: {exc}") from None
-        if exact and not text.startswith(EVENTS_PREFIX):
+        if exact and not topics and not text.startswith(EVENTS_PREFIX):
             raise HTTPError(400, f"{text!r} is not a channel name: {_CHANNEL_QUERY_HINT}")
     return selectors
 
@@ -206,6 +218,9 @@ class HubServer:
             events published; the others are summed under ``channel="(other)"``).
         max_clients: open streams (of the hub and the dashboard) past which a new one gets
             503; None for no cap. Publishes and reads are never counted or refused by it.
+        mercure: speak the Mercure protocol at ``/.well-known/mercure`` (its topics are the
+            hub's channels; see `ssehub.server.mercure`), and let ``GET /events?channel=``
+            name any topic, not only ``/events/...`` paths.
     """
 
     def __init__(
@@ -224,6 +239,7 @@ class HubServer:
         metrics_channels: int = DEFAULT_METRICS_CHANNELS,
         max_clients: int | None = None,
         auth: Auth | None = None,
+        mercure: bool = False,
     ) -> None:
         if auth is None:
             auth = Auth(publish_token=publish_token, subscribe_token=subscribe_token)
@@ -246,6 +262,10 @@ class HubServer:
         """Open streams past which a new one gets 503 (None: no cap)."""
         self.auth = auth
         """Who may publish and subscribe (`ssehub.server.auth.Auth`)."""
+        self.mercure = mercure
+        """Whether the hub speaks Mercure at ``/.well-known/mercure``."""
+        # Channels that are the hub's own: Mercure publishers may not name them.
+        self._reserved: tuple[str, ...] = ()
         self._admin_token = admin_token.encode() if admin_token else auth.subscribe_token
         self._public_metrics = public_metrics
         hosts = [h.strip().lower() for h in allowed_hosts]
@@ -284,6 +304,7 @@ class HubServer:
             self._publish: _CHANNEL,
             self._publish_channels: _CHANNELS,
             self._broadcast: _BROADCAST,
+            self._mercure_publish: _MERCURE,
         }
         watch = self._admin(self._watch)
         self._subscribers: tuple[Endpoint, ...] = (
@@ -291,6 +312,7 @@ class HubServer:
             self._subscribe_channels,
             self._get_stats_stream,
             watch,
+            self._mercure_subscribe,
         )
         self.router = Router(
             [
@@ -308,9 +330,18 @@ class HubServer:
                 Route("/healthz", self._get_health),
                 Route(STATS_PATH, self._admin(self._get_stats_stream)),
                 Route(WATCH_PREFIX + "/", watch, ("GET",), prefix=True),
+                *self._mercure_routes(),
             ]
         )
         """The route table."""
+
+    def _mercure_routes(self) -> list[Route]:
+        if not self.mercure:
+            return []
+        return [
+            Route(HUB_PATH, self._mercure_subscribe),
+            Route(HUB_PATH, self._mercure_publish, ("POST",)),
+        ]
 
     def auth_names(self) -> list[str]:
         """What guards this hub, by name (never a value): ``jwt``,
@@ -399,9 +430,7 @@ class HubServer:
             else:
                 await self._send_preflight(scope, send, resource.allow)
         except HTTPError as exc:
-            await self._send_json(
-                scope, send, exc.status, dumps({"error": exc.message}), exc.headers
-            )
+            await self._send_error(scope, send, exc.status, exc.message, exc.headers)
         except _ClientGone:
             pass
 
@@ -468,8 +497,12 @@ class HubServer:
             elif endpoint in self._subscribers:
                 self._check_capacity()
         except HTTPError as exc:
-            body = dumps({"error": exc.message})
-            headers = [_JSON_CT, (b"content-length", b"%d" % len(body)), *exc.headers]
+            if self.mercure and mercure.is_mercure_path(scope["path"]):
+                headers, body = mercure.text_error(exc.status, exc.message)
+                headers += exc.headers
+            else:
+                body = dumps({"error": exc.message})
+                headers = [_JSON_CT, (b"content-length", b"%d" % len(body)), *exc.headers]
             if self.cors.enabled:
                 headers += self.cors.simple_headers(scope["headers"])
             return Answer(
@@ -547,6 +580,28 @@ class HubServer:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
+    async def _send_text(self, scope: Scope, send: Send, status: int, body: bytes) -> None:
+        headers = [_TEXT_CT, (b"content-length", b"%d" % len(body))]
+        headers += self.cors.simple_headers(scope["headers"])
+        await self._send(send, status, headers, body)
+
+    async def _send_error(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        message: str,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """A refusal: JSON ``{"error": message}``, or on a Mercure route the message as text."""
+        if self.mercure and mercure.is_mercure_path(scope["path"]):
+            headers, body = mercure.text_error(status, message)
+            headers += extra
+            headers += self.cors.simple_headers(scope["headers"])
+            await self._send(send, status, headers, body)
+            return
+        await self._send_json(scope, send, status, dumps({"error": message}), extra)
+
     async def _send_preflight(self, scope: Scope, send: Send, allow: str) -> None:
         headers = self.cors.preflight_headers(scope["headers"], allow.encode())
         await self._send(send, 204, headers, b"")
@@ -597,7 +652,11 @@ class HubServer:
         `_CHANNELS` named by its body, or `_BROADCAST`)."""
         if self._closing:
             raise HTTPError(503, "the hub is shutting down")
-        publisher = self.auth.publisher(scope)
+        if kind == _MERCURE:
+            publisher = self.auth.publisher(mercure.mercure_scope(scope))
+            mercure.check_form(scope["headers"])
+        else:
+            publisher = self.auth.publisher(scope)
         if kind == _CHANNEL:
             publisher.check((target,))
         elif kind == _BROADCAST:
@@ -619,6 +678,10 @@ class HubServer:
         """``POST /broadcast``: publish the body's message(s) to every channel."""
         await self._publishing(scope, receive, send, _BROADCAST)
 
+    async def _mercure_publish(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /.well-known/mercure``: publish a Mercure update (a form) to its topics."""
+        await self._publishing(scope, receive, send, _MERCURE)
+
     async def _publishing(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         """Publish a request's message(s) (``kind``: see `_publish_head`).
 
@@ -634,6 +697,9 @@ class HubServer:
                 answer = await self._publish_to(target, head, body)
             elif kind == _CHANNELS:
                 answer = await self._publish_to_channels(head, body, publisher)
+            elif kind == _MERCURE:
+                event_id = await mercure.publish(self.hub, publisher, body, self._reserved)
+                answer = event_id.encode()
             else:
                 answer = await self._publish_everywhere(head, body)
         except HTTPError as exc:
@@ -655,7 +721,10 @@ class HubServer:
             self._inflight -= 1
             if self._idle is not None and not self._inflight:
                 self._idle.set()
-        await self._send_json(scope, send, 200, answer)
+        if kind == _MERCURE:  # the update's id
+            await self._send_text(scope, send, 200, answer)
+        else:
+            await self._send_json(scope, send, 200, answer)
 
     async def _publish_to(self, channel: str, head: PublishHead, body: bytes) -> bytes:
         hub = self.hub
@@ -740,24 +809,30 @@ class HubServer:
         scope: Scope,
         receive: Receive,
         send: Send,
-        channel: str | None,
+        channel: str | list[str] | None,
         *,
         admin: bool = False,
+        request: Request | None = None,
+        extra: Callable[[Subscription], list[tuple[str, str]]] | None = None,
     ) -> None:
-        """Stream ``channel`` (None: the ``?channel=`` selectors of ``GET /events``)."""
-        request = request_from_scope(scope)
+        """Stream ``channel`` (a name, selectors, or None: the ``?channel=`` selectors of
+        ``GET /events``), for ``request`` (default: the scope's), with the response headers
+        ``extra`` gives for the open stream."""
+        if request is None:
+            request = request_from_scope(scope)
         if not admin:  # the statistics stream is guarded by the admin token instead
             self.auth.check_subscribe(scope, request)
-        selection = _selectors_of(request) if channel is None else channel
+        selection = _selectors_of(request, topics=self.mercure) if channel is None else channel
         self._check_capacity()
         opened = await open_stream(hub, request, channel=selection)
         if isinstance(opened, Answer):
             # The shared refusal (400, 401, 403 or 503, its JSON body), with this server's CORS
             # for the request's origin rather than the hub's fixed headers.
-            extra = INVALID_TOKEN if opened.status == 401 else ()
-            await self._send_json(scope, send, opened.status, opened.body, extra)
+            challenge = INVALID_TOKEN if opened.status == 401 else ()
+            message = loads(opened.body.decode())["error"]
+            await self._send_error(scope, send, opened.status, message, challenge)
             return
-        headers = hub.headers
+        headers = hub.headers if extra is None else hub.headers + extra(opened)
         cors = self.cors
         if cors.enabled:
             allowed = cors.simple_headers(scope["headers"])
@@ -770,6 +845,20 @@ class HubServer:
 
     async def _subscribe_channels(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._stream(self.hub, scope, receive, send, None)
+
+    async def _mercure_subscribe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /.well-known/mercure?topic=<selector>``: a Mercure subscriber's stream."""
+        scope = mercure.mercure_scope(scope)
+        request, topics = mercure.subscription_request(request_from_scope(scope))
+        await self._stream(
+            self.hub,
+            scope,
+            receive,
+            send,
+            topics,
+            request=request,
+            extra=mercure.resume_headers,
+        )
 
     async def _get_stats_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._stream(self.stats_hub, scope, receive, send, _full_path(scope), admin=True)

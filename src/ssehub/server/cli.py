@@ -35,6 +35,7 @@ from ssehub.server.config import (
     env_var,
 )
 from ssehub.server.logs import SafeFormatter, redact_url
+from ssehub.server.mercure import MODES as MERCURE_MODES
 from ssehub.server.publish import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY
 from ssehub.server.runners import FD_RESERVE, check_http_server, make_auth, serve_one
 from ssehub.server.supervisor import WORKER_CONFIG_FLAG, read_worker_config, serve_workers
@@ -495,6 +496,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         action="store_true",
         help="streams need a valid JWT (401 without one); without it, a stream without a "
         "JWT reads public events only",
+    )
+    auth.add_argument(
+        "--mercure",
+        choices=MERCURE_MODES,
+        default="auto",
+        help="speak the Mercure protocol at /.well-known/mercure (subscribe with ?topic=, "
+        "publish a form; topics are channels): 'auto' when a JWT key is set, 'on' always, "
+        "'off' never",
     )
     auth.add_argument(
         "--public-metrics",

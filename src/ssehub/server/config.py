@@ -103,6 +103,7 @@ class ServeConfig:
     jwt_secret: str | None
     jwt_public_key: str | None
     require_subscriber_token: bool
+    mercure: str
     public_metrics: bool
     metrics_channels: int
     log_level: str

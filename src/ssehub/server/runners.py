@@ -30,6 +30,7 @@ from ssehub.server.app import HubServer
 from ssehub.server.auth import Auth
 from ssehub.server.config import CLIError, ServeConfig
 from ssehub.server.logs import redact_url
+from ssehub.server.mercure import enabled as mercure_enabled
 from ssehub.subscription import CloseReason, Subscription
 
 __all__ = [
@@ -251,6 +252,7 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         allowed_hosts=config.allowed_host,
         metrics_channels=config.metrics_channels,
         max_clients=clients if clients is not None else config.max_clients,
+        mercure=mercure_enabled(config.mercure, jwt=auth.jwt is not None),
     )
 
 
@@ -287,7 +289,7 @@ def _ignore_signal(signum: int, frame: FrameType | None) -> None:
 def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | None) -> None:
     log.info(
         "event=start url=%s pid=%d http=%s backend=%s history=%d keepalive=%s auth=%s cors=%s "
-        "max_clients=%s",
+        "max_clients=%s mercure=%s",
         url(config.host, port),
         os.getpid(),
         config.http,
@@ -297,6 +299,7 @@ def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | Non
         auth_summary(config),
         ",".join(config.cors_origin) or "-",
         app.max_clients,
+        "on" if app.mercure else "off",
     )
     if ready_fd is not None:
         os.write(ready_fd, b"1")
