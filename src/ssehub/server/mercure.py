@@ -24,6 +24,7 @@ from collections.abc import Collection
 from dataclasses import replace
 from urllib.parse import parse_qsl
 
+from ssehub.errors import InvalidSelector
 from ssehub.hub import Hub
 from ssehub.mercure import (
     FORM_TYPE,
@@ -36,6 +37,7 @@ from ssehub.mercure import (
     subscribe_topics,
 )
 from ssehub.request import Request
+from ssehub.selectors import Selectors
 from ssehub.server.auth import Publisher
 from ssehub.server.routing import HTTPError
 from ssehub.subscription import Subscription
@@ -133,11 +135,15 @@ async def publish(
 def subscription_request(request: Request) -> tuple[Request, list[str]]:
     """What a Mercure subscribe asks for: the request as the hub reads it (its
     ``Last-Event-ID`` header set to where it resumes, `ssehub.mercure.last_event_id`), and its
-    topic selectors. `HTTPError` 400 when it names none or an unsupported matcher."""
+    topic selectors. `HTTPError` 400 when it names none, a bad one (more than
+    `ssehub.mercure.MAX_TOPICS` too), or an unsupported matcher."""
     try:
         topics = subscribe_topics(request.params)
+        Selectors(topics)
     except InvalidUpdate as exc:
         raise HTTPError(exc.status, exc.message) from None
+    except InvalidSelector as exc:
+        raise HTTPError(400, f"bad topic selector: {exc}") from None
     resume = last_event_id(request.headers, request.query)
     headers = {k: v for k, v in request.headers.items() if k != "last-event-id"}
     if resume is not None:
