@@ -15,6 +15,7 @@ import jwt
 import pytest
 from mercure_publisher import AsyncMercurePublisher, MercureConfig, MercurePublisher
 
+from tests._support.redis_server import RedisServer
 from tests._support.sse import open_sse
 from tests.server.hub_process import HubFactory, HubProcess
 from tests.server.test_channels_api import data_until, wait_streams
@@ -431,3 +432,49 @@ async def test_the_mercure_publisher_package_sees_refusals_as_errors(
         with pytest.raises(MercurePublishError) as info:
             await publisher.publish("https://b/1", "not allowed")
     assert info.value.status_code == 403
+
+
+# -- on Redis: two hub processes ---------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_on_redis_an_update_published_through_one_hub_reaches_mercure_subscribers_of_another(
+    start_hub: HubFactory,
+) -> None:
+    books = "https://example.com/r1/books/{id}"
+    reader = token(subscribe=["https://example.com/r1/books/1"])
+    with RedisServer() as redis:
+        env = {"SSEHUB_JWT_SECRET": SECRET}
+        one, two = (start_hub("--redis", redis.url, env=env) for _ in range(2))
+        query = [("topic", books)]
+        async with (
+            httpx.AsyncClient(base_url=one.url, timeout=10) as on_one,
+            httpx.AsyncClient(base_url=two.url, timeout=10) as on_two,
+            open_sse(two.url + HUB, params=[*query, ("authorization", reader)]) as member,
+            open_sse(two.url + HUB, params=query) as anonymous,
+            open_sse(two.url + "/events", params={"channel": books}) as reader_of_events,
+        ):
+            await wait_streams(on_two, 3)
+            first = await publish(
+                on_one, ("topic", "https://example.com/r1/books/1"), ("data", "1")
+            )
+            await publish(
+                on_one,
+                ("topic", "https://example.com/r1/books/1"),
+                ("data", "private"),
+                ("private", "on"),
+            )
+            await publish(on_one, ("topic", "https://example.com/r1/books/2"), ("data", "end"))
+            assert await data_until(member, "end") == ["1", "private", "end"]
+            assert await data_until(anonymous, "end") == ["1", "end"]
+            assert await data_until(reader_of_events, "end") == ["1", "end"]
+            assert (await on_two.get("/healthz")).json()["clients"] == 3
+        # Resuming on the first hub, after an id the hub made (urn:uuid:...), and from earliest.
+        url = one.url + HUB
+        params = [*query, ("authorization", reader), ("lastEventID", first)]
+        async with open_sse(url, params=params) as resumed:
+            assert resumed.response.headers["last-event-id"] == first
+            assert await data_until(resumed, "end") == ["private", "end"]
+        async with open_sse(url, params=[*query, ("lastEventID", "earliest")]) as resumed:
+            assert resumed.response.headers["last-event-id"] == "earliest"
+            assert await data_until(resumed, "end") == ["1", "end"]
