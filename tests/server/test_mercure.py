@@ -370,7 +370,9 @@ async def test_require_subscriber_token_applies_to_mercure_subscribers(
         assert s.response.status_code == 200
 
 
-async def test_a_preflight_to_the_hub_lists_its_methods(start_hub: HubFactory) -> None:
+async def test_a_preflight_to_the_hub_lists_its_methods_and_allows_credentials(
+    start_hub: HubFactory,
+) -> None:
     hub = start_hub("--cors-origin", "https://app.example", env={"SSEHUB_JWT_SECRET": SECRET})
     async with httpx.AsyncClient(timeout=10) as client:
         answer = await client.options(
@@ -380,6 +382,8 @@ async def test_a_preflight_to_the_hub_lists_its_methods(start_hub: HubFactory) -
     assert answer.status_code == 204
     assert answer.headers["access-control-allow-methods"] == "GET, POST, OPTIONS"
     assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    # A listed origin may send the cookie (EventSource's withCredentials).
+    assert answer.headers["access-control-allow-credentials"] == "true"
 
 
 # -- a real Mercure client ---------------------------------------------------------------------
