@@ -43,6 +43,7 @@ EVERY_FLAG = {
     # The PEM itself (the flag takes a file, or the key as text).
     "--jwt-public-key": ["--jwt-public-key", "-----BEGIN PUBLIC KEY-----\nAAAA"],
     "--require-subscriber-token": ["--require-subscriber-token"],
+    "--mercure": ["--mercure", "off"],
     "--public-metrics": ["--public-metrics"],
     "--metrics-channels": ["--metrics-channels", "5"],
     "--log-level": ["--log-level", "debug"],
@@ -59,7 +60,7 @@ def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSEHUB_PUBLISH_TOKEN", raising=False)
     monkeypatch.delenv("SSEHUB_SUBSCRIBE_TOKEN", raising=False)
     monkeypatch.delenv("SSEHUB_ADMIN_TOKEN", raising=False)
-    for name in ("JWT_SECRET", "JWT_PUBLIC_KEY", "REQUIRE_SUBSCRIBER_TOKEN"):
+    for name in ("JWT_SECRET", "JWT_PUBLIC_KEY", "REQUIRE_SUBSCRIBER_TOKEN", "MERCURE"):
         monkeypatch.delenv(f"SSEHUB_{name}", raising=False)
 
 
