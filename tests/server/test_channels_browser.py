@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -239,3 +241,122 @@ async def _read_through_cuts(
         requests = proxy.requests("GET", "/events")
     run.resumed_from = [h["last-event-id"] for h in requests if "last-event-id" in h]
     return run
+
+
+# -- 401, 403 and token expiry in the browser ----------------------------------------------------
+
+
+async def test_in_the_browser_bad_tokens_are_refused_401_and_publishes_outside_the_claim_403(
+    start_hub: HubFactory,
+) -> None:
+    hub = start_hub("--require-subscriber-token", "--retry", "100", env=JWT)
+    room = "/events/rooms/1"
+    refused = {
+        "without a token": "",
+        "expired": token([room], exp=int(time.time()) - 60),
+        "badly signed": token([room], key="another-secret-that-is-32-bytes-long"),
+        "not a JWT": "not-a-jwt",
+    }
+    async with (
+        httpx.AsyncClient(base_url=hub.url, headers=bearer(ADMIN)) as c,
+        eventsource_page(hub.url) as page,
+    ):
+        for name, value in refused.items():
+            await page.open(name, events_url([room], **({"authorization": value} if value else {})))
+        await page.open("granted", events_url([room], authorization=token([room])))
+        await wait_streams(c, 1)
+        for name in refused:
+            # A non-200 answer fails the EventSource for good: closed (2), never open, no retry.
+            record = await page.wait_until(name, lambda r: bool(r.errors))
+            assert (record.opens, [e["readyState"] for e in record.errors]) == (0, [2]), name
+        statuses = {}
+        for name, publisher in {
+            "no token": None,
+            "subscribe only": token([room]),
+            "outside the claim": token(publish=["/events/news"]),
+            "badly signed": token(publish=["*"], key="another-secret-that-is-32-bytes-long"),
+            "granted": token(publish=["/events/rooms/{id}"]),
+        }.items():
+            headers = {"Content-Type": "application/json"}
+            if publisher is not None:
+                headers["Authorization"] = f"Bearer {publisher}"
+            body = f'{{"data": "{name}", "private": true}}'
+            statuses[name] = await page.fetch("POST", room, headers, body)
+        assert statuses == {
+            "no token": 401,
+            "subscribe only": 403,
+            "outside the claim": 403,
+            "badly signed": 401,
+            "granted": 200,
+        }
+        # Only the accepted publish reached the stream; the refused sources stayed closed.
+        assert [e.data for e in await page.wait_for("granted", "granted")] == ["granted"]
+        await asyncio.sleep(0.3)  # three retry delays: a refused source would have come back
+        for name in refused:
+            assert len((await page.record(name)).errors) == 1, name
+
+
+async def test_an_eventsource_whose_token_expires_ends_at_exp_and_resumes_with_a_fresh_one(
+    start_hub: HubFactory,
+) -> None:
+    """The README's page: it closes its EventSource when the hub ends the stream at the token's
+    exp and opens a new one with a fresh token and ``lastEventId``: nothing is lost. A plain
+    EventSource retries with its expired token, gets 401 and stops."""
+    hub = start_hub("--retry", "100", env=JWT)
+    mine = "/events/users/42"
+    selectors = ["/events/news", "/events/rooms/{id}", mine]
+    given: list[str] = []
+    asked = asyncio.Event()
+    allowed = asyncio.Event()
+    exp = 0
+
+    async def fresh_token() -> str:
+        nonlocal exp
+        if not given:  # the first token, made when the page asks: it expires 3 s later
+            exp = math.ceil(time.time()) + 3
+            given.append(token([mine], exp=exp))
+        else:  # the page comes back: let the test publish what it misses first
+            asked.set()
+            await allowed.wait()
+            given.append(token([mine], exp=exp + 60))
+        return given[-1]
+
+    async with (
+        httpx.AsyncClient(base_url=hub.url, headers=bearer(ADMIN)) as c,
+        eventsource_page(hub.url) as page,
+    ):
+        await page.open_refreshing("page", events_url(selectors), fresh_token, delay_ms=200)
+        await wait_streams(c, 1)
+        # A plain EventSource with the same token retries by itself after exp, with it: 401.
+        await page.open("plain", events_url(selectors, authorization=given[0]))
+        await wait_streams(c, 2)
+        # The last event before exp is private: the page resumes from an id only it may read.
+        ids = [
+            await post(c, "/events/rooms/5", "1 room"),
+            await post(c, mine, "2 private", private=True),
+        ]
+        await page.wait_for("page", "2 private")
+        async with asyncio.timeout(exp - time.time() + 3):
+            await asked.wait()
+        ended = (await page.record("page")).errors[0]["at"]
+        assert exp <= ended < exp + 1.5, (exp, ended)
+        plain = await page.wait_until("plain", lambda r: len(r.errors) == 2)
+        assert [e["readyState"] for e in plain.errors] == [0, 2]  # retrying, then closed
+        assert exp <= plain.errors[0]["at"] < exp + 1.5, (exp, plain.errors)
+        assert [e.data for e in plain.events] == ["1 room", "2 private"]
+        # Published while the page is away: it gets them on resuming, then the live ones.
+        ids += [
+            await post(c, mine, "3 private", private=True),
+            await post(c, ["/events/news", mine], "4 both"),
+        ]
+        allowed.set()
+        await wait_streams(c, 1)
+        ids.append(await post(c, "/events/news", "5 live"))
+        events = await page.wait_for("page", "5 live")
+        urls = (await page.record("page")).urls
+
+    data = ["1 room", "2 private", "3 private", "4 both", "5 live"]
+    assert events == [Received("message", i, d) for i, d in zip(ids, data, strict=True)]
+    queries = [parse_qs(urlsplit(url).query) for url in urls]
+    assert [q["authorization"] for q in queries] == [[given[0]], [given[1]]]
+    assert [q.get("lastEventId") for q in queries] == [None, [ids[1]]]
