@@ -19,6 +19,7 @@ from ssehub.mercure import (
     link_header,
     new_id,
     parse_update,
+    pattern_template,
     resume_header,
     subscribe_topics,
 )
@@ -154,8 +155,11 @@ def test_topics_come_from_topic_and_the_newer_drafts_exact_matchers() -> None:
     [
         ([], 'missing "topic"'),
         ([("lastEventID", "x")], 'missing "topic"'),
-        ([("match_urlpattern", "https://example.com/books/:id")], "not supported"),
-        ([("topic", "a"), ("matchURLPattern", "/b/:id")], "not supported"),
+        ([("match_urlpattern", r"https://example.com/books/(\d+)")], "not supported"),
+        ([("topic", "a"), ("matchURLPattern", "/b/:id?")], "not supported"),
+        ([("match_urlpattern", "/b/{:id}")], "not supported"),
+        ([("match_urlpattern", "")], "empty"),
+        ([("match_type", "exact")], "not supported"),
         ([("MATCHES", "a")], "not supported"),
         ([("match", "https://example.com/{x}")], "braces"),
         ([("match", "")], "empty"),
@@ -168,6 +172,15 @@ def test_a_subscribe_query_without_a_usable_topic_is_refused(
         subscribe_topics(params)
     assert info.value.status == 400
     assert says in info.value.message
+
+
+def test_url_patterns_of_named_groups_and_wildcards_become_uri_templates() -> None:
+    assert pattern_template("https://example.com/books/:id") == "https://example.com/books/{id}"
+    assert pattern_template("/users/:user/books/*") == "/users/{user}/books/{+any2}"
+    assert pattern_template("https://example.com/:a-:b") == "https://example.com/{a}-{b}"
+    assert pattern_template("*") == "*"
+    params = [("match_urlpattern", "https://example.com/books/:id"), ("matchURLPattern", "/x/*")]
+    assert subscribe_topics(params) == ["https://example.com/books/{id}", "/x/{+any1}"]
 
 
 def test_the_header_wins_over_the_query_and_earliest_is_the_hubs_earliest() -> None:

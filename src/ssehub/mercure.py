@@ -47,6 +47,7 @@ __all__ = [
     "link_header",
     "new_id",
     "parse_update",
+    "pattern_template",
     "resume_header",
     "subscribe_topics",
     "topic_problem",
@@ -72,6 +73,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _EXACT_PARAMS = frozenset({"topic", "match", "match_exact"})
+_PATTERN_PARAMS = frozenset({"match_urlpattern", "matchURLPattern"})
+# A URL pattern's named group (``:id``) or wildcard (``*``); any other pattern syntax (regexp
+# groups, ``{...}`` groups, modifiers, escapes) is not translated.
+_PATTERN_PART = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)|\*")
+_PATTERN_SYNTAX = frozenset("(){}\\?+")
 _ID_PARAMS = ("lastEventID", "lastEventId", "last_event_id", "Last-Event-ID")
 
 
@@ -292,10 +298,11 @@ def parse_update(
 def subscribe_topics(params: Sequence[tuple[str, str]]) -> list[str]:
     """The topic selectors of a subscribe request's query (its ``(name, value)`` pairs).
 
-    ``topic`` (exact topics, URI templates, ``*``), and the newer draft's ``match`` and
-    ``match_exact`` (exact topics, or ``*``). Any other parameter in the reserved ``match``
-    namespace is refused (URL patterns are not supported), as is a request with no topic or an
-    empty one: `InvalidUpdate` 400. Selectors are checked by the hub (`ssehub.Selectors`).
+    ``topic`` (exact topics, URI templates, ``*``), the newer draft's ``match`` and
+    ``match_exact`` (exact topics, or ``*``), and its ``match_urlpattern`` (or
+    ``matchURLPattern``) for the URL patterns `pattern_template` translates. Any other
+    parameter in the reserved ``match`` namespace is refused, as is a request with no topic or
+    an empty one: `InvalidUpdate` 400. Selectors are checked by the hub (`ssehub.Selectors`).
     """
     topics: list[str] = []
     for name, value in params:
@@ -309,6 +316,8 @@ def subscribe_topics(params: Sequence[tuple[str, str]]) -> list[str]:
             if not value:
                 raise InvalidUpdate(400, f"{name}= is empty: name a topic selector")
             topics.append(value)
+        elif name in _PATTERN_PARAMS:
+            topics.append(pattern_template(value))
         elif name.lower().startswith("match"):
             raise InvalidUpdate(
                 400,
@@ -322,6 +331,44 @@ def subscribe_topics(params: Sequence[tuple[str, str]]) -> list[str]:
             "'*' or a URI template",
         )
     return topics
+
+
+def pattern_template(pattern: str) -> str:
+    """The URI template that selects what the URL pattern ``pattern`` (the newer draft's
+    ``match_urlpattern``) matches, for the patterns made of literal text, named groups
+    (``:id``, one path segment: ``{id}``) and ``*`` wildcards (anything: ``{+any}``).
+
+    `InvalidUpdate` 400 for any other pattern syntax (regexp and ``{...}`` groups, modifiers,
+    escapes), which ssehub does not translate. A relative pattern matches relative topics as
+    they are written (the hub's URL is not prepended).
+    """
+    if pattern == "*":
+        return "*"
+    if not pattern:
+        raise InvalidUpdate(400, "match_urlpattern= is empty: name a URL pattern")
+    out: list[str] = []
+    position = 0
+    for count, found in enumerate(_PATTERN_PART.finditer(pattern), 1):
+        out.append(_literal(pattern[position : found.start()], pattern))
+        out.append(f"{{{found.group(1)}}}" if found.group(1) else f"{{+any{count}}}")
+        position = found.end()
+        if pattern[position : position + 1] in ("?", "+", "*") and found.group(1):
+            raise InvalidUpdate(400, _unsupported(pattern))
+    out.append(_literal(pattern[position:], pattern))
+    return "".join(out)
+
+
+def _literal(text: str, pattern: str) -> str:
+    if any(char in _PATTERN_SYNTAX for char in text):
+        raise InvalidUpdate(400, _unsupported(pattern))
+    return text
+
+
+def _unsupported(pattern: str) -> str:
+    return (
+        f"the URL pattern {pattern!r} is not supported: ssehub takes literal text, named "
+        "groups (:id) and * wildcards; or use topic= with a URI template"
+    )
 
 
 def last_event_id(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:

@@ -113,6 +113,8 @@ async def test_a_mercure_web_app_in_chromium(start_hub: HubFactory, browser: Bro
         {
             "nothing": [["topic", "https://example.com/authors/{id}"]],
             "query_jwt": [["topic", BOOKS], ["authorization", READER]],
+            # The newer draft's URL pattern, for what ssehub translates to a URI template.
+            "url_pattern": [["match_urlpattern", "https://example.com/books/:id"]],
         },
     )
     await with_cookie.evaluate(_SUBSCRIBE, {"cookie_jwt": [["topic", BOOKS]]})
@@ -150,6 +152,7 @@ async def test_a_mercure_web_app_in_chromium(start_hub: HubFactory, browser: Bro
     assert await received(anonymous, "uri", 1) == [book1]
     public_books = [book1, book2, last]
     assert await received(anonymous, "template", 3) == public_books
+    assert await received(publisher, "url_pattern", 3) == public_books
     allowed = [book1, book2, private1, private3, last]
     assert await received(publisher, "query_jwt", 5) == allowed
     assert await received(with_cookie, "cookie_jwt", 5) == allowed
