@@ -262,3 +262,35 @@ async def test_no_event_can_carry_the_earliest_sentinel_as_its_id() -> None:
             await hub.publish("/a", Message("x", id=EARLIEST))
     finally:
         await hub.shutdown()
+
+
+# -- the subscriptions API's documents ---------------------------------------------------------
+
+
+def test_a_subscription_is_named_by_its_selector_and_subscriber_percent_encoded() -> None:
+    from ssehub.mercure import subscription, subscription_topic, subscriptions
+
+    topic, who = "https://example.com/{selector}", "urn:uuid:bb3de268-05b0-4c65-b44e-8f9acefc29d6"
+    expected = (
+        "/.well-known/mercure/subscriptions/https%3A%2F%2Fexample.com%2F%7Bselector%7D/"
+        "urn%3Auuid%3Abb3de268-05b0-4c65-b44e-8f9acefc29d6"
+    )
+    assert subscription_topic(topic, who) == expected  # the spec's own example
+    assert subscription(topic, who, payload={"foo": "bar"}) == {
+        "id": expected,
+        "type": "Subscription",
+        "topic": topic,
+        "subscriber": who,
+        "active": True,
+        "payload": {"foo": "bar"},
+    }
+    one = subscription(topic, who, active=False, context=True, last_event_id="x")
+    assert one["@context"] == "https://mercure.rocks/" and one["lastEventID"] == "x"
+    assert "payload" not in one and one["active"] is False
+    assert subscriptions("/.well-known/mercure/subscriptions", "earliest", [one]) == {
+        "@context": "https://mercure.rocks/",
+        "id": "/.well-known/mercure/subscriptions",
+        "type": "Subscriptions",
+        "lastEventID": "earliest",
+        "subscriptions": [one],
+    }

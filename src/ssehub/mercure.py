@@ -26,8 +26,8 @@ import re
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Final
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from ssehub.errors import InvalidMessage
 from ssehub.resume import EARLIEST
@@ -38,8 +38,10 @@ __all__ = [
     "EARLIEST_ID",
     "FORM_TYPE",
     "HUB_PATH",
+    "JSONLD_CONTEXT",
     "MAX_TOPICS",
     "MAX_TOPIC_LENGTH",
+    "SUBSCRIPTIONS_PATH",
     "InvalidUpdate",
     "Update",
     "addresses_hub",
@@ -50,11 +52,20 @@ __all__ = [
     "pattern_template",
     "resume_header",
     "subscribe_topics",
+    "subscription",
+    "subscription_topic",
+    "subscriptions",
     "topic_problem",
 ]
 
 HUB_PATH: Final = "/.well-known/mercure"
 """The path of a Mercure hub (RFC 8615 well-known URI), and of the namespace reserved to it."""
+
+SUBSCRIPTIONS_PATH: Final = HUB_PATH + "/subscriptions"
+"""The subscriptions API's collection, and the prefix of subscription events' topics."""
+
+JSONLD_CONTEXT: Final = "https://mercure.rocks/"
+"""The ``@context`` of the subscriptions API's JSON-LD documents."""
 
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
 """The media type of a publish body."""
@@ -399,3 +410,51 @@ def resume_header(requested: str | None, resumed: bool | None) -> str | None:
     if requested == EARLIEST or not resumed:
         return EARLIEST_ID
     return requested
+
+
+def subscription_topic(topic: str, subscriber: str) -> str:
+    """The topic (and the subscriptions API's URL path) of the subscription of ``subscriber`` to
+    the selector ``topic``: ``/.well-known/mercure/subscriptions/{topic}/{subscriber}``, each
+    value percent-encoded as RFC 6570 expands it (everything but unreserved characters)."""
+    return f"{SUBSCRIPTIONS_PATH}/{quote(topic, safe='')}/{quote(subscriber, safe='')}"
+
+
+def subscription(
+    topic: str,
+    subscriber: str,
+    *,
+    active: bool = True,
+    payload: Any = None,
+    context: bool = False,
+    last_event_id: str | None = None,
+) -> dict[str, Any]:
+    """The JSON-LD document of one subscription (a subscription event's data, an item of a
+    collection, or, with ``context`` and ``last_event_id``, the API's answer for it)."""
+    document: dict[str, Any] = {}
+    if context:
+        document["@context"] = JSONLD_CONTEXT
+    document["id"] = subscription_topic(topic, subscriber)
+    document["type"] = "Subscription"
+    document["topic"] = topic
+    document["subscriber"] = subscriber
+    document["active"] = active
+    if payload is not None:
+        document["payload"] = payload
+    if last_event_id is not None:
+        document["lastEventID"] = last_event_id
+    return document
+
+
+def subscriptions(
+    url: str, last_event_id: str, items: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The JSON-LD document of a collection of subscriptions (`subscription` documents),
+    answered at ``url``; ``last_event_id`` is where a subscriber to subscription events resumes
+    so that it misses no change made after this list (`EARLIEST_ID` when there is none yet)."""
+    return {
+        "@context": JSONLD_CONTEXT,
+        "id": url,
+        "type": "Subscriptions",
+        "lastEventID": last_event_id,
+        "subscriptions": list(items),
+    }
