@@ -28,9 +28,9 @@ from ssehub import (
     Subscription,
 )
 from ssehub._serving import Answer, open_stream
-from ssehub.errors import InvalidMessage, InvalidToken, SubscriptionDenied
+from ssehub.errors import InvalidMessage, InvalidSelector, InvalidToken, SubscriptionDenied
 from ssehub.resume import Replay
-from ssehub.selectors import InvalidSelector, Selectors
+from ssehub.selectors import Selectors
 from tests._support.waiting import eventually
 
 
@@ -411,6 +411,36 @@ async def test_an_access_grants_private_events_and_ends_the_stream_at_its_expiry
         assert hub.client_count() == 0
     finally:
         await hub.shutdown(timeout=0.1)
+
+
+async def test_an_access_payload_is_carried_to_the_subscription_with_or_without_expiry() -> None:
+    # A token's payload claim, say: presence shows it with the subscription.
+    def authorize(request: Request, channels: Sequence[str]) -> Access:
+        expires = time.time() + 60 if request.query.get("exp") else None
+        return Access(payload={"name": request.query["who"]}, expires=expires)
+
+    hub = Hub(authorize=authorize, keepalive=None, end_streams_on_signal=False)
+    try:
+        one = await hub.open_stream(Request("GET", "/events/a", query={"who": "ann"}))
+        several = await hub.open_stream(
+            Request(
+                "GET",
+                "/events",
+                query={"who": "bob", "exp": "1"},
+                params=(("channel", "/a"), ("channel", "/rooms/{id}")),
+            )
+        )
+        assert one.payload == {"name": "ann"}
+        assert several.payload == {"name": "bob"}
+        assert several.selectors is not None
+    finally:
+        await hub.shutdown(timeout=0.1)
+
+
+async def test_a_subscription_has_no_payload_unless_given_one(hub: Hub) -> None:
+    assert (await hub.subscribe("/a")).payload is None
+    assert (await hub.subscribe(["/a", "/b"], payload=[1, 2])).payload == [1, 2]
+    assert (await hub.open_stream(Request("GET", "/events/a"), payload="p")).payload == "p"
 
 
 async def test_an_expiry_already_past_ends_the_stream_at_once(hub: Hub) -> None:

@@ -92,11 +92,14 @@ class Access:
     ``channels``: the selectors the stream reads (None: those it asked for). ``private``: the
     channels whose private events it may read (None: public events only). ``expires``: the UNIX
     time at which the hub ends the stream (`CloseReason.EXPIRED`; a token's ``exp``), or None.
+    ``payload``: any value to attach to the stream as `Subscription.payload` (a token's
+    ``payload`` claim, shown by presence), or None.
     """
 
     channels: Sequence[str] | Selectors | None = None
     private: Sequence[str] | Selectors | None = None
     expires: float | None = None
+    payload: Any = None
 
 
 def _wants_channels(hook: Callable[..., Any]) -> bool:
@@ -855,12 +858,14 @@ class Hub:
         threaded: bool = False,
         channel: Selection | None = None,
         private: Sequence[str] | Selectors | None = None,
+        payload: Any = None,
     ) -> Subscription:
         """Turn a request into a subscription: authorize, pick the channel(s), resume, connect.
 
         ``channel`` overrides `channel_for` (an app that picks it in its own code, say per
         user): a channel name or a list of selectors. ``private`` selects the channels whose
-        private events the subscriber may read. Used by the adapters. Raises
+        private events the subscriber may read, ``payload`` is the `Subscription.payload` (an
+        `Access` from ``authorize`` may set both). Used by the adapters. Raises
         `SubscriptionDenied` when ``authorize`` refuses, `InvalidSelector` for a bad selector,
         and `HubClosed` after shutdown.
         """
@@ -888,6 +893,8 @@ class Hub:
                 if allowed.private is not None:
                     private = allowed.private
                 expires = allowed.expires
+                if allowed.payload is not None:
+                    payload = allowed.payload
             elif isinstance(allowed, Selectors):
                 selection = allowed
             elif isinstance(allowed, list | tuple | set | frozenset):
@@ -900,6 +907,7 @@ class Hub:
                     threaded=threaded,
                     private=private,
                     expires=expires,
+                    payload=payload,
                 )
         return await self.subscribe(
             selection,
@@ -907,6 +915,7 @@ class Hub:
             request=request,
             threaded=threaded,
             private=private,
+            payload=payload,
         )
 
     async def subscribe(
@@ -919,6 +928,7 @@ class Hub:
         observer: bool = False,
         private: Sequence[str] | Selectors | None = None,
         expires: float | None = None,
+        payload: Any = None,
     ) -> Subscription:
         """Subscribe to ``channel``; resume after ``last_event_id`` when given.
 
@@ -927,7 +937,8 @@ class Hub:
         every matching channel, each event once, in publish order, and one ``last_event_id``
         resumes all of them. ``private`` selects the channels whose private events this
         subscriber may read (None: public events only). At ``expires`` (a UNIX time: a token's
-        ``exp``) the hub ends the stream as `CloseReason.EXPIRED`.
+        ``exp``) the hub ends the stream as `CloseReason.EXPIRED`. ``payload`` is kept as the
+        subscription's `Subscription.payload` (say, who the subscriber is, for presence).
 
         The subscription first holds the retained events after that id (preceded by a
         `GAP_EVENT` when history does not hold the id), then every live event, with no
@@ -947,6 +958,7 @@ class Hub:
                 threaded=threaded,
                 observer=observer,
                 private=readable,
+                payload=payload,
             )
             self._expire_at(sub, expires)
             return sub
@@ -958,7 +970,7 @@ class Hub:
                 channel = next(iter(selectors.names))
             else:
                 return await self._subscribe_selected(
-                    selectors, last_event_id, request, threaded, observer, readable
+                    selectors, last_event_id, request, threaded, observer, readable, payload
                 )
         await self._ready()
         if self._draining:
@@ -973,6 +985,7 @@ class Hub:
             request=request,
             private=readable,
         )
+        sub.payload = payload
         sub.on_close = self._count_close
         if self._retry_bytes:
             sub.push(self._retry_bytes)
@@ -1043,6 +1056,7 @@ class Hub:
         threaded: bool,
         observer: bool,
         readable: Selectors | None,
+        payload: Any = None,
     ) -> Subscription:
         # A subscription reading several channels: registered in each exact channel it names,
         # or, with ``*`` or a template among its selectors, matched against every event.
@@ -1060,6 +1074,7 @@ class Hub:
             selectors=selectors,
             private=readable,
         )
+        sub.payload = payload
         sub.on_close = self._count_close
         if self._retry_bytes:
             sub.push(self._retry_bytes)
