@@ -443,6 +443,16 @@ async def test_a_subscription_has_no_payload_unless_given_one(hub: Hub) -> None:
     assert (await hub.open_stream(Request("GET", "/events/a"), payload="p")).payload == "p"
 
 
+async def test_a_broadcast_skips_the_channels_it_excludes(hub: Hub) -> None:
+    reserved = await hub.subscribe("/subscriptions")
+    user = await hub.subscribe("/a")
+    await hub.publish("/b", "history only")
+    ids = await hub.broadcast("to all", exclude=("/subscriptions", "/never"))
+    assert sorted(ids) == ["/a", "/b"]
+    assert datas(user) == ["to all"]
+    assert datas(reserved) == []
+
+
 async def test_an_expiry_already_past_ends_the_stream_at_once(hub: Hub) -> None:
     sub = await hub.subscribe("/a", expires=time.time() - 1)
     assert sub.close_reason == CloseReason.EXPIRED

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
@@ -634,8 +634,12 @@ class Hub:
                     self._published[name] = self._published.get(name, 0) + 1
         return result
 
-    async def broadcast(self, message: Message | object) -> dict[str, PublishResult]:
-        """Publish ``message`` to every channel (with subscribers or history); ids by channel.
+    async def broadcast(
+        self, message: Message | object, *, exclude: Collection[str] = ()
+    ) -> dict[str, PublishResult]:
+        """Publish ``message`` to every channel (with subscribers or history) but those in
+        ``exclude`` (reserved channels, such as the standalone hub's presence channel); ids by
+        channel.
 
         Lets the event loop run other work every `BROADCAST_SLICE` seconds, so a broadcast over
         many channels never stalls the streams. Raises as `publish` does (`EventTooLarge` before
@@ -646,6 +650,8 @@ class Hub:
             message = Message(message)
         names = dict.fromkeys(self._channels)
         names.update(dict.fromkeys(await self.backend.channels()))
+        for name in exclude:
+            names.pop(name, None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BROADCAST_SLICE
         ids: dict[str, PublishResult] = {}
