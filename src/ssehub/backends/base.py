@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Protocol
 
 from ssehub.errors import EventTooLarge
@@ -88,7 +88,7 @@ def encode_event(message: Message, event_id: str) -> bytes:
     ).encode()
 
 
-async def _no_pages() -> AsyncIterator[list[str]]:
+async def _no_pages() -> AsyncGenerator[list[str], None]:
     return
     yield  # an async generator that yields nothing
 
@@ -207,7 +207,9 @@ class Backend(abc.ABC):
         ``changes``. Nothing to do in one process (the default). Raises
         `ssehub.BackendUnavailable` when the shared store cannot be reached."""
 
-    def presence(self, exclude: str, ttl: float, *, page: int = 1000) -> AsyncIterator[list[str]]:
+    def presence(
+        self, exclude: str, ttl: float, *, page: int = 1000
+    ) -> AsyncGenerator[list[str], None]:
         """The subscriptions every other live hub process shares (`share_presence`, refreshed
         within ``ttl`` seconds; ``exclude`` is this process), as pages of about ``page`` JSON
         texts; an id may come twice. Nothing in one process (the default). Raises

@@ -41,7 +41,7 @@ import math
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -613,7 +613,7 @@ class RedisBackend(Backend):
 
     async def presence(
         self, exclude: str, ttl: float, *, page: int = 1000
-    ) -> AsyncIterator[list[str]]:
+    ) -> AsyncGenerator[list[str], None]:
         """Every other hub process's subscriptions: the hashes of those stamped live within
         ``ttl`` seconds (stale stamps are deleted), read with HSCAN ``page`` fields at a time."""
         client = self._require_client()

@@ -9,6 +9,10 @@ Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
   ``GET /dashboard/stats`` (the dashboard's own live feed, on a hub of its own) and
   ``GET /dashboard/watch/events/{channel...}`` (the dashboard's live view of a channel: a
   stream that is not counted as a client).
+- With ``presence``: ``GET /subscriptions`` and ``GET /subscriptions/{channel...}`` list the open
+  subscriptions, and joins and leaves are private events on the reserved channel
+  ``/subscriptions`` (`ssehub.server.presence`); that channel is left out of ``/channels`` and
+  of broadcasts.
 - ``OPTIONS`` on any route answers a CORS preflight; another method the route does not list
   gets 405. Both carry the route's ``Allow``.
 
@@ -49,6 +53,7 @@ from ssehub.hub import Hub
 from ssehub.server._json import dumps
 from ssehub.server.cors import CORS
 from ssehub.server.dashboard import STATS_PATH, WATCH_PREFIX, Dashboard
+from ssehub.server.presence import PRESENCE_CHANNEL, Presence
 from ssehub.server.publish import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
@@ -172,6 +177,8 @@ class HubServer:
             events published; the others are summed under ``channel="(other)"``).
         max_clients: open streams (of the hub and the dashboard) past which a new one gets
             503; None for no cap. Publishes and reads are never counted or refused by it.
+        presence: list the open subscriptions at ``/subscriptions`` (with the admin token)
+            and announce joins and leaves on the reserved channel ``/subscriptions``.
     """
 
     def __init__(
@@ -189,6 +196,7 @@ class HubServer:
         allowed_hosts: Iterable[str] = (),
         metrics_channels: int = DEFAULT_METRICS_CHANNELS,
         max_clients: int | None = None,
+        presence: bool = False,
     ) -> None:
         if max_body <= 0:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
@@ -225,6 +233,10 @@ class HubServer:
         self.workers = Workers(hub.backend, self.worker_state)
         """This process's numbers and, with a shared backend (``--workers``), every other
         hub process's (see `ssehub.server.workers`)."""
+        self.presence = Presence(hub, self.workers.name) if presence else None
+        """The open subscriptions, listed and announced (None without ``presence``)."""
+        # Channels that are the hub's own, not its users': never listed nor broadcast to.
+        self._reserved: tuple[str, ...] = (PRESENCE_CHANNEL,) if presence else ()
         self.dashboard = Dashboard(
             hub,
             self.publish_errors,
@@ -259,9 +271,19 @@ class HubServer:
                 Route("/healthz", self._get_health),
                 Route(STATS_PATH, self._admin(self._get_stats_stream)),
                 Route(WATCH_PREFIX + "/", watch, ("GET",), prefix=True),
+                *self._presence_routes(),
             ]
         )
         """The route table."""
+
+    def _presence_routes(self) -> list[Route]:
+        if self.presence is None:
+            return []
+        listing = self._admin(self._get_subscriptions)
+        return [
+            Route(PRESENCE_CHANNEL, listing),
+            Route(PRESENCE_CHANNEL + "/", listing, prefix=True),
+        ]
 
     @property
     def stats_hub(self) -> Hub:
@@ -310,6 +332,8 @@ class HubServer:
         await self.hub.start()
         await self.stats_hub.start()
         self.workers.start()
+        if self.presence is not None:
+            self.presence.start()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Refuse new publishes, let in-flight ones finish, then end every stream cleanly."""
@@ -323,6 +347,8 @@ class HubServer:
                     log.warning("event=shutdown_timeout inflight_publishes=%d", self._inflight)
             self.dashboard.stop()
             await self.workers.stop()
+            if self.presence is not None:
+                await self.presence.stop()
         await asyncio.gather(self.hub.shutdown(timeout), self.stats_hub.shutdown(timeout))
 
     # -- ASGI --------------------------------------------------------------------------------
@@ -563,10 +589,12 @@ class HubServer:
             answer: dict[str, Any]
             if channel is None:
                 if type(messages) is list:
-                    results = [await hub.broadcast(m) for m in messages]
+                    results = [await hub.broadcast(m, exclude=self._reserved) for m in messages]
                     ids_json = b"[" + b",".join([await _dumps_ids(r) for r in results]) + b"]"
                 else:
-                    ids_json = await _dumps_ids(await hub.broadcast(messages))
+                    ids_json = await _dumps_ids(
+                        await hub.broadcast(messages, exclude=self._reserved)
+                    )
                 body = b'{"ids":%b,"clients":%d}' % (ids_json, hub.client_count())
                 if self._label:
                     body = body[:-1] + b',"worker":%b}' % dumps(self.workers.name)
@@ -640,6 +668,8 @@ class HubServer:
             # request's origin rather than the hub's fixed headers.
             await self._send_json(scope, send, opened.status, opened.body)
             return
+        if self.presence is not None and hub is self.hub:
+            self.presence.join(opened)
         headers = hub.headers
         cors = self.cors
         if cors.enabled:
@@ -673,6 +703,8 @@ class HubServer:
         hub = self.hub
         channels = []
         for name in sorted(hub.channels()):
+            if name in self._reserved:
+                continue
             ch = hub.get_channel(name)
             channels.append(
                 {
@@ -692,6 +724,13 @@ class HubServer:
             answer["workers"] = states
             answer["totals"] = self.workers.totals(states)
         await self._send_json(scope, send, 200, dumps(answer), _NO_STORE)
+
+    async def _get_subscriptions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /subscriptions[/{channel...}]``: the open subscriptions (of the channel)."""
+        assert self.presence is not None
+        channel = scope["path"][len(PRESENCE_CHANNEL) :] or None
+        body = await self.presence.answer(channel, request_from_scope(scope).query)
+        await self._send_json(scope, send, 200, body, _NO_STORE)
 
     async def _get_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Imported here: prometheus-client is only needed once /metrics is scraped.
