@@ -196,6 +196,11 @@ class Presence:
         return len(self._entries)
 
     @property
+    def pending(self) -> int:
+        """Join and leave events waiting to be published."""
+        return len(self._pending)
+
+    @property
     def shared(self) -> bool:
         """Whether other hubs share the list (the backend is shared)."""
         return self.hub.backend.shared
