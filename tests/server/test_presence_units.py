@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ssehub import EventParser, Hub, MemoryBackend, Subscription
+from ssehub import EventParser, Hub, MemoryBackend, Message, Subscription
+from ssehub.backends.base import PublishResult
 from ssehub.errors import BackendUnavailable
 from ssehub.server.presence import (
     MAX_LIMIT,
@@ -215,3 +216,32 @@ def test_the_limit_is_a_whole_number_up_to_the_maximum() -> None:
         with pytest.raises(HTTPError) as refused:
             parse_limit({"limit": bad})
         assert refused.value.status == 400
+
+
+class NoPrivateEvents(MemoryBackend):
+    """A backend that cannot publish private events (the Redis one, for now)."""
+
+    async def publish(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> PublishResult:
+        if private:
+            raise NotImplementedError("no private events here")
+        return await super().publish(channel, message)
+
+
+async def test_a_backend_without_private_events_drops_them_with_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = Hub(keepalive=None, end_streams_on_signal=False, backend=NoPrivateEvents())
+    try:
+        presence = Presence(hub, "here:1")
+        presence.start()
+        for _ in range(3):
+            presence.join(await hub.subscribe("/a"))
+        await eventually(lambda: presence.dropped == 3)
+        assert len(presence) == 3 and presence.pending == 0
+        failures = [r for r in caplog.records if "presence_publish_failed" in r.getMessage()]
+        assert len(failures) == 1 and "no private events here" in failures[0].getMessage()
+        await presence.stop()
+    finally:
+        await hub.shutdown(timeout=0.1)

@@ -190,6 +190,7 @@ class Presence:
         self._share_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self._last_failure: str | None = None
 
     def __len__(self) -> int:
         """The subscriptions open on this hub."""
@@ -299,9 +300,20 @@ class Presence:
                     pending.clear()
                     return
                 except (BackendUnavailable, EventTooLarge) as exc:
-                    self.dropped += 1
-                    log.warning("event=presence_publish_failed error=%r", str(exc))
+                    self._failed(str(exc))
+                except NotImplementedError as exc:  # a backend without private events
+                    self._failed(str(exc))
+                except Exception as exc:  # the task goes on: later events may get through
+                    log.exception("event=presence_publish_error")
+                    self._failed(repr(exc))
                 pending.popleft()
+
+    def _failed(self, error: str) -> None:
+        # One line per kind of failure, not one per event.
+        self.dropped += 1
+        if error != self._last_failure:
+            self._last_failure = error
+            log.warning("event=presence_publish_failed error=%r", error)
 
     # -- sharing -----------------------------------------------------------------------------
 
