@@ -147,9 +147,9 @@ async def test_unknown_id_gets_gap_signal_then_all_retained_events() -> None:
 class SlowReplayBackend(MemoryBackend):
     """The memory backend, but replay takes a while (as a networked backend's does)."""
 
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
         await asyncio.sleep(0.02)
-        result = await super().replay(channel, last_event_id)
+        result = await super().replay(channel, last_event_id, private=private)
         await asyncio.sleep(0.02)
         return result
 
@@ -229,7 +229,8 @@ async def test_keepalive_comment_on_idle_streams_only() -> None:
         assert b": ping" not in (busy.take() or b"")
     hub._keepalive_tick()  # a whole interval with no event: now the busy stream is idle too
     assert busy.take() == b": ping\n\n"
-    await hub.shutdown()
+    # Nobody writes the streams out: without a short timeout shutdown would wait 5 s for it.
+    await hub.shutdown(timeout=0.1)
 
 
 async def test_keepalive_timer_pings_an_idle_stream_again_and_again() -> None:
@@ -388,7 +389,9 @@ def test_async_use_from_another_loop_is_a_clear_error() -> None:
 
 async def test_client_count_follows_subscribes_resumes_failures_and_unsubscribes() -> None:
     class FailingReplay(MemoryBackend):
-        async def replay(self, channel: str, last_event_id: str) -> Replay:
+        async def replay(
+            self, channel: str, last_event_id: str, *, private: bool = False
+        ) -> Replay:
             raise ConnectionError("history unreachable")
 
     hub = Hub(backend=FailingReplay())
@@ -410,10 +413,12 @@ async def test_a_resuming_subscriber_counts_as_a_client_while_it_is_replayed() -
     release = asyncio.Event()
 
     class SlowReplay(MemoryBackend):
-        async def replay(self, channel: str, last_event_id: str) -> Replay:
+        async def replay(
+            self, channel: str, last_event_id: str, *, private: bool = False
+        ) -> Replay:
             started.set()
             await release.wait()
-            return await super().replay(channel, last_event_id)
+            return await super().replay(channel, last_event_id, private=private)
 
     hub = Hub(backend=SlowReplay())
     event_id = await hub.publish("/a", "x")

@@ -273,7 +273,7 @@ class LateFeedBackend(MemoryBackend):
         self.deliver = deliver
         await super().start(deliver, **settings)
 
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
         assert self.deliver is not None
         for event_id, data in self.late:
             self.deliver(channel, event_id, Message(data, id=event_id).encode())
@@ -327,7 +327,7 @@ async def test_replayed_counter_adds_up_over_subscriptions() -> None:
 
 
 class FailingReplayBackend(RecordingBackend):
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
         raise ConnectionError("history unreachable")
 
 
@@ -572,10 +572,10 @@ class BlockedReplayBackend(MemoryBackend):
         self.replaying = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
         self.replaying.set()
         await self.release.wait()
-        return await super().replay(channel, last_event_id)
+        return await super().replay(channel, last_event_id, private=private)
 
 
 async def test_a_stream_closed_while_it_is_replayed_takes_no_more_events() -> None:
@@ -687,7 +687,9 @@ async def test_a_keepalive_tick_after_shutdown_does_not_rearm_the_timer() -> Non
 class StuckBackend(MemoryBackend):
     """A backend whose publish never completes (a hung network store)."""
 
-    async def publish(self, channel: str, message: Message) -> PublishResult:
+    async def publish(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> PublishResult:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 

@@ -97,8 +97,10 @@ async def test_a_channel_whose_history_is_trimmed_away_at_once_publishes_fine() 
 
 
 class _PlainIds(MemoryBackend):
-    async def publish(self, channel: str, message: Message) -> PublishResult:
-        result = await super().publish(channel, message)
+    async def publish(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> PublishResult:
+        result = await super().publish(channel, message, private=private)
         return str(result)  # type: ignore[return-value]  # an older backend's plain str
 
 
@@ -227,22 +229,27 @@ class _LaggingFeed(MemoryBackend):
 
     def __init__(self) -> None:
         super().__init__()
-        self.queued: list[tuple[str, str, bytes, Position | None]] = []
+        self.queued: list[tuple[str | tuple[str, ...], str, bytes, Position | None, bool]] = []
 
     async def start(self, deliver: Deliver, **settings: Any) -> None:
         self.hub_deliver = deliver
 
         def later(
-            channel: str, event_id: str, data: bytes, position: Position | None = None, /
+            channel: str | tuple[str, ...],
+            event_id: str,
+            data: bytes,
+            position: Position | None = None,
+            private: bool = False,
+            /,
         ) -> None:
-            self.queued.append((channel, event_id, data, position))
+            self.queued.append((channel, event_id, data, position, private))
 
         await super().start(later, **settings)
 
     def flush(self) -> None:
         queued, self.queued = self.queued, []
-        for channel, event_id, data, position in queued:
-            self.hub_deliver(channel, event_id, data, position)
+        for channel, event_id, data, position, private in queued:
+            self.hub_deliver(channel, event_id, data, position, private)
 
 
 def _data(sub: Subscription) -> list[str]:

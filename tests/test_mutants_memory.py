@@ -15,7 +15,7 @@ from ssehub import EventTooLarge, MemoryBackend, Message
 from ssehub.backends.base import Position
 from ssehub.backends.memory import CHANNEL_OVERHEAD, EVENT_OVERHEAD, TOMBSTONES
 
-Delivered = tuple[str, str, bytes, Position | None]
+Delivered = tuple[str | tuple[str, ...], str, bytes, Position | None]
 
 
 async def started(**bounds: int | None) -> tuple[MemoryBackend, list[Delivered]]:
@@ -23,7 +23,12 @@ async def started(**bounds: int | None) -> tuple[MemoryBackend, list[Delivered]]
     delivered: list[Delivered] = []
 
     def deliver(
-        channel: str, event_id: str, data: bytes, position: Position | None = None, /
+        channel: str | tuple[str, ...],
+        event_id: str,
+        data: bytes,
+        position: Position | None = None,
+        private: bool = False,
+        /,
     ) -> None:
         delivered.append((channel, event_id, data, position))
 

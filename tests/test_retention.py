@@ -19,7 +19,12 @@ TTL = 0.2
 
 
 def deliver_nowhere(
-    channel: str, event_id: str, data: bytes, position: Position | None = None, /
+    channel: str | tuple[str, ...],
+    event_id: str,
+    data: bytes,
+    position: Position | None = None,
+    private: bool = False,
+    /,
 ) -> None:
     """A hub intake that drops every event (these tests read history only)."""
 

@@ -32,11 +32,11 @@ class GatedMemoryBackend(MemoryBackend):
         super().__init__()
         self.gates: deque[asyncio.Future[None]] = deque()
 
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
         gate = asyncio.get_running_loop().create_future()
         self.gates.append(gate)
         await gate
-        return await super().replay(channel, last_event_id)
+        return await super().replay(channel, last_event_id, private=private)
 
     def read_one(self) -> bool:
         if not self.gates:
@@ -63,7 +63,9 @@ class LaggingBackend(Backend):
     async def start(self, deliver: Deliver, **settings: Any) -> None:
         self.deliver = deliver
 
-    async def publish(self, channel: str, message: Message) -> str:
+    async def publish(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> str:
         position = self.next
         self.next += 1
         # Ids in no particular order: the seam may never compare them.
@@ -76,7 +78,7 @@ class LaggingBackend(Backend):
         self.feed.append((event_id, data, position))
         return PublishResult(event_id)
 
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
         future: asyncio.Future[Replay] = asyncio.get_running_loop().create_future()
         self.replays.append((future, last_event_id))
         return await future

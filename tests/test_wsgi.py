@@ -65,7 +65,7 @@ def test_client_disconnected_asks_waitress_and_is_false_when_it_cannot_tell() ->
 class _DownOnReplay(MemoryBackend):
     """History that cannot be read: as a Redis backend during an outage."""
 
-    async def replay(self, channel: str, last_event_id: str) -> Replay:
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
         raise BackendUnavailable("history is unreachable")
 
 

@@ -167,7 +167,8 @@ async def send_event_stream(stream: EventStream, receive: Receive, send: Send) -
 class ASGIApp:
     """An ASGI app that subscribes each GET request to a channel of its hub.
 
-    The channel is the request path unless the hub's ``channel_name`` says otherwise; resume
+    The channel is the request path, or the ``?channel=`` selectors (repeatable: one stream
+    reads them all) when given, unless the hub's ``channel_name`` says otherwise; resume
     with the ``Last-Event-ID`` header or the ``lastEventId`` query parameter. OPTIONS answers a
     CORS preflight with the hub's headers; other methods get 405. It also answers the ASGI
     lifespan protocol, shutting the hub down gracefully when the server stops.

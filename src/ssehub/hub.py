@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -34,6 +35,7 @@ from ssehub.wire import Message, encode_comment, id_problem
 __all__ = [
     "ADAPTERS",
     "BROADCAST_SLICE",
+    "DEFAULT_EXIT_GRACE",
     "DEFAULT_HEADERS",
     "DEFAULT_HISTORY_BYTES",
     "DEFAULT_HISTORY_MEMORY",
@@ -217,6 +219,38 @@ class _SignalLink:
         return self.previous(signum, frame)
 
 
+DEFAULT_EXIT_GRACE = 1.0
+"""Seconds a process whose SIGTERM action is the default (waitress, a plain script) lives on
+after the signal, so that its hub's streams end cleanly before it ends as the default would."""
+
+
+class _DefaultExit:
+    """Stands for the default action of SIGTERM (the process ends at once) behind a
+    `_SignalLink`: it ends the process the same way (by the signal, so its exit status is
+    unchanged), once its hub's open streams have ended or `DEFAULT_EXIT_GRACE` seconds have
+    passed. Installed only where no handler was (waitress sets none)."""
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = weakref.ref(hub)
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        # In the main thread: a second signal meanwhile ends the process at once, as before.
+        signal.signal(signum, signal.SIG_DFL)
+        threading.Thread(target=self._end, args=(signum,), name="ssehub-exit", daemon=True).start()
+
+    def _end(self, signum: int) -> None:
+        deadline = time.monotonic() + DEFAULT_EXIT_GRACE
+        while time.monotonic() < deadline:
+            hub = self.hub()
+            if hub is None or not (hub._clients or hub._streams):
+                time.sleep(0.05)  # the server writes the streams' last bytes
+                break
+            time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+
 class Hub:
     """A Server-Sent Events hub: isolated channels, broadcast and ``Last-Event-ID`` replay.
 
@@ -253,9 +287,11 @@ class Hub:
             before they shut the app down). The hub chains a handler in front of the one the
             server installed and then calls it, so the server stops as it always does; it does
             so when it is made in the main thread or starts on the main thread's event loop,
-            and only for signals that have a Python handler (a signal that is ignored, or that
-            ends the process outright, is left alone). `shutdown` removes it. False leaves
-            signals alone: call `shutdown` (or `restart`) yourself.
+            and only for signals that have a Python handler (an ignored signal is left alone).
+            A SIGTERM with no handler at all (waitress installs none; its default ends the
+            process at once and cuts every stream) still ends the process by the signal, but
+            after the streams ended (at most `DEFAULT_EXIT_GRACE` seconds later). `shutdown`
+            removes it. False leaves signals alone: call `shutdown` (or `restart`) yourself.
     """
 
     def __init__(
@@ -398,6 +434,12 @@ class Hub:
         return self._closed
 
     @property
+    def draining(self) -> bool:
+        """True once the server received a signal to exit (see ``end_streams_on_signal``): new
+        streams are refused and open ones are being ended; `shutdown` follows."""
+        return self._draining
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop the hub is bound to (None before its first use)."""
         return self._loop
@@ -517,8 +559,20 @@ class Hub:
 
     def attach(self, sub: Subscription) -> None:
         """Have `shutdown` and `restart` end ``sub``, a stream that reads no channel (a
-        per-request `ssehub.EventStream`). It never counts as a client of a channel."""
+        per-request `ssehub.EventStream`). It never counts as a client of a channel.
+
+        Called on the loop that writes the stream. A hub that serves only such streams never
+        starts, so the first call binds it to that loop and, on the main thread's loop, chains
+        its signal handlers (see ``end_streams_on_signal``): the server installed its own
+        since the hub was made."""
         self._streams[sub] = None
+        if self._loop is None and not self._closed:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            if self.end_streams_on_signal:
+                self._link_signals()
 
     def detach(self, sub: Subscription) -> None:
         """Forget a stream `attach` gave the hub (its writer calls this when it ends)."""
@@ -539,8 +593,11 @@ class Hub:
                 and current.hub() is self
             ):
                 continue
-            if not callable(current):
-                continue  # SIG_DFL ends the process at once, SIG_IGN is meant: leave them be
+            if current == signal.SIG_DFL and signum == signal.SIGTERM:
+                # No handler (waitress, a plain script): the default would cut every stream.
+                current = _DefaultExit(self)
+            elif not callable(current):
+                continue  # SIG_IGN is meant, and SIGINT's default is Python's own: leave them
             link = _SignalLink(self, current)
             signal.signal(signum, link)
             self._signal_links[signum] = link
@@ -553,16 +610,21 @@ class Hub:
         for signum, link in links.items():
             link.hub = None
             if main and signal.getsignal(signum) is link:
-                signal.signal(signum, link.previous)
+                previous = link.previous
+                signal.signal(
+                    signum, signal.SIG_DFL if isinstance(previous, _DefaultExit) else previous
+                )
 
     def _exit_signal(self) -> None:
         # Called by a `_SignalLink`, in the main thread, between two bytecodes of whatever it was
         # running (maybe this hub's loop, maybe code holding a subscription's lock): only flag
         # and hand the work to the hub's loop through its thread-safe queue.
-        loop = self._loop
-        if self._draining or self._closed or loop is None or loop.is_closed():
+        if self._draining or self._closed:
             return
-        self._draining = True
+        self._draining = True  # WSGI per-request streams poll it (`draining`)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self._close_all, CloseReason.SHUTDOWN)
 
@@ -844,9 +906,12 @@ class Hub:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def publish_threadsafe(
-        self, channel: str, message: Message | object, timeout: float | None = 10.0
+        self, channel: str | Sequence[str], message: Message | object, timeout: float | None = 10.0
     ) -> PublishResult:
-        """`publish` from a plain thread (a Flask or Django view): blocks until stored."""
+        """`publish` from a plain thread (a Flask or Django view): blocks until stored.
+
+        ``channel`` is a channel name or a list of them (one event, several channels), as in
+        `publish`."""
         return self.run_threadsafe(self.publish(channel, message), timeout)
 
     def broadcast_threadsafe(

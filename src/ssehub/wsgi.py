@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl
 from ssehub._serving import REFUSED, Answer, answer_before_stream, error_answer, refusal
 from ssehub.errors import UnsupportedServer
 from ssehub.event_stream import DEFAULT_STREAM_BUFFER, encode_item
-from ssehub.hub import ADAPTERS, Hub
+from ssehub.hub import ADAPTERS, Hub, Selection
 from ssehub.request import Request, utf8_from_latin1
 from ssehub.subscription import CloseReason, ThreadedSubscription
 from ssehub.types import StartResponse, WSGIEnviron
@@ -241,7 +241,12 @@ class WSGIEventStream:
             # client sees the stream open before the source's first item.
             return _OPENING
         deadline = time.monotonic() + self.keepalive
+        hub = self.hub
         with self._cond:
+            if hub is not None and (hub.closed or hub.draining):
+                # A busy stream never waits: check the hub here too (two attribute reads).
+                self._stopped = True
+                self._cond.notify_all()
             while not self._pending and not self._done and not self._stopped:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -259,13 +264,14 @@ class WSGIEventStream:
             return chunk
 
     def _gone(self) -> bool:
-        # The client left, or the hub shut down: either ends the body.
-        if self.hub is not None and self.hub.closed:
+        # The client left, or the hub shut down or heard a signal to exit: each ends the body.
+        if self.hub is not None and (self.hub.closed or self.hub.draining):
             return True
         return self._environ is not None and client_disconnected(self._environ)
 
     def _next_direct(self) -> bytes:
-        if self._stopped:
+        hub = self.hub
+        if self._stopped or (hub is not None and (hub.closed or hub.draining)):
             raise StopIteration
         try:
             item = next(self._iterator)
@@ -327,15 +333,17 @@ def open_threaded_stream(
     request: Request,
     environ: WSGIEnviron | None = None,
     *,
-    channel: str | None = None,
+    channel: Selection | None = None,
     disconnect_check: float = 1.0,
 ) -> WSGIStream:
     """Open a stream for ``request`` from a worker thread and return its response body.
 
-    ``channel`` overrides the hub's choice of channel. Blocks until the subscription (and any
-    replay) is ready. Raises `SubscriptionDenied`, `HubClosed` or `BackendUnavailable` as
-    `Hub.open_stream` does, and `UnsupportedServer` under gevent or eventlet (see
-    `unsupported`). Used by the Flask and Django integrations.
+    ``channel`` overrides the hub's choice of channel: a channel name, or a list of selectors
+    (exact names, ``*``, URI templates such as ``/rooms/{id}``) read by one stream. Blocks
+    until the subscription (and any replay) is ready. Raises `SubscriptionDenied`, `HubClosed`,
+    `BackendUnavailable`, `InvalidSelector` or `InvalidToken` as `Hub.open_stream` does, and
+    `UnsupportedServer` under gevent or eventlet (see `unsupported`). Used by the Flask and
+    Django integrations.
     """
     opened = hub.run_threadsafe(hub.open_stream(request, threaded=True, channel=channel))
     assert isinstance(opened, ThreadedSubscription)
@@ -364,7 +372,8 @@ class WSGIApp:
     """A WSGI app that subscribes each GET request to a channel of its hub.
 
     The WSGI twin of `ssehub.asgi.ASGIApp`: the channel is the request path (``SCRIPT_NAME``
-    plus ``PATH_INFO``) unless the hub's ``channel_name`` says otherwise; resume with the
+    plus ``PATH_INFO``), or the ``?channel=`` selectors (repeatable: one stream reads them all)
+    when given, unless the hub's ``channel_name`` says otherwise; resume with the
     ``Last-Event-ID`` header or the ``lastEventId`` query parameter; OPTIONS answers a CORS
     preflight, other methods get 405, a refused stream 403 and a shut-down hub 503.
     Each open stream holds one server thread; see the module's notes on disconnects.

@@ -5,6 +5,13 @@
   (a sync handler where the framework is sync) and answers ``{"id": ...}``
 - ``GET  /clients/<name>``  answers ``{"clients": N}``: the hub's client count of that channel
 
+two for several channels on one stream:
+
+- ``GET  /multi/<name>``  streams `multi_selectors` of ``name`` (two exact channels and a URI
+  template), passed in code as the ``channel`` of the integration under test
+- ``POST /publish-to?channel=C&channel=D``  publishes the body as one event to those channels
+  and answers ``{"id": ...}``
+
 and two for per-request streams (``EventSourceResponse`` of the integration under test):
 
 - ``GET  /count?n=5``  streams ``data: 1`` ... ``data: 5`` from a generator and ends (see
@@ -46,7 +53,7 @@ from ssehub.integrations.flask import sse_blueprint
 from ssehub.integrations.litestar import mount, shutdown_hook
 from ssehub.integrations.quart import sse_response
 from ssehub.integrations.starlette import EventStreamResponse
-from ssehub.wsgi import WSGIEventStream
+from ssehub.wsgi import WSGIEventStream, open_threaded_stream, request_from_environ
 
 
 def make_hub(**options: Any) -> Hub:
@@ -57,6 +64,12 @@ def make_hub(**options: Any) -> Hub:
 def time_message(body: bytes) -> Message:
     """The published body as an event of type \"time\", as the examples send."""
     return Message(body.decode(), event="time")
+
+
+def multi_selectors(name: str) -> list[str]:
+    """What ``/multi/<name>`` streams: ``/multi/<name>/a``, ``/multi/<name>/b`` and every
+    ``/multi/<name>/rooms/<one segment>``."""
+    return [f"/multi/{name}/a", f"/multi/{name}/b", f"/multi/{name}/rooms/{{id}}"]
 
 
 _closed: set[str] = set()
@@ -126,6 +139,13 @@ def starlette_app(hub: Hub) -> Any:
         name = request.path_params["name"]
         return JSONResponse({"clients": hub.client_count(f"/events/{name}")})
 
+    async def multi(request: StarletteRequest) -> EventStreamResponse:
+        return EventStreamResponse(hub, channel=multi_selectors(request.path_params["name"]))
+
+    async def publish_to(request: StarletteRequest) -> JSONResponse:
+        channels = request.query_params.getlist("channel")
+        return JSONResponse({"id": await hub.publish(channels, time_message(await request.body()))})
+
     async def count(request: StarletteRequest) -> starlette_sse.EventSourceResponse:
         source, ping = counting(request.query_params)
         return starlette_sse.EventSourceResponse(source, hub=hub, ping=ping)
@@ -139,6 +159,8 @@ def starlette_app(hub: Hub) -> Any:
             Route("/closed", closed_),
             Route("/publish/{name:path}", publish, methods=["POST"]),
             Route("/clients/{name:path}", clients),
+            Route("/multi/{name:path}", multi),
+            Route("/publish-to", publish_to, methods=["POST"]),
             Mount("/events", hub.asgi),
         ]
     )
@@ -160,6 +182,15 @@ def fastapi_app(hub: Hub) -> Any:
     @app.get("/clients/{name:path}")
     async def clients(name: str) -> dict[str, int]:
         return {"clients": hub.client_count(f"/users/{name}")}
+
+    @app.get("/multi/{name:path}")
+    async def multi(name: str) -> EventStreamResponse:
+        return EventStreamResponse(hub, channel=multi_selectors(name))
+
+    @app.post("/publish-to")
+    async def publish_to(request: FastAPIRequest) -> dict[str, str]:
+        channels = request.query_params.getlist("channel")
+        return {"id": await hub.publish(channels, time_message(await request.body()))}
 
     @app.get("/count")
     async def count(request: FastAPIRequest) -> starlette_sse.EventSourceResponse:
@@ -185,6 +216,15 @@ def litestar_app(hub: Hub) -> Any:
     async def clients(name: str) -> dict[str, int]:
         return {"clients": hub.client_count("/events/" + name.lstrip("/"))}
 
+    @get("/multi/{name:path}")
+    async def multi(name: str) -> litestar_sse.EventStreamResponse:
+        return litestar_sse.EventStreamResponse(hub, channel=multi_selectors(name.lstrip("/")))
+
+    @post("/publish-to", status_code=200)
+    async def publish_to(request: LitestarRequest[Any, Any, Any]) -> dict[str, str]:
+        channels = request.query_params.getall("channel")
+        return {"id": await hub.publish(channels, time_message(await request.body()))}
+
     @get("/count")
     async def count(request: LitestarRequest[Any, Any, Any]) -> litestar_sse.EventSourceResponse:
         source, ping = counting(request.query_params)
@@ -195,7 +235,7 @@ def litestar_app(hub: Hub) -> Any:
         return closed(request.query_params["tag"])
 
     return Litestar(
-        [publish, clients, count, closed_, mount(hub, "/events")],
+        [publish, clients, multi, publish_to, count, closed_, mount(hub, "/events")],
         on_shutdown=[shutdown_hook(hub)],
     )
 
@@ -218,6 +258,17 @@ def quart_app(hub: Hub) -> Any:
     @app.get("/clients/<path:name>")
     async def clients(name: str) -> Any:
         return {"clients": hub.client_count(f"/events/{name}")}
+
+    @app.get("/multi/<path:name>")
+    async def multi(name: str) -> Any:
+        return await sse_response(hub, channel=multi_selectors(name))
+
+    @app.post("/publish-to")
+    async def publish_to() -> Any:
+        body = await quart.request.get_data(as_text=False)
+        assert isinstance(body, bytes)
+        channels = quart.request.args.getlist("channel")
+        return {"id": await hub.publish(channels, time_message(body))}
 
     @app.get("/count")
     async def count() -> Any:
@@ -243,6 +294,17 @@ def aiohttp_app(hub: Hub) -> Any:
         name = request.match_info["name"]
         return web.json_response({"clients": hub.client_count(f"/events/{name}")})
 
+    async def multi(request: web.Request) -> web.StreamResponse:
+        selectors = multi_selectors(request.match_info["name"])
+        return await aiohttp_sse.stream_response(
+            hub, request, channel=selectors, disconnect_check=0.2
+        )
+
+    async def publish_to(request: web.Request) -> web.Response:
+        channels = request.query.getall("channel", [])
+        event_id = await hub.publish(channels, time_message(await request.read()))
+        return web.json_response({"id": event_id})
+
     async def count(request: web.Request) -> web.StreamResponse:
         source, ping = counting(request.query)
         return aiohttp_sse.EventSourceResponse(source, hub=hub, ping=ping, disconnect_check=0.2)
@@ -255,6 +317,8 @@ def aiohttp_app(hub: Hub) -> Any:
     app.router.add_get("/closed", closed_)
     app.router.add_post("/publish/{name:.*}", publish)
     app.router.add_get("/clients/{name:.*}", clients)
+    app.router.add_get("/multi/{name:.*}", multi)
+    app.router.add_post("/publish-to", publish_to)
     app.router.add_route("*", "/events/{channel:.*}", sse_handler(hub, disconnect_check=0.2))
     return app
 
@@ -280,6 +344,15 @@ def flask_app(hub: Hub) -> Any:
     def clients(name: str) -> Any:
         return {"clients": hub.run_threadsafe(count_clients(hub, f"/events/{name}"))}
 
+    @app.get("/multi/<path:name>")
+    def multi(name: str) -> Any:
+        return flask_sse.sse_response(hub, channel=multi_selectors(name), disconnect_check=0.2)
+
+    @app.post("/publish-to")
+    def publish_to() -> Any:
+        channels = flask.request.args.getlist("channel")
+        return {"id": hub.publish_threadsafe(channels, time_message(flask.request.get_data()))}
+
     @app.get("/count")
     def count() -> Any:
         source, ping = counting(flask.request.args, sync_only=True)
@@ -299,7 +372,18 @@ def wsgi_app(hub: Hub) -> Any:
         path: str = environ.get("PATH_INFO", "")
         if path.startswith("/events/"):
             return hub.wsgi(environ, start_response)
-        query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
+        params = parse_qsl(environ.get("QUERY_STRING", ""))
+        query = dict(params)
+        if path.startswith("/multi/"):
+            stream = open_threaded_stream(
+                hub,
+                request_from_environ(environ),
+                environ,
+                channel=multi_selectors(path.removeprefix("/multi/")),
+                disconnect_check=0.2,
+            )
+            start_response("200 OK", list(hub.headers))
+            return stream
         if path == "/count":
             source, ping = counting(query, sync_only=True)
             body = WSGIEventStream(
@@ -312,9 +396,13 @@ def wsgi_app(hub: Hub) -> Any:
             return [json_body(closed(query["tag"]))]
         name = path.partition("/")[2].partition("/")[2]
         result: dict[str, object]
-        if path.startswith("/publish/") and environ["REQUEST_METHOD"] == "POST":
+        if path.startswith("/publish") and environ["REQUEST_METHOD"] == "POST":
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-            result = {"id": hub.publish_threadsafe(f"/events/{name}", time_message(body))}
+            if path == "/publish-to":
+                channels = [value for key, value in params if key == "channel"]
+                result = {"id": hub.publish_threadsafe(channels, time_message(body))}
+            else:
+                result = {"id": hub.publish_threadsafe(f"/events/{name}", time_message(body))}
         elif path.startswith("/clients/"):
             result = {"clients": hub.run_threadsafe(count_clients(hub, f"/events/{name}"))}
         else:

@@ -46,6 +46,14 @@ class Served:
     def clients(self, name: str) -> str:
         return f"{self.base}{self.prefix}/clients/{name}"
 
+    def multi(self, name: str) -> str:
+        """The stream of ``apps.multi_selectors(name)`` (several channels, one response)."""
+        return f"{self.base}{self.prefix}/multi/{name}"
+
+    def publish_to(self) -> str:
+        """The route that publishes one event to the ``?channel=`` channels."""
+        return f"{self.base}{self.prefix}/publish-to"
+
     def url(self, path: str) -> str:
         """The URL of another route of the app (``/count``, ``/closed``)."""
         return f"{self.base}{self.prefix}{path}"

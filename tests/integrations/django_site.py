@@ -1,8 +1,9 @@
 """A one-module Django site for the tests: a WSGI half (sync views) and an ASGI half (async).
 
 ``application`` (WSGI, run by gunicorn in a subprocess): ``sse_view`` at /events/<name>, a sync
-view publishing with ``publish_threadsafe``. ``asgi_application`` (run by uvicorn): the same
-under /asgi/, with ``async_sse_view`` and an async view publishing with ``await hub.publish``.
+view publishing with ``publish_threadsafe``, ``stream_response`` of several selectors at
+/multi/<name>. ``asgi_application`` (run by uvicorn): the same under /asgi/, with
+``async_sse_view``, ``astream_response`` and async views publishing with ``await hub.publish``.
 Each half has its own hub (the WSGI one runs its loop in a thread of its own).
 """
 
@@ -27,13 +28,20 @@ from django.core.wsgi import get_wsgi_application
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from ssehub.integrations.django import EventSourceResponse, async_sse_view, sse_view
+from ssehub.integrations.django import (
+    EventSourceResponse,
+    astream_response,
+    async_sse_view,
+    sse_view,
+    stream_response,
+)
 from tests.integrations.apps import (
     closed,
     count_clients,
     counting,
     json_body,
     make_hub,
+    multi_selectors,
     time_message,
 )
 
@@ -59,6 +67,25 @@ async def apublish(request: HttpRequest, name: str) -> HttpResponse:
 async def aclients(request: HttpRequest, name: str) -> HttpResponse:
     count = asgi_hub.client_count(f"/events/{name}")
     return HttpResponse(json_body({"clients": count}), content_type="application/json")
+
+
+def multi(request: HttpRequest, name: str) -> Any:
+    return stream_response(wsgi_hub, request, channel=multi_selectors(name), disconnect_check=0.2)
+
+
+async def amulti(request: HttpRequest, name: str) -> Any:
+    return await astream_response(asgi_hub, request, channel=multi_selectors(name))
+
+
+def publish_to(request: HttpRequest) -> HttpResponse:
+    message = time_message(request.body)
+    event_id = wsgi_hub.publish_threadsafe(request.GET.getlist("channel"), message)
+    return HttpResponse(json_body({"id": event_id}), content_type="application/json")
+
+
+async def apublish_to(request: HttpRequest) -> HttpResponse:
+    event_id = await asgi_hub.publish(request.GET.getlist("channel"), time_message(request.body))
+    return HttpResponse(json_body({"id": event_id}), content_type="application/json")
 
 
 def count(request: HttpRequest) -> EventSourceResponse:
@@ -89,9 +116,13 @@ urlpatterns: list[Any] = [
     path("events/<path:channel>", sse_view(wsgi_hub, disconnect_check=0.2)),
     path("publish/<path:name>", publish),
     path("clients/<path:name>", clients),
+    path("multi/<path:name>", multi),
+    path("publish-to", publish_to),
     path("asgi/events/<path:channel>", async_sse_view(asgi_hub)),
     path("asgi/publish/<path:name>", apublish),
     path("asgi/clients/<path:name>", aclients),
+    path("asgi/multi/<path:name>", amulti),
+    path("asgi/publish-to", apublish_to),
 ]
 
 application = get_wsgi_application()

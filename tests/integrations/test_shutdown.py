@@ -55,6 +55,8 @@ def documented(example: str, port: int) -> Server:
     first = (EXAMPLES / example).read_text().splitlines()[0]
     assert first.startswith("# Run: "), f"{example} has no '# Run:' line"
     command = first.removeprefix("# Run: ").split("    (")[0].strip()
+    if command.startswith("pip install "):  # the install step, then the command that runs it
+        command = command.split(" && ", 1)[1]
     cwd = ROOT
     if command.startswith("cd "):
         directory, command = command.removeprefix("cd ").split(" && ", 1)
@@ -280,6 +282,21 @@ CASES: list[Case] = [
         ),
         "ctrl-c",
     ),
+    # waitress installs no SIGTERM handler: the hub's ends the streams, then the process.
+    (
+        "waitress-flask",
+        lambda port: other(
+            "waitress-serve",
+            "--threads",
+            "8",
+            "--channel-request-lookahead",
+            "1",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "flask_app:app",
+        ),
+        "sigterm",
+    ),
 ]
 
 
@@ -293,6 +310,64 @@ def test_a_signal_ends_open_streams_and_the_server_exits(
     port = free_port()
     log = tmp_path / "server.log"
     outcome = signal_during_stream(start(port), port, how, log)
+    output = log.read_text(errors="replace")[-3000:]
+    assert outcome.stream_end is not None and outcome.stream_end <= STREAM_ENDS_WITHIN, (
+        f"{outcome}\n{output}"
+    )
+    assert outcome.clean, f"{outcome}\n{output}"
+    assert outcome.exit is not None and outcome.exit <= EXITS_WITHIN, f"{outcome}\n{output}"
+    assert outcome.returncode in (0, -signal.SIGINT, -signal.SIGTERM), f"{outcome}\n{output}"
+
+
+# Per-request streams (a generator per response, `EventSourceResponse(..., hub=hub)`): the
+# example's endless count, with a client in the middle of it.
+GENERATOR_PATH = "/count?n=1000000&delay=0.5"
+GENERATOR_CASES: list[Case] = [
+    ("uvicorn-generator", lambda port: documented("generator_stream.py", port), "ctrl-c"),
+    ("uvicorn-generator", lambda port: documented("generator_stream.py", port), "sigterm"),
+    (
+        "hypercorn-generator",
+        lambda port: other(
+            "hypercorn", "--workers", "0", "--bind", f"127.0.0.1:{port}", "generator_stream:app"
+        ),
+        "ctrl-c",
+    ),
+    (
+        "gunicorn-uvicorn-worker-generator",
+        lambda port: other(
+            "gunicorn",
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "generator_stream:app",
+        ),
+        "sigterm",
+    ),
+    # WSGI: the body polls the hub every `disconnect_check` (1 s) seconds.
+    (
+        "gunicorn-gthread-flask-generator",
+        lambda port: documented("flask_generator_stream.py", port),
+        "ctrl-c",
+    ),
+    (
+        "gunicorn-gthread-flask-generator",
+        lambda port: documented("flask_generator_stream.py", port),
+        "sigterm",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("start", "how"),
+    [pytest.param(start, how, id=f"{name}-{how}") for name, start, how in GENERATOR_CASES],
+)
+def test_a_signal_ends_per_request_streams_and_the_server_exits(
+    start: Callable[[int], Server], how: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    outcome = signal_during_stream(start(port), port, how, log, path=GENERATOR_PATH)
     output = log.read_text(errors="replace")[-3000:]
     assert outcome.stream_end is not None and outcome.stream_end <= STREAM_ENDS_WITHIN, (
         f"{outcome}\n{output}"

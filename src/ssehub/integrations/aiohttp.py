@@ -1,14 +1,15 @@
 """aiohttp: a handler that streams a channel with ``web.StreamResponse``.
 
-Add it for every channel under a prefix (the channel is the request path)::
+Add it for every channel under a prefix (the channel is the request path, or the
+``?channel=`` selectors)::
 
     app.router.add_route("*", "/events/{channel:.*}", sse_handler(hub))
 
-or stream a channel your handler picks::
+or stream a channel your handler picks, or a list of selectors read by one stream::
 
     async def my_events(request):
         user = await authenticate(request)
-        return await stream_response(hub, request, channel=f"/users/{user.id}")
+        return await stream_response(hub, request, channel=[f"/users/{user.id}", "/news"])
 
 Each open stream costs aiohttp's request task and one timer that checks the connection every
 ``disconnect_check`` seconds (aiohttp does not cancel handlers when clients leave). Handlers
@@ -42,7 +43,7 @@ from ssehub._serving import (
 )
 from ssehub.errors import HubClosed
 from ssehub.event_stream import DEFAULT_STREAM_BUFFER, EventStream, Source
-from ssehub.hub import Hub
+from ssehub.hub import Hub, Selection
 from ssehub.request import Request
 from ssehub.subscription import CloseReason, Subscription
 
@@ -77,11 +78,15 @@ def _response(answer: Answer) -> web.Response:
 async def stream_response(
     hub: Hub,
     request: web.Request,
-    channel: str | None = None,
+    channel: Selection | None = None,
     *,
     disconnect_check: float = 1.0,
 ) -> web.StreamResponse:
     """Stream ``channel`` (default: the hub's choice) to ``request``'s client until it ends.
+
+    ``channel`` is a channel name, or a list of selectors (exact names, ``*``, URI templates such
+    as ``/rooms/{id}``) read by one stream, each event once (a bad selector gets 400); the hub's
+    choice is its ``channel_name``, else the request's ``?channel=`` selectors, else the path.
 
     Resumes after ``Last-Event-ID`` (or ``?lastEventId=``); the hub's ``authorize`` hook
     applies (403 when it refuses, 503 after shutdown or with the backend down). Each wake-up

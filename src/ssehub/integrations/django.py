@@ -12,10 +12,11 @@ In ``urls.py``::
     urlpatterns = [path("events/<path:channel>", sse_view(hub))]        # WSGI
     urlpatterns = [path("events/<path:channel>", async_sse_view(hub))]  # ASGI
 
-or in your own view, after your own checks::
+or in your own view, after your own checks (one channel, or a list of selectors read by one
+stream)::
 
     def my_events(request):
-        return stream_response(hub, request, channel=f"/users/{request.user.pk}")
+        return stream_response(hub, request, channel=[f"/users/{request.user.pk}", "/news"])
 
 To stream one response from a generator (a job's progress) rather than a channel, return an
 `EventSourceResponse`: from an async view under ASGI (a sync or async generator), or from a
@@ -57,7 +58,7 @@ from ssehub._serving import (
 from ssehub.backends import PublishResult
 from ssehub.errors import HubClosed, UnsupportedServer
 from ssehub.event_stream import DEFAULT_STREAM_BUFFER, EventStream, Source
-from ssehub.hub import DEFAULT_HEADERS, Hub
+from ssehub.hub import DEFAULT_HEADERS, Hub, Selection
 from ssehub.request import Request
 from ssehub.wire import Message
 from ssehub.wsgi import WSGIEventStream, open_threaded_stream, request_from_environ, unsupported
@@ -98,11 +99,15 @@ def _early(hub: Hub, request: HttpRequest) -> HttpResponseBase | None:
 def stream_response(
     hub: Hub,
     request: HttpRequest,
-    channel: str | None = None,
+    channel: Selection | None = None,
     *,
     disconnect_check: float = 1.0,
 ) -> HttpResponseBase:
     """Stream ``channel`` (default: the hub's choice) to ``request``'s client, under WSGI.
+
+    ``channel`` is a channel name, or a list of selectors (exact names, ``*``, URI templates such
+    as ``/rooms/{id}``) read by one stream, each event once (a bad selector gets 400); the hub's
+    choice is its ``channel_name``, else the request's ``?channel=`` selectors, else the path.
 
     Resumes after ``Last-Event-ID`` (or ``?lastEventId=``); the hub's ``authorize`` hook
     applies (403 when it refuses, 503 after shutdown or with the backend down). The stream holds
@@ -125,7 +130,7 @@ def stream_response(
 
 
 async def astream_response(
-    hub: Hub, request: HttpRequest, channel: str | None = None
+    hub: Hub, request: HttpRequest, channel: Selection | None = None
 ) -> HttpResponseBase:
     """Stream ``channel`` (default: the hub's choice) to ``request``'s client, under ASGI.
 
@@ -139,7 +144,8 @@ async def astream_response(
 
 
 def sse_view(hub: Hub, *, disconnect_check: float = 1.0) -> View:
-    """A sync view (for WSGI) that streams the request's channel; OPTIONS and 405 handled."""
+    """A sync view (for WSGI) that streams the request's channel (or its ``?channel=``
+    selectors); OPTIONS and 405 handled."""
 
     def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         early = _early(hub, request)
@@ -151,7 +157,8 @@ def sse_view(hub: Hub, *, disconnect_check: float = 1.0) -> View:
 
 
 def async_sse_view(hub: Hub) -> AsyncView:
-    """An async view (for ASGI) that streams the request's channel; OPTIONS and 405 handled."""
+    """An async view (for ASGI) that streams the request's channel (or its ``?channel=``
+    selectors); OPTIONS and 405 handled."""
 
     async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         early = _early(hub, request)

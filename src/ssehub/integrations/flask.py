@@ -3,13 +3,14 @@
 Flask runs under a WSGI server, so each open stream holds one server thread for its life
 (see `ssehub.wsgi`). Publish from any view with ``hub.publish_threadsafe(channel, message)``.
 
-In a view, after your own checks::
+In a view, after your own checks (one channel, or a list of selectors read by one stream)::
 
     @app.get("/me/events")
     def my_events():
-        return sse_response(hub, channel=f"/users/{current_user.id}")
+        return sse_response(hub, channel=[f"/users/{current_user.id}", "/rooms/{id}"])
 
-or mount every channel under a prefix (the channel is the request path, ``/events/...``)::
+or mount every channel under a prefix (the channel is the request path, ``/events/...``, or
+the ``?channel=`` selectors)::
 
     app.register_blueprint(sse_blueprint(hub), url_prefix="/events")
 
@@ -35,7 +36,7 @@ import flask
 from ssehub._serving import REFUSED, Answer, answer_before_stream, refusal
 from ssehub.errors import HubClosed, UnsupportedServer
 from ssehub.event_stream import DEFAULT_STREAM_BUFFER
-from ssehub.hub import DEFAULT_HEADERS, Hub
+from ssehub.hub import DEFAULT_HEADERS, Hub, Selection
 from ssehub.request import Request
 from ssehub.wsgi import WSGIEventStream, open_threaded_stream, request_from_environ, unsupported
 
@@ -52,16 +53,18 @@ def request_from_flask(request: flask.Request | None = None) -> Request:
 
 
 def sse_response(
-    hub: Hub, channel: str | None = None, *, disconnect_check: float = 1.0
+    hub: Hub, channel: Selection | None = None, *, disconnect_check: float = 1.0
 ) -> flask.Response:
     """A response that streams ``channel`` (default: the hub's choice) to the current client.
 
-    Call it inside a request. The client resumes with ``Last-Event-ID`` or ``?lastEventId=``;
-    the hub's ``authorize`` hook applies (403 when it refuses, 503 after shutdown or with the
-    backend down). Blocks the
-    worker thread only while the subscription opens; the stream then holds that thread until
-    the client leaves (checked every ``disconnect_check`` seconds while idle, where the server
-    allows it).
+    ``channel`` is a channel name, or a list of selectors (exact names, ``*``, URI templates such
+    as ``/rooms/{id}``) read by one stream, each event once (a bad selector gets 400); the hub's
+    choice is its ``channel_name``, else the request's ``?channel=`` selectors, else the path. Call
+    it inside a request. The client resumes with ``Last-Event-ID`` or ``?lastEventId=``; the hub's
+    ``authorize`` hook applies (403 when it refuses, 503 after shutdown or with the backend down).
+    Blocks the worker thread only while the subscription opens; the stream then holds that thread
+    until the client leaves (checked every ``disconnect_check`` seconds while idle, where the
+    server allows it).
     """
     request = request_from_flask()
     try:
@@ -86,7 +89,8 @@ def sse_blueprint(
     """A blueprint that streams every channel under its prefix (``GET /<path:channel>``).
 
     Register it with ``url_prefix="/events"``: ``GET /events/news`` streams the channel
-    ``/events/news`` (the request path, unless the hub's ``channel_name`` says otherwise).
+    ``/events/news`` (the request path; ``?channel=`` selectors instead, when given; the hub's
+    ``channel_name`` overrides both).
     OPTIONS answers a CORS preflight with the hub's headers. ``disconnect_check`` is as in
     `sse_response`; other ``options`` go to `Blueprint`.
     """

@@ -1,14 +1,15 @@
 """Litestar: mount the hub under a path, or return a streaming response from a handler.
 
-Mount every channel under a prefix (the channel is the request path, ``/events/...``)::
+Mount every channel under a prefix (the channel is the request path, ``/events/...``, or the
+``?channel=`` selectors)::
 
     app = Litestar([mount(hub, "/events"), ...], on_shutdown=[shutdown_hook(hub)])
 
-or stream a channel your handler picks::
+or stream a channel your handler picks, or a list of selectors read by one stream::
 
     @get("/me/events")
     async def my_events(request: Request) -> EventStreamResponse:
-        return EventStreamResponse(hub, channel=f"/users/{request.user.id}")
+        return EventStreamResponse(hub, channel=[f"/users/{request.user.id}", "/rooms/{id}"])
 
 Each open stream costs one asyncio task (the server's request task) plus its subscription.
 
@@ -40,7 +41,7 @@ from litestar.types import Send as LitestarSend
 from ssehub._serving import Answer, open_stream
 from ssehub.asgi import request_from_scope, send_answer, send_event_stream, stream_subscription
 from ssehub.event_stream import DEFAULT_STREAM_BUFFER, EventStream, Source
-from ssehub.hub import Hub
+from ssehub.hub import Hub, Selection
 from ssehub.types import Receive, Scope, Send
 
 __all__ = ["EventSourceResponse", "EventStreamResponse", "mount", "shutdown_hook"]
@@ -62,8 +63,9 @@ def shutdown_hook(hub: Hub) -> Callable[[], Awaitable[None]]:
 def mount(hub: Hub, path: str = "/events") -> ASGIRouteHandler:
     """A route handler that serves ``hub.asgi`` at ``path`` and every path under it.
 
-    The channel is the full request path (``/events/news``) unless the hub's
-    ``channel_name`` says otherwise. Add ``shutdown_hook(hub)`` to the app's ``on_shutdown``.
+    The channel is the full request path (``/events/news``), or the request's ``?channel=``
+    selectors, unless the hub's ``channel_name`` says otherwise. Add ``shutdown_hook(hub)`` to
+    the app's ``on_shutdown``.
     """
     asgi_app = hub.asgi
     prefix = path.rstrip("/")
@@ -88,7 +90,7 @@ def mount(hub: Hub, path: str = "/events") -> ASGIRouteHandler:
 class _EventStream(ASGIResponse):
     __slots__ = ("channel", "hub", "stream_headers")
 
-    def __init__(self, hub: Hub, channel: str | None, headers: list[tuple[str, str]]) -> None:
+    def __init__(self, hub: Hub, channel: Selection | None, headers: list[tuple[str, str]]) -> None:
         super().__init__(status_code=200)
         self.hub = hub
         self.channel = channel
@@ -110,16 +112,21 @@ class _EventStream(ASGIResponse):
 
 
 class EventStreamResponse(Response[None]):
-    """A response that streams a channel of ``hub`` to this request's client.
+    """A response that streams a channel of ``hub``, or several, to this request's client.
 
-    ``channel`` defaults to the hub's choice for the request. Resumes after ``Last-Event-ID``
-    (or ``?lastEventId=``); the hub's ``authorize`` hook applies (403 when it refuses, 503
-    after shutdown or with the backend down); ``headers`` are added to the hub's. Ends when
-    the client disconnects.
+    ``channel`` is a channel name, or a list of selectors (exact names, ``*``, URI templates such
+    as ``/rooms/{id}``) read by one stream, each event once (a bad selector gets 400); it defaults
+    to the hub's choice for the request. Resumes after ``Last-Event-ID`` (or ``?lastEventId=``);
+    the hub's ``authorize`` hook applies (403 when it refuses, 503 after shutdown or with the
+    backend down); ``headers`` are added to the hub's. Ends when the client disconnects.
     """
 
     def __init__(
-        self, hub: Hub, channel: str | None = None, *, headers: Mapping[str, str] | None = None
+        self,
+        hub: Hub,
+        channel: Selection | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(content=None, media_type="text/event-stream")
         self.hub = hub

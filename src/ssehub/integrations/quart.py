@@ -7,8 +7,8 @@ In a route, after your own checks::
         return await sse_response(hub)            # the channel is the path, /events/<name>
 
     @app.get("/me/events")
-    async def my_events():
-        return await sse_response(hub, channel=f"/users/{current_user.auth_id}")
+    async def my_events():                        # several channels, one stream
+        return await sse_response(hub, channel=[f"/users/{current_user.auth_id}", "/news"])
 
 Routes publish with ``await hub.publish(channel, message)``. Each open stream costs one asyncio
 task (Quart's response task) plus its subscription; Quart cancels it when the client leaves.
@@ -35,7 +35,7 @@ from ssehub._serving import Answer, iter_subscription, open_stream, refusal
 from ssehub.asgi import request_from_scope
 from ssehub.errors import HubClosed
 from ssehub.event_stream import DEFAULT_STREAM_BUFFER, EventStream, Source
-from ssehub.hub import Hub
+from ssehub.hub import Hub, Selection
 from ssehub.request import Request
 
 __all__ = ["EventSourceResponse", "request_from_quart", "sse_response"]
@@ -46,8 +46,12 @@ def request_from_quart() -> Request:
     return request_from_scope(dict(quart.request.scope))
 
 
-async def sse_response(hub: Hub, channel: str | None = None) -> quart.Response:
+async def sse_response(hub: Hub, channel: Selection | None = None) -> quart.Response:
     """A response that streams ``channel`` (default: the hub's choice) to the current client.
+
+    ``channel`` is a channel name, or a list of selectors (exact names, ``*``, URI templates such
+    as ``/rooms/{id}``) read by one stream, each event once (a bad selector gets 400). The hub's
+    choice is its ``channel_name``, else the request's ``?channel=`` selectors, else the path.
 
     Resumes after ``Last-Event-ID`` (or ``?lastEventId=``); the hub's ``authorize`` hook
     applies (403 when it refuses, 503 after shutdown or with the backend down). The response

@@ -1,14 +1,15 @@
 """Starlette and FastAPI: a per-route streaming response, besides mounting ``hub.asgi``.
 
-Mount the whole hub (the channel is the request path)::
+Mount the whole hub (the channel is the request path, or the ``?channel=`` selectors)::
 
     app.mount("/events", hub.asgi)
 
-or, when the route picks the channel itself (say per user, after authentication)::
+or, when the route picks the channel itself (say per user, after authentication), one channel
+or a list of selectors read by one stream::
 
     @app.get("/me/events")
     async def my_events(user: User = Depends(current_user)) -> EventStreamResponse:
-        return EventStreamResponse(hub, channel=f"/users/{user.id}")
+        return EventStreamResponse(hub, channel=[f"/users/{user.id}", "/news", "/rooms/{id}"])
 
 Each open stream costs one asyncio task (the server's request task) plus its subscription.
 
@@ -34,26 +35,32 @@ from starlette.responses import Response
 from ssehub._serving import Answer, open_stream
 from ssehub.asgi import request_from_scope, send_answer, send_event_stream, stream_subscription
 from ssehub.event_stream import DEFAULT_STREAM_BUFFER, EventStream, Source
-from ssehub.hub import Hub
+from ssehub.hub import Hub, Selection
 from ssehub.types import Receive, Scope, Send
 
 __all__ = ["EventSourceResponse", "EventStreamResponse"]
 
 
 class EventStreamResponse(Response):
-    """A response that streams a channel of ``hub`` to this request's client.
+    """A response that streams a channel of ``hub``, or several, to this request's client.
 
-    ``channel`` defaults to the hub's choice for the request (its ``channel_name`` or the
-    path). The client resumes with ``Last-Event-ID`` (or ``?lastEventId=``) as with
+    ``channel`` is a channel name, or a list of selectors (exact names, ``*``, URI templates such
+    as ``/rooms/{id}``) read by one stream, each event once (a bad selector gets 400); it defaults
+    to the hub's choice for the request (its ``channel_name``, else ``?channel=`` selectors, else
+    the path). The client resumes with ``Last-Event-ID`` (or ``?lastEventId=``) as with
     ``hub.asgi``; the hub's ``authorize`` hook still applies (403 when it refuses; 503 after
-    shutdown or with the backend down). ``headers`` are added to the hub's. The subscription
-    opens when the response is sent and ends when the client disconnects.
+    shutdown or with the backend down). ``headers`` are added to the hub's. The subscription opens
+    when the response is sent and ends when the client disconnects.
     """
 
     media_type = "text/event-stream"
 
     def __init__(
-        self, hub: Hub, channel: str | None = None, *, headers: Mapping[str, str] | None = None
+        self,
+        hub: Hub,
+        channel: Selection | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.hub = hub
         self.channel = channel
