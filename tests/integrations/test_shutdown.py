@@ -260,6 +260,13 @@ CASES: list[Case] = [
         lambda port: other("gunicorn", "--bind", f"127.0.0.1:{port}", "flask_app:app"),
         "sigterm",
     ),
+    # Ctrl+C makes the sync worker raise SystemExit in the thread that serves the stream: the
+    # body ends the response, then raises it again.
+    (
+        "gunicorn-sync-flask",
+        lambda port: other("gunicorn", "--bind", f"127.0.0.1:{port}", "flask_app:app"),
+        "ctrl-c",
+    ),
     # Django's development server, with its reloader (two processes).
     (
         "runserver-django",
@@ -344,7 +351,12 @@ GENERATOR_CASES: list[Case] = [
         ),
         "sigterm",
     ),
-    # WSGI: the body polls the hub every `disconnect_check` (1 s) seconds.
+    (
+        "gunicorn-sync-flask-generator",
+        lambda port: other("gunicorn", "--bind", f"127.0.0.1:{port}", "flask_generator_stream:app"),
+        "ctrl-c",
+    ),
+    # WSGI: the body checks the hub's exit flag on every chunk.
     (
         "gunicorn-gthread-flask-generator",
         lambda port: documented("flask_generator_stream.py", port),

@@ -4,6 +4,9 @@ Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
 
 - ``GET /events/{channel...}`` streams the channel (its name is the full request path);
   ``POST`` to the same path publishes to it.
+- ``GET /events?channel=<selector>`` (repeatable) streams every channel its selectors match
+  (exact names, ``*``, URI templates); ``POST /events`` publishes one event to the channels its
+  JSON body names.
 - ``POST /broadcast`` publishes to every channel.
 - ``GET /channels``, ``GET /metrics``, ``GET /healthz``, ``GET /`` (the dashboard),
   ``GET /dashboard/stats`` (the dashboard's own live feed, on a hub of its own) and
@@ -15,6 +18,8 @@ Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
   of broadcasts.
 - ``OPTIONS`` on any route answers a CORS preflight; another method the route does not list
   gets 405. Both carry the route's ``Allow``.
+
+Who may publish and subscribe (the shared tokens, JWTs) is `ssehub.server.auth.Auth`'s to say.
 
 Exposure: with an admin token (``admin_token``, else the subscribe token), ``/channels``,
 ``/metrics`` (unless ``public_metrics``) and the dashboard's statistics and watch need it, as
@@ -37,30 +42,40 @@ alone, so that a refused request's body is never read (ssehub's native server do
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
 from typing import Any
-from urllib.parse import parse_qsl
 
 from ssehub._serving import DIRECT_STREAM, Answer, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
-from ssehub.errors import BackendUnavailable, EventTooLarge, HubClosed
+from ssehub.errors import (
+    BackendUnavailable,
+    EventTooLarge,
+    HubClosed,
+    InvalidMessage,
+    InvalidSelector,
+)
 from ssehub.hub import Hub
+from ssehub.request import Request
+from ssehub.selectors import Selector
 from ssehub.server._json import dumps
+from ssehub.server.auth import BEARER_REALM, INVALID_TOKEN, Auth, Publisher, token_in
 from ssehub.server.cors import CORS
 from ssehub.server.dashboard import STATS_PATH, WATCH_PREFIX, Dashboard
 from ssehub.server.presence import PRESENCE_CHANNEL, Presence
 from ssehub.server.publish import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
+    EVENTS_PREFIX,
+    PrivateMessage,
+    PublishError,
     PublishHead,
     check_event_sizes,
     check_head,
     parse_body,
+    parse_channels,
     too_large,
 )
 from ssehub.server.routing import Endpoint, HTTPError, Resource, Route, Router, decode_path
@@ -79,14 +94,10 @@ __all__ = [
 
 log = logging.getLogger("ssehub.server")
 
-EVENTS_PREFIX = "/events/"
-"""The prefix of every channel's path: ``/events/<channel>``."""
-
 DEFAULT_METRICS_CHANNELS = 50
 """Channels given their own series in ``/metrics`` by default (the busiest; the rest summed)."""
 
 _JSON_CT = (b"content-type", b"application/json")
-_BEARER_REALM = [(b"www-authenticate", b'Bearer realm="ssehub"')]
 _NO_STORE = [(b"cache-control", b"no-store")]
 
 
@@ -103,23 +114,6 @@ def _full_path(scope: Scope) -> str:
     return path
 
 
-def _token_in(scope: Scope, token: bytes) -> bool:
-    """Whether the request carries ``token`` as ``Authorization: Bearer`` or ``?token=``."""
-    for name, value in scope["headers"]:
-        if (
-            name == b"authorization"
-            and value[:7].lower() == b"bearer "
-            and hmac.compare_digest(value[7:].strip(), token)
-        ):
-            return True
-    query = scope.get("query_string", b"")
-    if query:
-        for key, value in parse_qsl(query.decode("latin-1")):
-            if key == "token" and hmac.compare_digest(value.encode("latin-1"), token):
-                return True
-    return False
-
-
 def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
     """Whether a ``Host`` header names one of ``allowed`` (lowercase host names, optionally
     with ``:port``; ``.example.com`` allows every subdomain of example.com)."""
@@ -130,6 +124,19 @@ def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
     if name in allowed:
         return True
     return any(entry[:1] == b"." and name.endswith(entry) for entry in allowed)
+
+
+# What a publish request publishes to (see HubServer._publish_head).
+_CHANNEL = "channel"  # the channel its path names
+_CHANNELS = "channels"  # the channels its body names (POST /events)
+_BROADCAST = "broadcast"  # every channel
+
+
+def _target(kind: str, scope: Scope) -> str:
+    """What a publish request targets, as logged: its channel, ``/events`` or ``/broadcast``."""
+    if kind == _CHANNEL:
+        return _full_path(scope)
+    return "/events" if kind == _CHANNELS else "/broadcast"
 
 
 _IDS_SLICE = 2000  # channels encoded between two yields of a broadcast's answer
@@ -149,13 +156,37 @@ async def _dumps_ids(ids: Mapping[str, str]) -> bytes:
 
 
 def _not_found(path: str) -> HTTPError:
-    if path in (EVENTS_PREFIX, "/events"):
-        return HTTPError(404, "no channel given: use /events/<channel>")
+    if path == EVENTS_PREFIX:
+        return HTTPError(
+            404, "no channel given: use /events/<channel> or /events?channel=<selector>"
+        )
     return HTTPError(
         404,
-        f"no route {path}; the routes are /events/<channel>, /broadcast, /channels, "
+        f"no route {path}; the routes are /events/<channel>, /events, /broadcast, /channels, "
         "/metrics, /healthz and /",
     )
+
+
+_CHANNEL_QUERY_HINT = (
+    "GET /events reads the channels named by ?channel=<selector> (repeatable): a full "
+    "channel name such as /events/news, '*' or a URI template such as /events/rooms/{id}"
+)
+
+
+def _selectors_of(request: Request) -> list[str]:
+    """The ``?channel=`` selectors of ``GET /events``; `HTTPError` 400 when there is none or
+    an exact name is not a full channel path (it could never match a channel)."""
+    selectors = request.query_values("channel")
+    if not selectors:
+        raise HTTPError(400, f"no channel given: {_CHANNEL_QUERY_HINT}")
+    for text in selectors:
+        try:
+            exact = Selector(text).kind == "exact"
+        except InvalidSelector as exc:
+            raise HTTPError(400, f"bad channel selector {text!r}: {exc}") from None
+        if exact and not text.startswith(EVENTS_PREFIX):
+            raise HTTPError(400, f"{text!r} is not a channel name: {_CHANNEL_QUERY_HINT}")
+    return selectors
 
 
 class HubServer:
@@ -165,6 +196,9 @@ class HubServer:
         hub: the hub to serve (its ``channel_name`` should stay the default, the path).
         publish_token: when set, ``POST`` requests need ``Authorization: Bearer <token>``.
         subscribe_token: when set, streams need the same header or ``?token=<token>``.
+        auth: the rules of the shared tokens and JWTs, instead of ``publish_token`` and
+            ``subscribe_token`` (see `ssehub.server.auth`); with a JWT key, the hub must be
+            built with ``authorize=auth.authorize``.
         cors_origins: origins allowed to call the hub from a browser (``"*"`` for any).
         max_body: the largest publish body in bytes (larger ones get 413).
         max_batch: the most messages one JSON array publishes (more gets 413).
@@ -196,8 +230,13 @@ class HubServer:
         allowed_hosts: Iterable[str] = (),
         metrics_channels: int = DEFAULT_METRICS_CHANNELS,
         max_clients: int | None = None,
+        auth: Auth | None = None,
         presence: bool = False,
     ) -> None:
+        if auth is None:
+            auth = Auth(publish_token=publish_token, subscribe_token=subscribe_token)
+        elif publish_token or subscribe_token:
+            raise ValueError("give the tokens to Auth, not next to it")
         if max_body <= 0:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
         if max_batch <= 0:
@@ -213,15 +252,14 @@ class HubServer:
         """Channels with series of their own in ``/metrics`` (the rest are summed)."""
         self.max_clients = max_clients
         """Open streams past which a new one gets 503 (None: no cap)."""
-        admin = admin_token or subscribe_token
-        self._admin_token = admin.encode() if admin else None
+        self.auth = auth
+        """Who may publish and subscribe (`ssehub.server.auth.Auth`)."""
+        self._admin_token = admin_token.encode() if admin_token else auth.subscribe_token
         self._public_metrics = public_metrics
         hosts = [h.strip().lower() for h in allowed_hosts]
         if not all(h and h.isascii() and h.isprintable() and " " not in h for h in hosts):
             raise ValueError(f"allowed hosts are ASCII names (punycode for IDNs): {hosts!r}")
         self._allowed_hosts = frozenset(h.encode() for h in hosts)
-        self._publish_token = publish_token.encode() if publish_token else None
-        self._subscribe_token = subscribe_token.encode() if subscribe_token else None
         self.cors = CORS(cors_origins)
         """The cross-origin policy (``cors_origins``)."""
         self.publish_errors: dict[int, int] = {}
@@ -252,16 +290,27 @@ class HubServer:
         self._registry: Any = None
         # Whether answers name the process that gave them (other processes share the hub).
         self._label = hub.backend.shared
-        broadcast = partial(self._publish, broadcast=True)
-        # What refuse_head checks beyond the route: a publish's head, a stream's cap.
-        self._publishers: tuple[Endpoint, ...] = (self._publish, broadcast)
+        # What refuse_head checks beyond the route: a publish's head (by what it publishes
+        # to), a stream's cap.
+        self._publishers: dict[Endpoint, str] = {
+            self._publish: _CHANNEL,
+            self._publish_channels: _CHANNELS,
+            self._broadcast: _BROADCAST,
+        }
         watch = self._admin(self._watch)
-        self._subscribers: tuple[Endpoint, ...] = (self._subscribe, self._get_stats_stream, watch)
+        self._subscribers: tuple[Endpoint, ...] = (
+            self._subscribe,
+            self._subscribe_channels,
+            self._get_stats_stream,
+            watch,
+        )
         self.router = Router(
             [
                 Route(EVENTS_PREFIX, self._subscribe, ("GET",), prefix=True),
                 Route(EVENTS_PREFIX, self._publish, ("POST",), prefix=True),
-                Route("/broadcast", broadcast, ("POST",)),
+                Route("/events", self._subscribe_channels, ("GET",)),
+                Route("/events", self._publish_channels, ("POST",)),
+                Route("/broadcast", self._broadcast, ("POST",)),
                 Route("/", self._get_dashboard),
                 Route("/channels", self._admin(self._get_channels)),
                 Route(
@@ -284,6 +333,14 @@ class HubServer:
             Route(PRESENCE_CHANNEL, listing),
             Route(PRESENCE_CHANNEL + "/", listing, prefix=True),
         ]
+
+    def auth_names(self) -> list[str]:
+        """What guards this hub, by name (never a value): ``jwt``,
+        ``require-subscriber-token``, ``publish-token``, ``subscribe-token``, ``admin-token``."""
+        names = self.auth.names()
+        if self._admin_token is not None and self._admin_token != self.auth.subscribe_token:
+            names.append("admin-token")
+        return names
 
     @property
     def stats_hub(self) -> Hub:
@@ -415,8 +472,9 @@ class HubServer:
         before any body byte is buffered (ssehub's native server does, for every request that
         declares a body). The rules are the app's own, in the same order: a ``Host`` outside
         ``allowed_hosts`` or a path that is not UTF-8 (400), no route (404), a method the route
-        does not serve (405), then for a publish the hub shutting down (503), the token (401),
-        a cross-site ``Origin`` (403), a declared ``Content-Length`` over ``max_body`` (413) and
+        does not serve (405), then for a publish the hub shutting down (503), the token (401;
+        a JWT is verified), a channel or a broadcast outside a JWT's publish claim (403), a
+        cross-site ``Origin`` (403), a declared ``Content-Length`` over ``max_body`` (413) and
         a compressed body (415), and for a stream the ``max_clients`` cap (503). A publish
         refused here is counted and logged as the app would. The answer is JSON
         ``{"error": ...}`` with this server's CORS headers for the request's origin.
@@ -425,12 +483,12 @@ class HubServer:
         try:
             scope = self._prepare(scope)
             endpoint, _ = self._route(scope["path"], scope["method"])
-            if endpoint in self._publishers:
+            kind = self._publishers.get(endpoint) if endpoint is not None else None
+            if kind is not None:
+                target = _target(kind, scope)
                 try:
-                    self._publish_head(scope)
+                    self._publish_head(scope, kind, target)
                 except HTTPError as exc:
-                    broadcast = endpoint is self._publishers[1]
-                    target = "/broadcast" if broadcast else _full_path(scope)
                     self._rejected(exc.status, target, scope, exc.message)
                     raise
             elif endpoint in self._subscribers:
@@ -480,12 +538,12 @@ class HubServer:
             return endpoint
 
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-            if not _token_in(scope, token):
+            if not token_in(scope, token):
                 raise HTTPError(
                     401,
                     "this needs the admin token (or the subscribe token when no admin token is "
                     "set): 'Authorization: Bearer <token>' or ?token=<token>",
-                    _BEARER_REALM,
+                    BEARER_REALM,
                 )
             await endpoint(scope, receive, send)
 
@@ -559,70 +617,60 @@ class HubServer:
             error,
         )
 
-    def _publish_head(self, scope: Scope) -> PublishHead:
-        """What a publish's head says of its body; HTTPError when it is refused from the head."""
+    def _publish_head(self, scope: Scope, kind: str, target: str) -> tuple[PublishHead, Publisher]:
+        """What a publish's head says of its body, and who publishes it; HTTPError when it is
+        refused from the head (``kind`` says what it publishes to: `_CHANNEL` ``target``,
+        `_CHANNELS` named by its body, or `_BROADCAST`)."""
         if self._closing:
             raise HTTPError(503, "the hub is shutting down")
-        return check_head(
-            scope["headers"], token=self._publish_token, max_body=self.max_body, cors=self.cors
-        )
+        publisher = self.auth.publisher(scope)
+        if kind == _CHANNEL:
+            publisher.check((target,))
+        elif kind == _BROADCAST:
+            publisher.check_broadcast()
+        # A credential sent on purpose cannot come from another site's page: no Origin check.
+        cors = None if publisher.explicit else self.cors
+        head = check_head(scope["headers"], token=None, max_body=self.max_body, cors=cors)
+        return head, publisher
 
-    async def _publish(
-        self, scope: Scope, receive: Receive, send: Send, *, broadcast: bool = False
-    ) -> None:
-        """Publish a request's message(s) to its channel (to every one when ``broadcast``).
+    async def _publish(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /events/{channel}``: publish the body's message(s) to the path's channel."""
+        await self._publishing(scope, receive, send, _CHANNEL)
+
+    async def _publish_channels(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /events``: publish one event to the channels its JSON body names."""
+        await self._publishing(scope, receive, send, _CHANNELS)
+
+    async def _broadcast(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /broadcast``: publish the body's message(s) to every channel."""
+        await self._publishing(scope, receive, send, _BROADCAST)
+
+    async def _publishing(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+        """Publish a request's message(s) (``kind``: see `_publish_head`).
 
         Every refusal is counted in `publish_errors` and logged; a publish that started before
         `close` is let finish.
         """
-        channel = None if broadcast else _full_path(scope)
-        target = "/broadcast" if channel is None else channel
-        hub = self.hub
+        target = _target(kind, scope)
         self._inflight += 1
         try:
-            head = self._publish_head(scope)
+            head, publisher = self._publish_head(scope, kind, target)
             body = await self._read_body(receive)
-            messages = parse_body(head, body, max_batch=self.max_batch)
-            if type(messages) is list:
-                # All or nothing: an event no client could receive refuses the whole batch.
-                check_event_sizes(messages, len(body), hub.max_buffer)
-            answer: dict[str, Any]
-            if channel is None:
-                if type(messages) is list:
-                    results = [await hub.broadcast(m, exclude=self._reserved) for m in messages]
-                    ids_json = b"[" + b",".join([await _dumps_ids(r) for r in results]) + b"]"
-                else:
-                    ids_json = await _dumps_ids(
-                        await hub.broadcast(messages, exclude=self._reserved)
-                    )
-                body = b'{"ids":%b,"clients":%d}' % (ids_json, hub.client_count())
-                if self._label:
-                    body = body[:-1] + b',"worker":%b}' % dumps(self.workers.name)
-            elif type(messages) is list:
-                ids = [await hub.publish(channel, m) for m in messages]
-                answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
-                if self._label:
-                    answer["worker"] = self.workers.name
-                duplicates = [event_id for event_id in ids if event_id.duplicate]
-                if duplicates:
-                    answer["duplicates"] = duplicates
+            if kind == _CHANNEL:
+                answer = await self._publish_to(target, head, body)
+            elif kind == _CHANNELS:
+                answer = await self._publish_to_channels(head, body, publisher)
             else:
-                event_id = await hub.publish(channel, messages)
-                answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
-                if self._label:
-                    # Several processes serve the channel: "clients" is this one's share.
-                    answer["worker"] = self.workers.name
-                if event_id.duplicate:
-                    # Already in the channel's history (a retried publish): not sent again.
-                    answer["duplicate"] = True
-            if channel is not None:
-                body = dumps(answer)
+                answer = await self._publish_everywhere(head, body)
         except HTTPError as exc:
             self._rejected(exc.status, target, scope, exc.message)
             raise
         except EventTooLarge as exc:
             self._rejected(413, target, scope, str(exc))
             raise HTTPError(413, str(exc)) from None
+        except InvalidMessage as exc:  # what the body's checks let through, should there be any
+            self._rejected(400, target, scope, str(exc))
+            raise HTTPError(400, str(exc)) from None
         except HubClosed:
             self._rejected(503, target, scope, "the hub is shut down")
             raise HTTPError(503, "the hub is shutting down") from None
@@ -633,19 +681,75 @@ class HubServer:
             self._inflight -= 1
             if self._idle is not None and not self._inflight:
                 self._idle.set()
-        await self._send_json(scope, send, 200, body)
+        await self._send_json(scope, send, 200, answer)
+
+    async def _publish_to(self, channel: str, head: PublishHead, body: bytes) -> bytes:
+        hub = self.hub
+        messages = parse_body(head, body, max_batch=self.max_batch)
+        answer: dict[str, Any]
+        if type(messages) is list:
+            # All or nothing: an event no client could receive refuses the whole batch.
+            check_event_sizes(messages, len(body), hub.max_buffer)
+            ids = [
+                await hub.publish(channel, m, private=type(m) is PrivateMessage) for m in messages
+            ]
+            answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
+            if self._label:
+                answer["worker"] = self.workers.name
+            duplicates = [event_id for event_id in ids if event_id.duplicate]
+            if duplicates:
+                answer["duplicates"] = duplicates
+            return dumps(answer)
+        event_id = await hub.publish(channel, messages, private=type(messages) is PrivateMessage)
+        answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
+        if self._label:
+            # Several processes serve the channel: "clients" is this one's share.
+            answer["worker"] = self.workers.name
+        if event_id.duplicate:
+            # Already in the channel's history (a retried publish): not sent again.
+            answer["duplicate"] = True
+        return dumps(answer)
+
+    async def _publish_to_channels(
+        self, head: PublishHead, body: bytes, publisher: Publisher
+    ) -> bytes:
+        hub = self.hub
+        publication = parse_channels(head, body)
+        channels = publication.channels
+        publisher.check(channels)
+        message = publication.message
+        event_id = await hub.publish(channels, message, private=type(message) is PrivateMessage)
+        answer: dict[str, Any] = {
+            "id": event_id,
+            "channels": channels,
+            # Per channel: a subscriber of several of them is counted in each (it gets one).
+            "clients": {channel: hub.client_count(channel) for channel in channels},
+        }
+        if self._label:
+            answer["worker"] = self.workers.name
+        if event_id.duplicate:
+            answer["duplicate"] = True
+        return dumps(answer)
+
+    async def _publish_everywhere(self, head: PublishHead, body: bytes) -> bytes:
+        hub = self.hub
+        messages = parse_body(head, body, max_batch=self.max_batch)
+        if type(messages) is list:
+            if any(type(m) is PrivateMessage for m in messages):
+                raise PublishError(400, "a broadcast is public: it may not hold a private event")
+            check_event_sizes(messages, len(body), hub.max_buffer)
+            results = [await hub.broadcast(m, exclude=self._reserved) for m in messages]
+            ids_json = b"[" + b",".join([await _dumps_ids(r) for r in results]) + b"]"
+        else:
+            if type(messages) is PrivateMessage:
+                raise PublishError(400, "a broadcast is public: it may not be private")
+            ids_json = await _dumps_ids(await hub.broadcast(messages, exclude=self._reserved))
+        answer = b'{"ids":%b,"clients":%d}' % (ids_json, hub.client_count())
+        if self._label:
+            answer = answer[:-1] + b',"worker":%b}' % dumps(self.workers.name)
+        return answer
 
     # -- subscribing -------------------------------------------------------------------------
-
-    def _check_subscribe_token(self, scope: Scope) -> None:
-        token = self._subscribe_token
-        if token is None or _token_in(scope, token):
-            return
-        raise HTTPError(
-            401,
-            "subscribing needs 'Authorization: Bearer <subscribe token>' or ?token=<token>",
-            _BEARER_REALM,
-        )
 
     def _check_capacity(self) -> None:
         max_clients = self.max_clients
@@ -657,16 +761,27 @@ class HubServer:
             )
 
     async def _stream(
-        self, hub: Hub, scope: Scope, receive: Receive, send: Send, *, admin: bool = False
+        self,
+        hub: Hub,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        channel: str | None,
+        *,
+        admin: bool = False,
     ) -> None:
+        """Stream ``channel`` (None: the ``?channel=`` selectors of ``GET /events``)."""
+        request = request_from_scope(scope)
         if not admin:  # the statistics stream is guarded by the admin token instead
-            self._check_subscribe_token(scope)
+            self.auth.check_subscribe(scope, request)
+        selection = _selectors_of(request) if channel is None else channel
         self._check_capacity()
-        opened = await open_stream(hub, request_from_scope(scope))
+        opened = await open_stream(hub, request, channel=selection)
         if isinstance(opened, Answer):
-            # The shared refusal (403 or 503, its JSON body), with this server's CORS for the
-            # request's origin rather than the hub's fixed headers.
-            await self._send_json(scope, send, opened.status, opened.body)
+            # The shared refusal (400, 401, 403 or 503, its JSON body), with this server's CORS
+            # for the request's origin rather than the hub's fixed headers.
+            extra = INVALID_TOKEN if opened.status == 401 else ()
+            await self._send_json(scope, send, opened.status, opened.body, extra)
             return
         if self.presence is not None and hub is self.hub:
             self.presence.join(opened)
@@ -678,10 +793,14 @@ class HubServer:
         await stream_subscription(hub, opened, receive, send, headers, scope)
 
     async def _subscribe(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._stream(self.hub, scope, receive, send)
+        # The path names the channel, whatever the query says.
+        await self._stream(self.hub, scope, receive, send, _full_path(scope))
+
+    async def _subscribe_channels(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._stream(self.hub, scope, receive, send, None)
 
     async def _get_stats_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._stream(self.stats_hub, scope, receive, send, admin=True)
+        await self._stream(self.stats_hub, scope, receive, send, _full_path(scope), admin=True)
 
     async def _watch(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The dashboard's live view of a channel: its live events on a stream that no count
@@ -761,6 +880,8 @@ class HubServer:
             "pid": os.getpid(),
             "worker": self.workers.name,
             "version": self.version,
+            # What guards the hub, by name (never a value): jwt, publish-token, ...
+            "auth": self.auth_names(),
         }
         if self._label:
             # Each number above is this process's; these cover every live one.
