@@ -15,7 +15,7 @@ Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
 - With ``presence``: ``GET /subscriptions`` and ``GET /subscriptions/{channel...}`` list the open
   subscriptions, and joins and leaves are private events on the reserved channel
   ``/subscriptions`` (`ssehub.server.presence`); that channel is left out of ``/channels`` and
-  of broadcasts.
+  of broadcasts (and no publish can name it: every channel a client names is under ``/events/``).
 - ``OPTIONS`` on any route answers a CORS preflight; another method the route does not list
   gets 405. Both carry the route's ``Allow``.
 
@@ -64,7 +64,7 @@ from ssehub.server._json import dumps
 from ssehub.server.auth import BEARER_REALM, INVALID_TOKEN, Auth, Publisher, token_in
 from ssehub.server.cors import CORS
 from ssehub.server.dashboard import STATS_PATH, WATCH_PREFIX, Dashboard
-from ssehub.server.presence import PRESENCE_CHANNEL, Presence
+from ssehub.server.presence import PRESENCE_CHANNEL, Presence, presence_reader
 from ssehub.server.publish import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
@@ -173,9 +173,10 @@ _CHANNEL_QUERY_HINT = (
 )
 
 
-def _selectors_of(request: Request) -> list[str]:
+def _selectors_of(request: Request, reserved: tuple[str, ...] = ()) -> list[str]:
     """The ``?channel=`` selectors of ``GET /events``; `HTTPError` 400 when there is none or
-    an exact name is not a full channel path (it could never match a channel)."""
+    an exact name is not a full channel path (it could never match a channel) nor one of the
+    ``reserved`` channels (the presence channel)."""
     selectors = request.query_values("channel")
     if not selectors:
         raise HTTPError(400, f"no channel given: {_CHANNEL_QUERY_HINT}")
@@ -184,7 +185,7 @@ def _selectors_of(request: Request) -> list[str]:
             exact = Selector(text).kind == "exact"
         except InvalidSelector as exc:
             raise HTTPError(400, f"bad channel selector {text!r}: {exc}") from None
-        if exact and not text.startswith(EVENTS_PREFIX):
+        if exact and not text.startswith(EVENTS_PREFIX) and text not in reserved:
             raise HTTPError(400, f"{text!r} is not a channel name: {_CHANNEL_QUERY_HINT}")
     return selectors
 
@@ -211,8 +212,9 @@ class HubServer:
             events published; the others are summed under ``channel="(other)"``).
         max_clients: open streams (of the hub and the dashboard) past which a new one gets
             503; None for no cap. Publishes and reads are never counted or refused by it.
-        presence: list the open subscriptions at ``/subscriptions`` (with the admin token)
-            and announce joins and leaves on the reserved channel ``/subscriptions``.
+        presence: list the open subscriptions at ``/subscriptions`` (for the admin token, or
+            with JWTs a token whose subscribe selectors match ``/subscriptions``) and announce
+            joins and leaves on the reserved channel ``/subscriptions``.
     """
 
     def __init__(
@@ -328,7 +330,16 @@ class HubServer:
     def _presence_routes(self) -> list[Route]:
         if self.presence is None:
             return []
-        listing = self._admin(self._get_subscriptions)
+        jwt = self.auth.jwt
+        if jwt is None:
+            listing = self._admin(self._get_subscriptions)
+        else:
+            # With JWTs: a token allowed to read the presence channel, or an admin token given
+            # as such (the subscribe token, which every subscriber holds, is not enough).
+            explicit = self._admin_token
+            if explicit == self.auth.subscribe_token:
+                explicit = None
+            listing = presence_reader(jwt, explicit, self._get_subscriptions)
         return [
             Route(PRESENCE_CHANNEL, listing),
             Route(PRESENCE_CHANNEL + "/", listing, prefix=True),
@@ -774,7 +785,7 @@ class HubServer:
         request = request_from_scope(scope)
         if not admin:  # the statistics stream is guarded by the admin token instead
             self.auth.check_subscribe(scope, request)
-        selection = _selectors_of(request) if channel is None else channel
+        selection = _selectors_of(request, self._reserved) if channel is None else channel
         self._check_capacity()
         opened = await open_stream(hub, request, channel=selection)
         if isinstance(opened, Answer):

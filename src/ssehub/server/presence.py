@@ -22,7 +22,9 @@ process serving it. When the subscription ends it leaves (its ``on_close``, chai
 
 A listing is O(subscriptions) at worst (a per-channel one scans until it has ``limit``), and
 yields to the event loop every `_SLICE` entries and between pages read from the backend.
-Who may read it is decided by `HubServer` (the admin token; see the README).
+Who may list them (`HubServer` decides): the admin token, as for ``/channels``; with a JWT key,
+a token whose ``subscribe`` selectors match `PRESENCE_CHANNEL` (or, for one channel's list,
+``/subscriptions/{channel...}`` itself), or an admin token set as such (`presence_reader`).
 """
 
 from __future__ import annotations
@@ -34,15 +36,27 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from ssehub.errors import BackendUnavailable, EventTooLarge, HubClosed, InvalidSelector
+from ssehub.asgi import request_from_scope
+from ssehub.errors import (
+    BackendUnavailable,
+    EventTooLarge,
+    HubClosed,
+    InvalidSelector,
+    InvalidToken,
+)
 from ssehub.hub import Hub
 from ssehub.selectors import Selectors
 from ssehub.server._json import dumps, loads
-from ssehub.server.routing import HTTPError
+from ssehub.server.auth import BEARER_REALM, INVALID_TOKEN, token_in
+from ssehub.server.routing import Endpoint, HTTPError
 from ssehub.subscription import Subscription
+from ssehub.types import Receive, Scope, Send
 from ssehub.wire import Message
+
+if TYPE_CHECKING:  # ssehub.authz needs PyJWT, which a hub without JWTs does without
+    from ssehub.authz import JWTAuth
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -55,6 +69,7 @@ __all__ = [
     "Presence",
     "SubscriptionEntry",
     "parse_limit",
+    "presence_reader",
     "selectors_of",
 ]
 
@@ -147,6 +162,40 @@ def parse_limit(query: Mapping[str, str]) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         raise HTTPError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text!r}")
     return int(text)
+
+
+def presence_reader(jwt: JWTAuth, admin_token: bytes | None, endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` (a listing), for a request with ``admin_token`` (when set), or a JWT whose
+    ``subscribe`` selectors match `PRESENCE_CHANNEL` or the request's path (``/subscriptions/
+    events/news`` for that channel's list): 401 without a usable token, 403 for one that may
+    not read it."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if admin_token is None or not token_in(scope, admin_token):
+            _check_reader(jwt, scope)
+        await endpoint(scope, receive, send)
+
+    return guarded
+
+
+def _check_reader(jwt: JWTAuth, scope: Scope) -> None:
+    try:
+        grant = jwt.grant_for(request_from_scope(scope))
+    except InvalidToken as exc:
+        raise HTTPError(401, str(exc), INVALID_TOKEN) from None
+    if grant is None:
+        raise HTTPError(
+            401,
+            f"listing subscriptions needs a JWT whose subscribe claim matches {PRESENCE_CHANNEL} "
+            "('Authorization: Bearer <token>', a cookie or ?authorization=<token>)",
+            BEARER_REALM,
+        )
+    allowed = grant.subscribe
+    path: str = scope["path"]
+    if not (allowed.matches(PRESENCE_CHANNEL) or allowed.matches(path)):
+        raise HTTPError(
+            403, f"the token may not read {path}: no selector of its subscribe claim matches it"
+        )
 
 
 class Presence:
