@@ -515,8 +515,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "--presence",
         action="store_true",
         help="list the open subscriptions at GET /subscriptions and /subscriptions/<channel> "
-        "(with the admin token) and publish each join and leave as a private 'subscription' "
-        "event on the reserved channel /subscriptions; with --redis, the list covers every hub",
+        "(for a JWT whose subscribe claim matches /subscriptions, or the admin token) and "
+        "publish each join and leave as a private 'subscription' event on the reserved channel "
+        "/subscriptions; with --redis, the list covers every hub",
     )
     logs = serve.add_argument_group("logging")
     logs.add_argument(
