@@ -102,10 +102,11 @@ async def test_without_presence_its_routes_are_404(hub: HubProcess) -> None:
             assert "no route" in answer.json()["error"]
 
 
+@pytest.mark.parametrize("http", ["native", "uvicorn"])
 async def test_the_open_subscriptions_are_listed_and_a_leaver_drops_out(
-    start_hub: HubFactory,
+    start_hub: HubFactory, http: str
 ) -> None:
-    hub = start_hub("--presence", "--admin-token", ADMIN)
+    hub = start_hub("--presence", "--admin-token", ADMIN, "--http", http)
     async with (
         stream(hub, "/events/news"),
         stream(hub, "/events/news"),
@@ -128,6 +129,11 @@ async def test_the_open_subscriptions_are_listed_and_a_leaver_drops_out(
         left = await listed_when(hub, lambda found: len(found) == 2)
         assert sport["id"] not in {entry["id"] for entry in left}
     await listed_when(hub, lambda found: found == [])
+
+
+async def test_presence_is_on_with_its_environment_variable(start_hub: HubFactory) -> None:
+    hub = start_hub(env={"SSEHUB_PRESENCE": "1"})
+    assert (await listing(hub, headers={}))["subscriptions"] == []  # no token set: open
 
 
 async def test_listing_needs_the_admin_token(start_hub: HubFactory) -> None:
