@@ -307,25 +307,6 @@ CASES: list[Case] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("start", "how"),
-    [pytest.param(start, how, id=f"{name}-{how}") for name, start, how in CASES],
-)
-def test_a_signal_ends_open_streams_and_the_server_exits(
-    start: Callable[[int], Server], how: str, tmp_path: Path
-) -> None:
-    port = free_port()
-    log = tmp_path / "server.log"
-    outcome = signal_during_stream(start(port), port, how, log)
-    output = log.read_text(errors="replace")[-3000:]
-    assert outcome.stream_end is not None and outcome.stream_end <= STREAM_ENDS_WITHIN, (
-        f"{outcome}\n{output}"
-    )
-    assert outcome.clean, f"{outcome}\n{output}"
-    assert outcome.exit is not None and outcome.exit <= EXITS_WITHIN, f"{outcome}\n{output}"
-    assert outcome.returncode in (0, -signal.SIGINT, -signal.SIGTERM), f"{outcome}\n{output}"
-
-
 # Per-request streams (a generator per response, `EventSourceResponse(..., hub=hub)`): the
 # example's endless count, with a client in the middle of it.
 GENERATOR_PATH = "/count?n=1000000&delay=0.5"
@@ -370,16 +351,25 @@ GENERATOR_CASES: list[Case] = [
 ]
 
 
+CHANNEL_PATH = "/events/my-channel"
+
+
 @pytest.mark.parametrize(
-    ("start", "how"),
-    [pytest.param(start, how, id=f"{name}-{how}") for name, start, how in GENERATOR_CASES],
+    ("start", "how", "path"),
+    [
+        *(pytest.param(start, how, CHANNEL_PATH, id=f"{name}-{how}") for name, start, how in CASES),
+        *(
+            pytest.param(start, how, GENERATOR_PATH, id=f"{name}-{how}")
+            for name, start, how in GENERATOR_CASES
+        ),
+    ],
 )
-def test_a_signal_ends_per_request_streams_and_the_server_exits(
-    start: Callable[[int], Server], how: str, tmp_path: Path
+def test_a_signal_ends_open_streams_and_the_server_exits(
+    start: Callable[[int], Server], how: str, path: str, tmp_path: Path
 ) -> None:
     port = free_port()
     log = tmp_path / "server.log"
-    outcome = signal_during_stream(start(port), port, how, log, path=GENERATOR_PATH)
+    outcome = signal_during_stream(start(port), port, how, log, path=path)
     output = log.read_text(errors="replace")[-3000:]
     assert outcome.stream_end is not None and outcome.stream_end <= STREAM_ENDS_WITHIN, (
         f"{outcome}\n{output}"
