@@ -219,7 +219,7 @@ def test_the_limit_is_a_whole_number_up_to_the_maximum() -> None:
 
 
 class NoPrivateEvents(MemoryBackend):
-    """A backend that cannot publish private events (the Redis one, for now)."""
+    """A backend that cannot publish private events (a third-party one, say)."""
 
     async def publish(
         self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
