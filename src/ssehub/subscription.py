@@ -69,6 +69,7 @@ class Subscription:
         "last_event_id",
         "max_buffer",
         "on_close",
+        "payload",
         "private",
         "request",
         "selectors",
@@ -98,6 +99,9 @@ class Subscription:
         """The ``Last-Event-ID`` the client resumed from, if any."""
         self.request = request
         """The request that opened the stream (None when subscribed from code)."""
+        self.payload: Any = None
+        """What the app attached to the stream (`Hub.subscribe`'s ``payload``; with a JWT, the
+        token's ``payload`` claim): any value, None when nothing was."""
         self.close_reason: str | None = None
         """Why the subscription ended (a `CloseReason` value), or None while open."""
         self.writing = False

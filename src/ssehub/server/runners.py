@@ -251,6 +251,7 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         allowed_hosts=config.allowed_host,
         metrics_channels=config.metrics_channels,
         max_clients=clients if clients is not None else config.max_clients,
+        presence=config.presence,
     )
 
 
