@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
@@ -94,11 +94,14 @@ class Access:
     ``channels``: the selectors the stream reads (None: those it asked for). ``private``: the
     channels whose private events it may read (None: public events only). ``expires``: the UNIX
     time at which the hub ends the stream (`CloseReason.EXPIRED`; a token's ``exp``), or None.
+    ``payload``: any value to attach to the stream as `Subscription.payload` (a token's
+    ``payload`` claim, shown by presence), or None.
     """
 
     channels: Sequence[str] | Selectors | None = None
     private: Sequence[str] | Selectors | None = None
     expires: float | None = None
+    payload: Any = None
 
 
 def _wants_channels(hook: Callable[..., Any]) -> bool:
@@ -693,8 +696,12 @@ class Hub:
                     self._published[name] = self._published.get(name, 0) + 1
         return result
 
-    async def broadcast(self, message: Message | object) -> dict[str, PublishResult]:
-        """Publish ``message`` to every channel (with subscribers or history); ids by channel.
+    async def broadcast(
+        self, message: Message | object, *, exclude: Collection[str] = ()
+    ) -> dict[str, PublishResult]:
+        """Publish ``message`` to every channel (with subscribers or history) but those in
+        ``exclude`` (reserved channels, such as the standalone hub's presence channel); ids by
+        channel.
 
         Lets the event loop run other work every `BROADCAST_SLICE` seconds, so a broadcast over
         many channels never stalls the streams. Raises as `publish` does (`EventTooLarge` before
@@ -705,6 +712,8 @@ class Hub:
             message = Message(message)
         names = dict.fromkeys(self._channels)
         names.update(dict.fromkeys(await self.backend.channels()))
+        for name in exclude:
+            names.pop(name, None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BROADCAST_SLICE
         ids: dict[str, PublishResult] = {}
@@ -920,12 +929,14 @@ class Hub:
         threaded: bool = False,
         channel: Selection | None = None,
         private: Sequence[str] | Selectors | None = None,
+        payload: Any = None,
     ) -> Subscription:
         """Turn a request into a subscription: authorize, pick the channel(s), resume, connect.
 
         ``channel`` overrides `channel_for` (an app that picks it in its own code, say per
         user): a channel name or a list of selectors. ``private`` selects the channels whose
-        private events the subscriber may read. Used by the adapters. Raises
+        private events the subscriber may read, ``payload`` is the `Subscription.payload` (an
+        `Access` from ``authorize`` may set both). Used by the adapters. Raises
         `SubscriptionDenied` when ``authorize`` refuses, `InvalidSelector` for a bad selector,
         and `HubClosed` after shutdown.
         """
@@ -953,6 +964,8 @@ class Hub:
                 if allowed.private is not None:
                     private = allowed.private
                 expires = allowed.expires
+                if allowed.payload is not None:
+                    payload = allowed.payload
             elif isinstance(allowed, Selectors):
                 selection = allowed
             elif isinstance(allowed, list | tuple | set | frozenset):
@@ -965,6 +978,7 @@ class Hub:
                     threaded=threaded,
                     private=private,
                     expires=expires,
+                    payload=payload,
                 )
         return await self.subscribe(
             selection,
@@ -972,6 +986,7 @@ class Hub:
             request=request,
             threaded=threaded,
             private=private,
+            payload=payload,
         )
 
     async def subscribe(
@@ -984,6 +999,7 @@ class Hub:
         observer: bool = False,
         private: Sequence[str] | Selectors | None = None,
         expires: float | None = None,
+        payload: Any = None,
     ) -> Subscription:
         """Subscribe to ``channel``; resume after ``last_event_id`` when given.
 
@@ -992,7 +1008,8 @@ class Hub:
         every matching channel, each event once, in publish order, and one ``last_event_id``
         resumes all of them. ``private`` selects the channels whose private events this
         subscriber may read (None: public events only). At ``expires`` (a UNIX time: a token's
-        ``exp``) the hub ends the stream as `CloseReason.EXPIRED`.
+        ``exp``) the hub ends the stream as `CloseReason.EXPIRED`. ``payload`` is kept as the
+        subscription's `Subscription.payload` (say, who the subscriber is, for presence).
 
         The subscription first holds the retained events after that id (preceded by a
         `GAP_EVENT` when history does not hold the id), then every live event, with no
@@ -1014,6 +1031,7 @@ class Hub:
                 threaded=threaded,
                 observer=observer,
                 private=readable,
+                payload=payload,
             )
             self._expire_at(sub, expires)
             return sub
@@ -1025,7 +1043,7 @@ class Hub:
                 channel = next(iter(selectors.names))
             else:
                 return await self._subscribe_selected(
-                    selectors, last_event_id, request, threaded, observer, readable
+                    selectors, last_event_id, request, threaded, observer, readable, payload
                 )
         await self._ready()
         if self._draining:
@@ -1040,6 +1058,7 @@ class Hub:
             request=request,
             private=readable,
         )
+        sub.payload = payload
         sub.on_close = self._count_close
         if self._retry_bytes:
             sub.push(self._retry_bytes)
@@ -1111,6 +1130,7 @@ class Hub:
         threaded: bool,
         observer: bool,
         readable: Selectors | None,
+        payload: Any = None,
     ) -> Subscription:
         # A subscription reading several channels: registered in each exact channel it names,
         # or, with ``*`` or a template among its selectors, matched against every event.
@@ -1128,6 +1148,7 @@ class Hub:
             selectors=selectors,
             private=readable,
         )
+        sub.payload = payload
         sub.on_close = self._count_close
         if self._retry_bytes:
             sub.push(self._retry_bytes)

@@ -69,6 +69,7 @@ class Subscription:
         "last_event_id",
         "max_buffer",
         "on_close",
+        "payload",
         "private",
         "request",
         "resumed",
@@ -103,6 +104,9 @@ class Subscription:
         """Once the hub replayed history to it: True when history held ``last_event_id`` (or
         it was `ssehub.resume.EARLIEST`), so every retained event since was replayed; False
         when the ``ssehub.gap`` notice was sent. None when it did not resume."""
+        self.payload: Any = None
+        """What the app attached to the stream (`Hub.subscribe`'s ``payload``; with a JWT, the
+        token's ``payload`` claim): any value, None when nothing was."""
         self.close_reason: str | None = None
         """Why the subscription ended (a `CloseReason` value), or None while open."""
         self.writing = False

@@ -48,6 +48,7 @@ EVERY_FLAG = {
     "--metrics-channels": ["--metrics-channels", "5"],
     "--log-level": ["--log-level", "debug"],
     "--access-log": ["--access-log"],
+    "--presence": ["--presence"],
 }
 
 

@@ -54,7 +54,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from importlib import resources
@@ -95,6 +95,12 @@ def _new_epoch() -> str:
 
 
 _DEAD = (RedisError, OSError, asyncio.TimeoutError)
+
+_PRESENCE_BATCH = 1000  # fields per HSET or HDEL of a presence hash
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _sid_key(sid: str) -> tuple[int, int]:
@@ -810,6 +816,90 @@ class RedisBackend(Backend):
             return
         with contextlib.suppress(*_DEAD):
             await asyncio.wait_for(self._client.hdel(self.workers_key(), worker), self._timeout)
+
+    # -- presence ----------------------------------------------------------------------------
+
+    def presence_key(self, worker: str | None = None) -> str:
+        """The key of hub process ``worker``'s hash of subscriptions (id to JSON text), or,
+        without ``worker``, of the sorted set of hub processes sharing one (by Redis time)."""
+        return f"{self.prefix}:presence" if worker is None else f"{self.prefix}:presence:{worker}"
+
+    async def share_presence(
+        self,
+        worker: str,
+        changes: Mapping[str, str | None],
+        ttl: float,
+        *,
+        reset: bool = False,
+    ) -> None:
+        """Apply ``changes`` to ``worker``'s hash (`presence_key`) and stamp it live with the
+        Redis server's time, in one transaction; the hash expires ``ttl`` seconds after the
+        last call, so the list of a hub that dies goes with it."""
+        client = self._require_client()
+        key, index = self.presence_key(worker), self.presence_key()
+        ttl_ms = max(1, math.ceil(ttl * 1000))
+        put = [(field, value) for field, value in changes.items() if value is not None]
+        gone = [field for field, value in changes.items() if value is None]
+        try:
+            seconds, micros = await client.time()
+            async with client.pipeline(transaction=True) as pipe:
+                if reset:
+                    pipe.delete(key)
+                for start in range(0, len(put), _PRESENCE_BATCH):
+                    pipe.hset(key, mapping=dict(put[start : start + _PRESENCE_BATCH]))
+                for start in range(0, len(gone), _PRESENCE_BATCH):
+                    pipe.hdel(key, *gone[start : start + _PRESENCE_BATCH])
+                pipe.pexpire(key, ttl_ms)
+                pipe.zadd(index, {worker: seconds + micros / 1e6})
+                pipe.pexpire(index, ttl_ms * 3)
+                await pipe.execute()
+        except _DEAD as exc:
+            raise BackendUnavailable(f"Redis at {self._safe_url} is unreachable: {exc}") from exc
+
+    async def presence(
+        self, exclude: str, ttl: float, *, page: int = 1000
+    ) -> AsyncGenerator[list[str], None]:
+        """Every other hub process's subscriptions: the hashes of those stamped live within
+        ``ttl`` seconds (stale stamps are deleted), read with HSCAN ``page`` fields at a time."""
+        client = self._require_client()
+        index = self.presence_key()
+        try:
+            seconds, micros = await client.time()
+            oldest = seconds + micros / 1e6 - ttl
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(index, "-inf", f"({oldest}")
+                pipe.zrangebyscore(index, oldest, "+inf")
+                _, found = await pipe.execute()
+        except _DEAD as exc:
+            raise BackendUnavailable(f"Redis at {self._safe_url} is unreachable: {exc}") from exc
+        for raw in found:
+            worker = raw.decode("utf-8", "replace")
+            if worker == exclude:
+                continue
+            key = self.presence_key(worker)
+            cursor = 0
+            while True:
+                try:
+                    cursor, fields = await client.hscan(key, cursor, count=page)
+                except _DEAD as exc:
+                    raise BackendUnavailable(
+                        f"Redis at {self._safe_url} is unreachable: {exc}"
+                    ) from exc
+                values = fields.values() if isinstance(fields, dict) else fields[1::2]
+                if values:
+                    yield [_text(value) for value in values]
+                if not cursor:
+                    break
+
+    async def retire_presence(self, worker: str) -> None:
+        """Delete ``worker``'s hash and stamp (Redis errors are ignored: both expire)."""
+        if self._client is None:
+            return
+        with contextlib.suppress(*_DEAD):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.delete(self.presence_key(worker))
+                pipe.zrem(self.presence_key(), worker)
+                await asyncio.wait_for(pipe.execute(), self._timeout)
 
     async def health(self) -> dict[str, Any]:
         """``{"ok": ..., "backend": "redis", "url": ..., "feed": ...}``; ok needs PING and feed."""

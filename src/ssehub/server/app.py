@@ -15,6 +15,10 @@ Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
 - With Mercure on (``mercure``), ``GET /.well-known/mercure?topic=<selector>`` subscribes and
   ``POST /.well-known/mercure`` publishes a form-encoded update, on the same channels
   (`ssehub.server.mercure`); answers there are Mercure's (``text/plain``, errors included).
+- With ``presence``: ``GET /subscriptions`` and ``GET /subscriptions/{channel...}`` list the open
+  subscriptions, and joins and leaves are private events on the reserved channel
+  ``/subscriptions`` (`ssehub.server.presence`); that channel is left out of ``/channels`` and
+  of broadcasts (and no publish can name it: every channel a client names is under ``/events/``).
 - ``OPTIONS`` on any route answers a CORS preflight; another method the route does not list
   gets 405. Both carry the route's ``Allow``.
 
@@ -65,6 +69,7 @@ from ssehub.server._json import dumps, loads
 from ssehub.server.auth import BEARER_REALM, INVALID_TOKEN, Auth, Publisher, token_in
 from ssehub.server.cors import CORS
 from ssehub.server.dashboard import STATS_PATH, WATCH_PREFIX, Dashboard
+from ssehub.server.presence import PRESENCE_CHANNEL, Presence, presence_reader
 from ssehub.server.publish import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
@@ -179,10 +184,13 @@ _CHANNEL_QUERY_HINT = (
 )
 
 
-def _selectors_of(request: Request, *, topics: bool = False) -> list[str]:
+def _selectors_of(
+    request: Request, reserved: tuple[str, ...] = (), *, topics: bool = False
+) -> list[str]:
     """The ``?channel=`` selectors of ``GET /events``; `HTTPError` 400 when there is none or
-    an exact name is not a full channel path (it could never match a channel), unless
-    ``topics`` (Mercure is on: any topic is a channel, ``https://example.com/books/1`` too)."""
+    an exact name is not a full channel path (it could never match a channel) nor one of the
+    ``reserved`` channels (the presence channel), unless ``topics`` (Mercure is on: any topic
+    is a channel, ``https://example.com/books/1`` too)."""
     selectors = request.query_values("channel")
     if not selectors:
         raise HTTPError(400, f"no channel given: {_CHANNEL_QUERY_HINT}")
@@ -191,7 +199,7 @@ def _selectors_of(request: Request, *, topics: bool = False) -> list[str]:
             exact = Selector(text).kind == "exact"
         except InvalidSelector as exc:
             raise HTTPError(400, f"bad channel selector {text!r}: {exc}") from None
-        if exact and not topics and not text.startswith(EVENTS_PREFIX):
+        if exact and not topics and not text.startswith(EVENTS_PREFIX) and text not in reserved:
             raise HTTPError(400, f"{text!r} is not a channel name: {_CHANNEL_QUERY_HINT}")
     return selectors
 
@@ -221,6 +229,9 @@ class HubServer:
         mercure: speak the Mercure protocol at ``/.well-known/mercure`` (its topics are the
             hub's channels; see `ssehub.server.mercure`), and let ``GET /events?channel=``
             name any topic, not only ``/events/...`` paths.
+        presence: list the open subscriptions at ``/subscriptions`` (for the admin token, or
+            with JWTs a token whose subscribe selectors match ``/subscriptions``) and announce
+            joins and leaves on the reserved channel ``/subscriptions``.
     """
 
     def __init__(
@@ -240,6 +251,7 @@ class HubServer:
         max_clients: int | None = None,
         auth: Auth | None = None,
         mercure: bool = False,
+        presence: bool = False,
     ) -> None:
         if auth is None:
             auth = Auth(publish_token=publish_token, subscribe_token=subscribe_token)
@@ -264,8 +276,6 @@ class HubServer:
         """Who may publish and subscribe (`ssehub.server.auth.Auth`)."""
         self.mercure = mercure
         """Whether the hub speaks Mercure at ``/.well-known/mercure``."""
-        # Channels that are the hub's own: Mercure publishers may not name them.
-        self._reserved: tuple[str, ...] = ()
         self._admin_token = admin_token.encode() if admin_token else auth.subscribe_token
         self._public_metrics = public_metrics
         hosts = [h.strip().lower() for h in allowed_hosts]
@@ -283,6 +293,11 @@ class HubServer:
         self.workers = Workers(hub.backend, self.worker_state)
         """This process's numbers and, with a shared backend (``--workers``), every other
         hub process's (see `ssehub.server.workers`)."""
+        self.presence = Presence(hub, self.workers.name) if presence else None
+        """The open subscriptions, listed and announced (None without ``presence``)."""
+        # Channels that are the hub's own, not its users': never listed nor broadcast to, and
+        # no Mercure publisher may name them.
+        self._reserved: tuple[str, ...] = (PRESENCE_CHANNEL,) if presence else ()
         self.dashboard = Dashboard(
             hub,
             self.publish_errors,
@@ -331,6 +346,7 @@ class HubServer:
                 Route(STATS_PATH, self._admin(self._get_stats_stream)),
                 Route(WATCH_PREFIX + "/", watch, ("GET",), prefix=True),
                 *self._mercure_routes(),
+                *self._presence_routes(),
             ]
         )
         """The route table."""
@@ -341,6 +357,24 @@ class HubServer:
         return [
             Route(HUB_PATH, self._mercure_subscribe),
             Route(HUB_PATH, self._mercure_publish, ("POST",)),
+        ]
+
+    def _presence_routes(self) -> list[Route]:
+        if self.presence is None:
+            return []
+        jwt = self.auth.jwt
+        if jwt is None:
+            listing = self._admin(self._get_subscriptions)
+        else:
+            # With JWTs: a token allowed to read the presence channel, or an admin token given
+            # as such (the subscribe token, which every subscriber holds, is not enough).
+            explicit = self._admin_token
+            if explicit == self.auth.subscribe_token:
+                explicit = None
+            listing = presence_reader(jwt, explicit, self._get_subscriptions)
+        return [
+            Route(PRESENCE_CHANNEL, listing),
+            Route(PRESENCE_CHANNEL + "/", listing, prefix=True),
         ]
 
     def auth_names(self) -> list[str]:
@@ -398,6 +432,8 @@ class HubServer:
         await self.hub.start()
         await self.stats_hub.start()
         self.workers.start()
+        if self.presence is not None:
+            self.presence.start()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Refuse new publishes, let in-flight ones finish, then end every stream cleanly."""
@@ -411,6 +447,8 @@ class HubServer:
                     log.warning("event=shutdown_timeout inflight_publishes=%d", self._inflight)
             self.dashboard.stop()
             await self.workers.stop()
+            if self.presence is not None:
+                await self.presence.stop()
         await asyncio.gather(self.hub.shutdown(timeout), self.stats_hub.shutdown(timeout))
 
     # -- ASGI --------------------------------------------------------------------------------
@@ -781,12 +819,12 @@ class HubServer:
             if any(type(m) is PrivateMessage for m in messages):
                 raise PublishError(400, "a broadcast is public: it may not hold a private event")
             check_event_sizes(messages, len(body), hub.max_buffer)
-            results = [await hub.broadcast(m) for m in messages]
+            results = [await hub.broadcast(m, exclude=self._reserved) for m in messages]
             ids_json = b"[" + b",".join([await _dumps_ids(r) for r in results]) + b"]"
         else:
             if type(messages) is PrivateMessage:
                 raise PublishError(400, "a broadcast is public: it may not be private")
-            ids_json = await _dumps_ids(await hub.broadcast(messages))
+            ids_json = await _dumps_ids(await hub.broadcast(messages, exclude=self._reserved))
         answer = b'{"ids":%b,"clients":%d}' % (ids_json, hub.client_count())
         if self._label:
             answer = answer[:-1] + b',"worker":%b}' % dumps(self.workers.name)
@@ -822,7 +860,11 @@ class HubServer:
             request = request_from_scope(scope)
         if not admin:  # the statistics stream is guarded by the admin token instead
             self.auth.check_subscribe(scope, request)
-        selection = _selectors_of(request, topics=self.mercure) if channel is None else channel
+        selection = (
+            _selectors_of(request, self._reserved, topics=self.mercure)
+            if channel is None
+            else channel
+        )
         self._check_capacity()
         opened = await open_stream(hub, request, channel=selection)
         if isinstance(opened, Answer):
@@ -832,6 +874,8 @@ class HubServer:
             message = loads(opened.body.decode())["error"]
             await self._send_error(scope, send, opened.status, message, challenge)
             return
+        if self.presence is not None and hub is self.hub:
+            self.presence.join(opened)
         headers = hub.headers if extra is None else hub.headers + extra(opened)
         cors = self.cors
         if cors.enabled:
@@ -883,6 +927,8 @@ class HubServer:
         hub = self.hub
         channels = []
         for name in sorted(hub.channels()):
+            if name in self._reserved:
+                continue
             ch = hub.get_channel(name)
             channels.append(
                 {
@@ -902,6 +948,13 @@ class HubServer:
             answer["workers"] = states
             answer["totals"] = self.workers.totals(states)
         await self._send_json(scope, send, 200, dumps(answer), _NO_STORE)
+
+    async def _get_subscriptions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /subscriptions[/{channel...}]``: the open subscriptions (of the channel)."""
+        assert self.presence is not None
+        channel = scope["path"][len(PRESENCE_CHANNEL) :] or None
+        body = await self.presence.answer(channel, request_from_scope(scope).query)
+        await self._send_json(scope, send, 200, body, _NO_STORE)
 
     async def _get_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Imported here: prometheus-client is only needed once /metrics is scraped.

@@ -252,7 +252,8 @@ class Auth:
 
     def authorize(self, request: Request, channels: Sequence[str]) -> bool | Access:
         """The hub's ``authorize`` hook (with a JWT key): public events without a JWT, and with
-        a valid one its ``subscribe`` selectors' private events until its ``exp``.
+        a valid one its ``subscribe`` selectors' private events until its ``exp``, and its
+        ``payload`` claim as the subscription's payload (shown by presence).
 
         Raises `InvalidToken` (a 401) for an unusable JWT, or for none when one is required.
         """
@@ -263,7 +264,7 @@ class Auth:
                 raise InvalidToken("subscribing needs a JWT")
             return True
         grant = jwt.verify(token)
-        return Access(private=grant.subscribe, expires=grant.expires)
+        return Access(private=grant.subscribe, expires=grant.expires, payload=grant.payload)
 
     def _jwt_of(self, request: Request) -> str | None:
         # The request's JWT: the shared subscribe token in the header is not one, so look past

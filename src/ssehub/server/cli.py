@@ -519,6 +519,15 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="channels given series of their own in /metrics, the busiest first; the others "
         'are summed under channel="(other)" (0 sums them all)',
     )
+    presence = serve.add_argument_group("presence")
+    presence.add_argument(
+        "--presence",
+        action="store_true",
+        help="list the open subscriptions at GET /subscriptions and /subscriptions/<channel> "
+        "(for a JWT whose subscribe claim matches /subscriptions, or the admin token) and "
+        "publish each join and leave as a private 'subscription' event on the reserved channel "
+        "/subscriptions; with --redis, the list covers every hub",
+    )
     logs = serve.add_argument_group("logging")
     logs.add_argument(
         "--log-level",

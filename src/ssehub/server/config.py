@@ -108,6 +108,7 @@ class ServeConfig:
     metrics_channels: int
     log_level: str
     access_log: bool
+    presence: bool
 
     @classmethod
     def from_args(

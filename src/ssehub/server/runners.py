@@ -253,6 +253,7 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         metrics_channels=config.metrics_channels,
         max_clients=clients if clients is not None else config.max_clients,
         mercure=mercure_enabled(config.mercure, jwt=auth.jwt is not None),
+        presence=config.presence,
     )
 
 
