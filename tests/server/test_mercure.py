@@ -6,9 +6,10 @@ replay); then a real Mercure client from PyPI (``mercure-publisher``) publishing
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import jwt
@@ -482,3 +483,104 @@ async def test_on_redis_an_update_published_through_one_hub_reaches_mercure_subs
         async with open_sse(url, params=[*query, ("lastEventID", "earliest")]) as resumed:
             assert resumed.response.headers["last-event-id"] == "earliest"
             assert await data_until(resumed, "end") == ["1", "end"]
+
+
+# -- the subscriptions API and subscription events (with --presence) ---------------------------
+
+SUBSCRIPTIONS = HUB + "/subscriptions"
+WATCH = SUBSCRIPTIONS + "{/topic}{/subscriber}"
+
+
+async def test_subscription_events_and_the_subscriptions_api_follow_each_subscriber(
+    start_hub: HubFactory,
+) -> None:
+    hub = start_hub("--presence", env={"SSEHUB_JWT_SECRET": SECRET})
+    watcher = token(subscribe=[WATCH])
+    grant = {"subscribe": ["https://example.com/s1/{x}"], "payload": {"name": "Ann"}}
+    ann = jwt.encode({"mercure": grant}, SECRET, algorithm="HS256")
+    books, feed = "https://example.com/s1/books/{id}", "https://example.com/s1/feed"
+    watch_query = [("topic", WATCH), ("authorization", watcher)]
+    async with (
+        httpx.AsyncClient(base_url=hub.url, timeout=10) as http,
+        open_sse(hub.url + HUB, params=watch_query) as events,
+    ):
+        own = await events.next_event()  # the watcher's own subscription comes first
+        assert own.id is not None and '"topic":"' + WATCH in own.data.replace(" ", "")
+        listed = await http.get(SUBSCRIPTIONS, params={"authorization": watcher})
+        assert listed.status_code == 200, listed.text
+        cursor = listed.json()["lastEventID"]
+        assert cursor == own.id
+        params = [("topic", books), ("topic", feed), ("authorization", ann)]
+        async with open_sse(hub.url + HUB, params=params):
+            joined = [json_of(e.data) for e in await events.events(2)]
+            assert [j["topic"] for j in joined] == [books, feed]
+            subscriber = joined[0]["subscriber"]
+            assert subscriber.startswith("urn:uuid:")
+            for document in joined:
+                assert document["@context"] == "https://mercure.rocks/"
+                assert document["type"] == "Subscription" and document["active"] is True
+                assert document["payload"] == {"name": "Ann"}
+                assert document["id"] == (
+                    f"{SUBSCRIPTIONS}/{quote(document['topic'], safe='')}/"
+                    f"{quote(subscriber, safe='')}"
+                )
+            # The collection, one selector's, and one subscription.
+            everything = (await http.get(SUBSCRIPTIONS, params={"authorization": watcher})).json()
+            assert everything["@context"] == "https://mercure.rocks/"
+            assert everything["type"] == "Subscriptions"
+            assert everything["id"] == SUBSCRIPTIONS
+            mine = [s for s in everything["subscriptions"] if s["subscriber"] == subscriber]
+            assert sorted(s["topic"] for s in mine) == [books, feed]
+            assert all("@context" not in s for s in everything["subscriptions"])
+            url = f"{SUBSCRIPTIONS}/{quote(books, safe='')}"
+            of_books = (await http.get(url, params={"authorization": watcher})).json()
+            assert of_books["id"] == url
+            assert [s["subscriber"] for s in of_books["subscriptions"]] == [subscriber]
+            one = await http.get(
+                f"{url}/{quote(subscriber, safe='')}", params={"authorization": watcher}
+            )
+            assert one.headers["content-type"] == "application/ld+json"
+            assert {k: v for k, v in one.json().items() if k != "lastEventID"} == joined[0]
+            gone = await http.get(f"{url}/urn%3Auuid%3Anobody", params={"authorization": watcher})
+            assert gone.status_code == 404
+            assert gone.headers["content-type"] == "text/plain; charset=utf-8"
+        left = [json_of(e.data) for e in await events.events(2)]
+        assert [(j["topic"], j["active"]) for j in left] == [(books, False), (feed, False)]
+    # The events are kept: a watcher that resumes from the listing's cursor gets every change.
+    again = [*watch_query, ("lastEventID", cursor)]
+    async with open_sse(hub.url + HUB, params=again) as resumed:
+        changes = [json_of(e.data) for e in await resumed.events(4)]
+        assert [(c["topic"], c["active"]) for c in changes] == [
+            (books, True),
+            (feed, True),
+            (books, False),
+            (feed, False),
+        ]
+
+
+async def test_the_subscriptions_api_needs_a_token_whose_subscribe_claim_matches_its_url(
+    start_hub: HubFactory,
+) -> None:
+    hub = start_hub("--presence", env={"SSEHUB_JWT_SECRET": SECRET})
+    topic = quote("https://example.com/s2/a", safe="")
+    async with httpx.AsyncClient(base_url=hub.url, timeout=10) as http:
+        anonymous = await http.get(SUBSCRIPTIONS)
+        assert anonymous.status_code == 401
+        assert anonymous.headers["content-type"] == "text/plain; charset=utf-8"
+        other = token(subscribe=["https://example.com/{x}"])
+        assert (await http.get(SUBSCRIPTIONS, params={"authorization": other})).status_code == 403
+        narrow = {"Authorization": f"Bearer {token(subscribe=[SUBSCRIPTIONS + '/' + topic])}"}
+        assert (await http.get(f"{SUBSCRIPTIONS}/{topic}", headers=narrow)).status_code == 200
+        assert (await http.get(SUBSCRIPTIONS, headers=narrow)).status_code == 403
+        bad = await http.get(SUBSCRIPTIONS, params={"authorization": "not.a.jwt"})
+        assert bad.status_code == 401
+        assert (await http.get(SUBSCRIPTIONS + "/a/b/c", headers=narrow)).status_code == 404
+    without = start_hub(env={"SSEHUB_JWT_SECRET": SECRET})  # no --presence: no API
+    async with httpx.AsyncClient(base_url=without.url, timeout=10) as http:
+        assert (
+            await http.get(SUBSCRIPTIONS, params={"authorization": token(["*"])})
+        ).status_code == 404
+
+
+def json_of(text: str) -> Any:
+    return json.loads(text)

@@ -61,7 +61,7 @@ from ssehub.errors import (
     InvalidSelector,
 )
 from ssehub.hub import Hub
-from ssehub.mercure import HUB_PATH
+from ssehub.mercure import HUB_PATH, SUBSCRIPTIONS_PATH
 from ssehub.request import Request
 from ssehub.selectors import Selector
 from ssehub.server import mercure
@@ -69,6 +69,7 @@ from ssehub.server._json import dumps, loads
 from ssehub.server.auth import BEARER_REALM, INVALID_TOKEN, Auth, Publisher, token_in
 from ssehub.server.cors import CORS
 from ssehub.server.dashboard import STATS_PATH, WATCH_PREFIX, Dashboard
+from ssehub.server.mercure import SubscriptionEvents
 from ssehub.server.presence import PRESENCE_CHANNEL, Presence, presence_reader
 from ssehub.server.publish import (
     DEFAULT_MAX_BATCH,
@@ -298,6 +299,12 @@ class HubServer:
         # Channels that are the hub's own, not its users': never listed nor broadcast to, and
         # no Mercure publisher may name them.
         self._reserved: tuple[str, ...] = (PRESENCE_CHANNEL,) if presence else ()
+        self.mercure_events = (
+            SubscriptionEvents(hub, self.presence)
+            if mercure and self.presence is not None
+            else None
+        )
+        """Mercure's subscription events (with Mercure and presence on), else None."""
         self.dashboard = Dashboard(
             hub,
             self.publish_errors,
@@ -354,10 +361,19 @@ class HubServer:
     def _mercure_routes(self) -> list[Route]:
         if not self.mercure:
             return []
-        return [
+        routes = [
             Route(HUB_PATH, self._mercure_subscribe),
             Route(HUB_PATH, self._mercure_publish, ("POST",)),
         ]
+        if self.mercure_events is not None:
+            listing: Endpoint = self._mercure_subscriptions
+            if self.auth.jwt is None:
+                listing = self._admin(listing)
+            routes += [
+                Route(SUBSCRIPTIONS_PATH, listing),
+                Route(SUBSCRIPTIONS_PATH + "/", listing, prefix=True),
+            ]
+        return routes
 
     def _presence_routes(self) -> list[Route]:
         if self.presence is None:
@@ -434,6 +450,8 @@ class HubServer:
         self.workers.start()
         if self.presence is not None:
             self.presence.start()
+        if self.mercure_events is not None:
+            self.mercure_events.start()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Refuse new publishes, let in-flight ones finish, then end every stream cleanly."""
@@ -449,6 +467,8 @@ class HubServer:
             await self.workers.stop()
             if self.presence is not None:
                 await self.presence.stop()
+            if self.mercure_events is not None:
+                await self.mercure_events.stop()
         await asyncio.gather(self.hub.shutdown(timeout), self.stats_hub.shutdown(timeout))
 
     # -- ASGI --------------------------------------------------------------------------------
@@ -955,6 +975,32 @@ class HubServer:
         channel = scope["path"][len(PRESENCE_CHANNEL) :] or None
         body = await self.presence.answer(channel, request_from_scope(scope).query)
         await self._send_json(scope, send, 200, body, _NO_STORE)
+
+    async def _mercure_subscriptions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]``: Mercure's
+        subscriptions API (JSON-LD), for a JWT whose subscribe selectors match the URL, or the
+        admin token."""
+        assert self.presence is not None and self.mercure_events is not None
+        topic, who = mercure.subscription_path(scope["path"])
+        jwt = self.auth.jwt
+        admin = self._admin_token
+        if jwt is not None and (
+            admin is None or admin == self.auth.subscribe_token or not token_in(scope, admin)
+        ):
+            mercure.check_subscriptions_reader(jwt, scope, topic, who)
+        try:
+            body = await mercure.subscriptions_answer(
+                self.presence, self.mercure_events, topic, who
+            )
+        except BackendUnavailable as exc:
+            raise HTTPError(503, f"the backend is unavailable: {exc}") from None
+        headers = [
+            (b"content-type", b"application/ld+json"),
+            (b"content-length", b"%d" % len(body)),
+            *_NO_STORE,
+            *self.cors.simple_headers(scope["headers"]),
+        ]
+        await self._send(send, 200, headers, body)
 
     async def _get_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Imported here: prometheus-client is only needed once /metrics is scraped.

@@ -35,7 +35,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ssehub.asgi import request_from_scope
@@ -230,6 +230,10 @@ class Presence:
         self.error: str | None = None
         """Why the last share of this hub's list failed (None when it succeeded)."""
         self._entries: dict[Subscription, SubscriptionEntry] = {}
+        self.listeners: list[Callable[[SubscriptionEntry], None]] = []
+        """Called with each join's entry and each leave's (``"active": false``), on the loop,
+        after the event is queued (the Mercure subscription events are made so). A listener
+        must not block, nor raise."""
         self._pending: deque[str] = deque()
         self._publish_wake = asyncio.Event()
         # This hub's list changes not shared yet (id to JSON text, None for a leave); with
@@ -315,13 +319,18 @@ class Presence:
         text = dumps(entry).decode()
         self._announce(text)
         self._changed(entry["id"], text)
+        for listener in self.listeners:
+            listener(entry)
 
     def _leave(self, sub: Subscription) -> None:
         entry = self._entries.pop(sub, None)
         if entry is None:
             return
-        self._announce(dumps({**entry, "active": False}).decode())
+        left = SubscriptionEntry(**{**entry, "active": False})
+        self._announce(dumps(left).decode())
         self._changed(entry["id"], None)
+        for listener in self.listeners:
+            listener(left)
 
     def _announce(self, data: str) -> None:
         if len(self._pending) >= self.max_pending:
