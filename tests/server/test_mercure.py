@@ -6,6 +6,7 @@ replay); then a real Mercure client from PyPI (``mercure-publisher``) publishing
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -584,3 +585,33 @@ async def test_the_subscriptions_api_needs_a_token_whose_subscribe_claim_matches
 
 def json_of(text: str) -> Any:
     return json.loads(text)
+
+
+@pytest.mark.redis
+async def test_on_redis_the_subscriptions_api_and_events_cover_every_hub(
+    start_hub: HubFactory,
+) -> None:
+    watcher = token(subscribe=[WATCH])
+    topic = "https://example.com/r2/feed"
+    with RedisServer() as redis:
+        env = {"SSEHUB_JWT_SECRET": SECRET}
+        one, two = (start_hub("--redis", redis.url, "--presence", env=env) for _ in range(2))
+        watch_query = [("topic", WATCH), ("authorization", watcher)]
+        async with (
+            httpx.AsyncClient(base_url=one.url, timeout=10) as on_one,
+            open_sse(one.url + HUB, params=watch_query) as events,
+        ):
+            await events.next_event()  # its own subscription
+            async with open_sse(two.url + HUB, params={"topic": topic}):
+                joined = json_of((await events.next_event()).data)
+                assert (joined["topic"], joined["active"]) == (topic, True)
+                url = f"{SUBSCRIPTIONS}/{quote(topic, safe='')}"
+                for _ in range(100):  # hub two shares its list within a second
+                    listed = await on_one.get(url, params={"authorization": watcher})
+                    found = [s["subscriber"] for s in listed.json()["subscriptions"]]
+                    if found:
+                        break
+                    await asyncio.sleep(0.05)
+                assert found == [joined["subscriber"]]
+            left = json_of((await events.next_event()).data)
+            assert (left["subscriber"], left["active"]) == (joined["subscriber"], False)
