@@ -489,6 +489,13 @@ class Case:
     metrics: tuple[tuple[str, str, bool], ...]  # (key, label, higher is better)
     fresh_server: bool = False
     selectors: bool = False  # only servers that answer GET /events?channel=... can run it
+    # A case measured alternately with this one, run by run, on the same server instance, so
+    # that their ratio does not drift with the machine's load (W5's W1 at its size).
+    reference: Case | None = None
+
+    def runs_on(self, spec: C.ServerSpec) -> bool:
+        """Whether ``spec`` can run this case (W5 needs channel selectors)."""
+        return spec.selectors or not self.selectors
 
 
 RATE = (("rate", "delivered events/s", True),)
@@ -504,21 +511,23 @@ METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
 def cases(workloads: list[str]) -> Iterator[Case]:
     """The measurements to make, in order."""
     rate = METRICS["W1"]
-    fanouts = (
-        [(n, p) for n in C.W1_SUBSCRIBERS for p in C.W1_PUBLISHERS] if "W1" in workloads else []
-    )
-    if "W5" in workloads:  # W5 is checked against W1 at its size, so W1 runs there too
-        fanouts += [
-            (C.W5_SUBSCRIBERS, p) for p in C.W5_PUBLISHERS if (C.W5_SUBSCRIBERS, p) not in fanouts
-        ]
-    for n, p in fanouts:
-        yield Case(
+
+    def fanout(n: int, p: int) -> Case:
+        return Case(
             "W1",
             f"{n} subs, {p} pub",
             {"subscribers": n, "publishers": p},
-            lambda s, n=n, p=p: measure_fanout(s, n, p),
+            lambda s: measure_fanout(s, n, p),
             rate,
         )
+
+    # W5 is checked against W1 at its size: those W1 cases run with W5, alternating with it.
+    w5_references = {(C.W5_SUBSCRIBERS, p) for p in C.W5_PUBLISHERS} if "W5" in workloads else set()
+    if "W1" in workloads:
+        for n in C.W1_SUBSCRIBERS:
+            for p in C.W1_PUBLISHERS:
+                if (n, p) not in w5_references:
+                    yield fanout(n, p)
     if "W2" in workloads:
         for n in C.W2_SUBSCRIBERS:
             yield Case(
@@ -562,6 +571,7 @@ def cases(workloads: list[str]) -> Iterator[Case]:
                 lambda s, n=n, p=p: measure_selectors(s, n, p),
                 rate,
                 selectors=True,
+                reference=fanout(n, p),
             )
 
 
@@ -580,18 +590,19 @@ class Record:
 def run_all(
     servers: list[C.ServerSpec], workloads: list[str], runs: int, log: Callable[[str], None]
 ) -> list[Record]:
-    """Measure every case on every server, runs interleaved across servers."""
+    """Measure every case on every server, runs interleaved across servers (and with a case's
+    reference); records in table order (by workload, subscribers, publishers)."""
     records: list[Record] = []
-    all_cases = list(cases(workloads))
     by_workload: dict[str, list[Case]] = {}
-    for case in all_cases:
+    for case in cases(workloads):
         by_workload.setdefault(case.workload, []).append(case)
-    for workload, wcases in by_workload.items():
+    for wcases in by_workload.values():
         shared: dict[str, Server] = {}
         try:
             if not wcases[0].fresh_server:
+                needed = [c for case in wcases for c in (case.reference, case) if c is not None]
                 for spec in servers:
-                    if wcases[0].selectors and not spec.selectors:
+                    if not any(c.runs_on(spec) for c in needed):
                         continue
                     shared[spec.key] = Server(spec)
                     try:
@@ -601,45 +612,59 @@ def run_all(
                         log(f"  ! {spec.name}: {exc}")
                         del shared[spec.key]
             for case in wcases:
-                recs = {spec.key: Record(case, spec) for spec in servers}
+                alternating = [c for c in (case.reference, case) if c is not None]
+                recs = {
+                    (c.label, spec.key): Record(c, spec) for c in alternating for spec in servers
+                }
                 for rec in recs.values():
-                    if case.selectors and not rec.server.selectors:
+                    if not rec.case.runs_on(rec.server):
                         rec.skipped = "skipped: no channel selectors (GET /events?channel=)"
                 records.extend(recs.values())
                 for run in range(runs):
-                    for spec in servers:
-                        rec = recs[spec.key]
-                        if rec.error is not None or rec.skipped is not None:
-                            continue
-                        server = shared.get(spec.key)
-                        if case.fresh_server:
-                            server = Server(spec)
-                        elif server is None:
-                            rec.error = "server did not start"
-                            continue
-                        try:
-                            if case.fresh_server:
-                                server.start()
-                            result = case.measure(server)
-                            if not server.alive():
-                                raise BenchError(f"the server died:\n{server.log_tail()}")
-                        except (BenchError, OSError, psutil.Error) as exc:
-                            rec.error = f"{type(exc).__name__}: {exc}"
-                            log(f"  ! {workload} {case.label} {spec.name}: {rec.error}")
-                            continue
-                        finally:
-                            if case.fresh_server:
-                                server.stop()
-                        rec.runs.append(result)
-                        log(
-                            f"  {workload} {case.label:28} run {run + 1} {spec.name:30} "
-                            + summary(case, result)
-                        )
-                        time.sleep(C.BETWEEN_RUNS_S)
+                    for c in alternating:
+                        for spec in servers:
+                            measure_once(recs[(c.label, spec.key)], shared, run, log)
         finally:
             for server in shared.values():
                 server.stop()
+    order = {w: i for i, w in enumerate(C.WORKLOADS)}
+    records.sort(
+        key=lambda r: (
+            order.get(r.case.workload, len(order)),
+            r.case.param.get("subscribers", 0),
+            r.case.param.get("publishers", 0),
+        )
+    )
     return records
+
+
+def measure_once(
+    rec: Record, shared: dict[str, Server], run: int, log: Callable[[str], None]
+) -> None:
+    """One run of ``rec``'s case on its server, added to ``rec`` (or its error recorded)."""
+    case, spec = rec.case, rec.server
+    if rec.error is not None or rec.skipped is not None:
+        return
+    server = Server(spec) if case.fresh_server else shared.get(spec.key)
+    if server is None:
+        rec.error = "server did not start"
+        return
+    try:
+        if case.fresh_server:
+            server.start()
+        result = case.measure(server)
+        if not server.alive():
+            raise BenchError(f"the server died:\n{server.log_tail()}")
+    except (BenchError, OSError, psutil.Error) as exc:
+        rec.error = f"{type(exc).__name__}: {exc}"
+        log(f"  ! {case.workload} {case.label} {spec.name}: {rec.error}")
+        return
+    finally:
+        if case.fresh_server:
+            server.stop()
+    rec.runs.append(result)
+    log(f"  {case.workload} {case.label:28} run {run + 1} {spec.name:30} " + summary(case, result))
+    time.sleep(C.BETWEEN_RUNS_S)
 
 
 def summary(case: Case, result: dict[str, Any]) -> str:
