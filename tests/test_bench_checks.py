@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bench import config as C
-from bench.run import RATE, Case, Record, failures, run_problems
+from bench.run import RATE, Case, Record, cases, failures, run_problems
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -225,3 +225,21 @@ def test_bench_exits_0_when_w5_meets_07x_w1(tmp_path: Path) -> None:
         "| ssehub (standalone hub) | 1000 | 1 | 180,000 | 200,000 | 0.90x | ≥ 0.70x: met |"
         in proc.stdout
     )
+
+
+def test_w5_is_measured_alternately_with_w1_at_its_size_and_w1_runs_there_once() -> None:
+    planned = list(cases(["W1", "W5"]))
+    w5 = [c for c in planned if c.workload == "W5"]
+    assert [c.param["publishers"] for c in w5] == list(C.W5_PUBLISHERS)
+    for case in w5:
+        assert case.reference is not None
+        assert case.reference.workload == "W1"
+        assert case.reference.param == {
+            "subscribers": C.W5_SUBSCRIBERS,
+            "publishers": case.param["publishers"],
+        }
+    w1 = [(c.param["subscribers"], c.param["publishers"]) for c in planned if c.workload == "W1"]
+    assert (C.W5_SUBSCRIBERS, C.W5_PUBLISHERS[0]) not in w1  # not twice: only as W5's reference
+    assert len(w1) + len(w5) == len(C.W1_SUBSCRIBERS) * len(C.W1_PUBLISHERS)
+    # Asked for alone, W5 still brings its W1 reference.
+    assert all(c.reference is not None for c in cases(["W5"]))
