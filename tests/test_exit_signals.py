@@ -61,8 +61,11 @@ async def test_the_signal_ends_open_streams_and_still_reaches_the_servers_handle
     assert sub.close_reason == CloseReason.SHUTDOWN
     # New streams are refused (the adapters answer 503); publishing goes on, into history,
     # for clients that reconnect to another hub.
-    with pytest.raises(HubClosed):
+    draining = r"^the hub is shutting down: its server received a signal to exit$"
+    with pytest.raises(HubClosed, match=draining):
         await hub.subscribe("/news")
+    with pytest.raises(HubClosed, match=draining):
+        await hub.subscribe(["/news", "/rooms/{id}"])
     await hub.publish("/news", "still stored")
     await hub.shutdown()
 
@@ -145,3 +148,94 @@ def test_a_hub_on_its_own_loop_thread_ends_threaded_streams_on_the_signal(
     assert time.monotonic() - started < 1.0
     assert sub.close_reason == CloseReason.SHUTDOWN
     hub.run_threadsafe(hub.shutdown())
+
+
+class FrameRecorder(ServerHandler):
+    """A server's handler that also records the frame it was called with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[FrameType | None] = []
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        super().__call__(signum, frame)
+        self.frames.append(frame)
+
+
+async def test_the_servers_handler_gets_the_signal_and_the_frame_as_python_gave_them(
+    server_handlers: dict[int, ServerHandler],
+) -> None:
+    recorder = FrameRecorder()
+    signal.signal(signal.SIGTERM, recorder)
+    hub = Hub()
+    await hub.start()
+    signal.raise_signal(signal.SIGTERM)
+    assert recorder.calls == [signal.SIGTERM]
+    (frame,) = recorder.frames
+    assert frame is not None  # the interrupted frame, passed on as the server expects
+    await hub.shutdown()
+
+
+async def test_a_signal_before_the_hub_ever_ran_reaches_the_server_and_harms_nothing(
+    server_handlers: dict[int, ServerHandler],
+) -> None:
+    hub = Hub()  # linked when made; it has no loop yet, so nothing to end
+    signal.raise_signal(signal.SIGTERM)
+    assert server_handlers[signal.SIGTERM].calls == [signal.SIGTERM]
+    sub = await hub.subscribe("/news")
+    assert not sub.closed
+    await hub.shutdown()
+
+
+async def test_an_ignored_sigint_leaves_sigterm_linked(
+    server_handlers: dict[int, ServerHandler],
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    hub = Hub()
+    await hub.start()
+    sub = await hub.subscribe("/news")
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    signal.raise_signal(signal.SIGTERM)
+    assert server_handlers[signal.SIGTERM].calls == [signal.SIGTERM]
+    await eventually(lambda: sub.closed, timeout=1.0)
+    await hub.shutdown()
+
+
+async def test_a_link_left_under_another_handler_passes_signals_through_after_shutdown(
+    server_handlers: dict[int, ServerHandler],
+) -> None:
+    hub = Hub()
+    await hub.start()
+    sub = await hub.subscribe("/news")
+    link = signal.getsignal(signal.SIGTERM)
+    assert callable(link)
+
+    def wrapper(signum: int, frame: FrameType | None) -> None:  # installed after the hub's
+        link(signum, frame)
+
+    signal.signal(signal.SIGTERM, wrapper)
+    await hub.shutdown()
+    assert signal.getsignal(signal.SIGTERM) is wrapper  # not removed from under another one
+    signal.raise_signal(signal.SIGTERM)
+    assert server_handlers[signal.SIGTERM].calls == [signal.SIGTERM]
+    assert sub.close_reason == CloseReason.SHUTDOWN
+
+
+async def test_links_of_hubs_shut_down_are_dropped_when_a_new_hub_links(
+    server_handlers: dict[int, ServerHandler],
+) -> None:
+    # Hub a links, b links on top, a shuts down (its link, covered, goes inert), b shuts down
+    # (its link is removed, a's inert one is back in front). A new hub links past a's.
+    a = Hub()
+    b = Hub()
+    await a.shutdown()
+    await b.shutdown()
+    assert signal.getsignal(signal.SIGTERM) is not server_handlers[signal.SIGTERM]
+    c = Hub()
+    await c.start()
+    sub = await c.subscribe("/news")
+    signal.raise_signal(signal.SIGTERM)
+    assert server_handlers[signal.SIGTERM].calls == [signal.SIGTERM]
+    await eventually(lambda: sub.closed, timeout=1.0)
+    await c.shutdown()
+    assert signal.getsignal(signal.SIGTERM) is server_handlers[signal.SIGTERM]

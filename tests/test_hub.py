@@ -276,8 +276,9 @@ async def test_close_channel_ends_its_streams_and_keeps_history() -> None:
     b = await hub.subscribe("/b")
     first = await hub.publish("/a", "x")
     await hub.close_channel("/a")
-    assert await a.next_chunk() is not None  # what was queued is still written
-    assert await a.next_chunk() is None
+    # What was queued is still written, then the stream ends (at once: a wait here hangs).
+    assert await asyncio.wait_for(a.next_chunk(), 1) is not None
+    assert await asyncio.wait_for(a.next_chunk(), 1) is None
     assert a.close_reason == CloseReason.CHANNEL_CLOSED and not b.closed
     await hub.publish("/a", "y")
     again = await hub.subscribe("/a", last_event_id=first)
@@ -423,7 +424,11 @@ async def test_a_resuming_subscriber_counts_as_a_client_while_it_is_replayed() -
     hub = Hub(backend=SlowReplay())
     event_id = await hub.publish("/a", "x")
     task = asyncio.ensure_future(hub.subscribe("/a", last_event_id=event_id))
-    await started.wait()
+    replaying = asyncio.ensure_future(started.wait())
+    # A subscribe that ends (or fails) without reading history fails the test at once.
+    await asyncio.wait([task, replaying], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    replaying.cancel()
+    assert started.is_set() and not task.done()
     assert hub.client_count() == 1 and hub.client_count("/a") == 1
     release.set()
     sub = await task

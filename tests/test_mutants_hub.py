@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import types
 from typing import Any
 
 import pytest
 
+import ssehub.hub
 from ssehub import (
     GAP_EVENT,
+    CloseReason,
     EventParser,
     Hub,
     HubClosed,
@@ -23,10 +26,13 @@ from ssehub import (
     MemoryBackend,
     Message,
     PublishResult,
+    Replay,
     Subscription,
     UnsupportedServer,
 )
-from ssehub.backends.base import Deliver, Position
+from ssehub.backends.base import Backend, Deliver, encode_event
+from ssehub.resume import order
+from tests._support.backends import LaggingFeed
 
 
 def _events(sub: Subscription) -> list[Message]:
@@ -224,40 +230,12 @@ async def test_a_channel_keeps_its_published_count_while_its_history_is_retained
 # -- a feed that runs behind history (as Redis's may under load) -------------------------
 
 
-class _LaggingFeed(MemoryBackend):
-    """Retains at once, delivers only on `flush`: the live feed runs behind history."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.queued: list[tuple[str | tuple[str, ...], str, bytes, Position | None, bool]] = []
-
-    async def start(self, deliver: Deliver, **settings: Any) -> None:
-        self.hub_deliver = deliver
-
-        def later(
-            channel: str | tuple[str, ...],
-            event_id: str,
-            data: bytes,
-            position: Position | None = None,
-            private: bool = False,
-            /,
-        ) -> None:
-            self.queued.append((channel, event_id, data, position, private))
-
-        await super().start(later, **settings)
-
-    def flush(self) -> None:
-        queued, self.queued = self.queued, []
-        for channel, event_id, data, position, private in queued:
-            self.hub_deliver(channel, event_id, data, position, private)
-
-
 def _data(sub: Subscription) -> list[str]:
     return [m.data for m in _events(sub) if m.event is None]
 
 
 async def test_a_resumed_stream_gets_each_event_once_while_the_feed_catches_up() -> None:
-    backend = _LaggingFeed()
+    backend = LaggingFeed()
     hub = Hub(backend=backend)
     before = await hub.subscribe("/a")
     first = await hub.publish("/a", "e0")
@@ -277,3 +255,178 @@ async def test_a_resumed_stream_gets_each_event_once_while_the_feed_catches_up()
     assert channel is not None
     assert channel.delivered == 1 + 2 * 2 + 3
     await hub.shutdown()
+
+
+# -- a broadcast over many channels shares the loop --------------------------------------
+
+
+class _SlowPublish(MemoryBackend):
+    """Each publish takes ``cost`` seconds on the loop's clock (``slowed``), none in fact."""
+
+    def __init__(self, cost: float) -> None:
+        super().__init__()
+        self.cost = cost
+        self.slowed = 0.0
+
+    async def publish(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> PublishResult:
+        self.slowed += self.cost
+        return await super().publish(channel, message, private=private)
+
+
+@pytest.mark.parametrize(
+    ("cost", "yields"),
+    [
+        (0.01, [128, 256]),  # a slice is 100 publishes: used up by the 128th, then the 256th
+        (0.02, [64, 128, 192, 256]),  # 50 publishes: used up at each check
+    ],
+)
+async def test_a_broadcast_lets_other_work_run_each_time_its_slice_is_used_up(
+    monkeypatch: pytest.MonkeyPatch, cost: float, yields: list[int]
+) -> None:
+    # A slice of a second, far longer than the publishes take in fact, even on a busy
+    # machine: only the slow publishes use it up. The loop is checked every 64 channels.
+    monkeypatch.setattr(ssehub.hub, "BROADCAST_SLICE", 1.0)
+    backend = _SlowPublish(cost)
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    monkeypatch.setattr(loop, "time", lambda: real_time() + backend.slowed)
+    hub = Hub(backend=backend, keepalive=None, end_streams_on_signal=False)
+    channels = [f"/c{n}" for n in range(300)]
+    for channel in channels:  # channels with history only
+        await hub.publish(channel, "first")
+    listener = await hub.subscribe("/live")  # and one with a subscriber only
+    before = hub.published_total
+    seen: list[int] = []
+
+    async def other_work() -> None:
+        while True:
+            seen.append(hub.published_total - before)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    ids = await hub.broadcast("to all")
+    elapsed = time.monotonic() - started
+    task.cancel()
+    assert seen == [0, *yields]
+    assert elapsed < 1.0  # it yields for one turn of the loop, not for a while
+    assert list(ids) == ["/live", *channels]
+    assert len(set(ids.values())) == len(channels) + 1
+    (event,) = _events(listener)
+    assert (event.id, event.data) == (ids["/live"], "to all")
+    replay = await backend.replay("/c299", "unknown")
+    assert [event_id for event_id, _ in replay.events][-1] == ids["/c299"]
+    await hub.shutdown()
+
+
+# -- shutdown, errors, counters ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["attached", "wild"])
+async def test_shutdown_waits_for_the_writer_of_any_stream_and_then_returns_at_once(
+    kind: str,
+) -> None:
+    hub = Hub(keepalive=None, end_streams_on_signal=False)
+    if kind == "attached":  # a per-request stream, in no channel
+        sub = Subscription("/per-request", max_buffer=1024)
+        hub.attach(sub)
+        await hub.start()
+    else:
+        sub = await hub.subscribe(["/r/{id}"])
+    sub.push(b"data: last words\n\n")
+    stopping = asyncio.ensure_future(hub.shutdown(timeout=30))
+    await asyncio.sleep(0.05)  # a window for a shutdown that would not wait
+    assert not stopping.done()
+    assert sub.take() == b"data: last words\n\n"
+    started = time.monotonic()
+    await asyncio.wait_for(stopping, 5)
+    assert time.monotonic() - started < 0.5  # it polls every 10 ms; 0.5 s leaves room
+    assert sub.close_reason == CloseReason.SHUTDOWN
+
+
+async def test_shutdown_with_nothing_queued_returns_at_once() -> None:
+    hub = Hub(keepalive=None, end_streams_on_signal=False)
+    await hub.subscribe("/a")
+    await hub.subscribe(["/a", "/b"])
+    started = time.monotonic()
+    await hub.shutdown()
+    assert time.monotonic() - started < 0.5  # a turn or two of 10 ms; 0.5 s leaves room
+    assert hub.client_count() == 0
+
+
+async def test_publishing_to_no_channel_says_what_is_allowed() -> None:
+    hub = Hub(keepalive=None, end_streams_on_signal=False)
+    with pytest.raises(InvalidMessage) as caught:
+        await hub.publish([], "x")
+    assert str(caught.value) == "channels must be non-empty names, got []"
+    await hub.shutdown(timeout=0.1)
+
+
+async def test_a_multi_channel_publish_counts_in_every_channel_it_reached() -> None:
+    hub = Hub(keepalive=None, end_streams_on_signal=False)
+    await hub.subscribe("/b")
+    await hub.publish(["/a", "/b"], "together")
+    await hub.publish(["/b", "/b"], "once")
+    assert hub.published_counts() == {"/a": 1, "/b": 2}
+    assert hub.published_total == 2
+    await hub.shutdown(timeout=0.1)
+
+
+async def test_observers_are_pinged_on_idle_channels() -> None:
+    hub = Hub(keepalive=60, end_streams_on_signal=False)
+    watcher = await hub.subscribe("/a", observer=True)
+    hub._keepalive_tick()  # what the keep-alive timer runs (its timing is tested elsewhere)
+    assert watcher.take() == b": ping\n\n"
+    await hub.shutdown(timeout=0.1)
+
+
+# -- the smallest backend: the Backend interface's defaults ---------------------------------
+
+
+class _AbstractOnly(Backend):
+    """A backend with the abstract methods only: no history, no resume of several channels."""
+
+    async def start(self, deliver: Deliver, **settings: Any) -> None:
+        self.deliver = deliver
+        self.count = 0
+
+    async def publish(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> str:
+        self.count += 1
+        event_id = str(self.count)
+        self.deliver(channel, event_id, encode_event(message, event_id))
+        return event_id
+
+    async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
+        return Replay((), found=False)
+
+    async def channels(self) -> list[str]:
+        return []
+
+
+async def test_a_backend_without_history_forgets_a_channels_count_with_its_last_client() -> None:
+    hub = Hub(backend=_AbstractOnly(), keepalive=None, end_streams_on_signal=False)
+    sub = await hub.subscribe("/a")
+    await hub.publish("/a", "x")
+    assert hub.published_count("/a") == 1
+    hub.unsubscribe(sub)
+    assert hub.published_count("/a") == 0
+    await hub.shutdown(timeout=0.1)
+
+
+async def test_a_backend_that_cannot_resume_several_channels_says_so() -> None:
+    hub = Hub(backend=_AbstractOnly(), keepalive=None, end_streams_on_signal=False)
+    with pytest.raises(NotImplementedError) as caught:
+        await hub.subscribe(["/a", "/b"], last_event_id="1")
+    assert str(caught.value) == "_AbstractOnly cannot resume several channels"
+    assert hub.client_count() == 0
+    await hub.shutdown(timeout=0.1)
+
+
+def test_the_cross_channel_order_of_a_position_is_its_last_item() -> None:
+    assert order((7,)) == 7
+    assert order((3, 1_700_000_000_000, 42)) == 42

@@ -1,21 +1,23 @@
 """History retention: `history_ttl` and the count bound hold on replay alone, with no later publish.
 
 A channel that goes quiet must still forget its expired events: a client resuming an hour later
-is told about the gap instead of being replayed stale events. Every test here waits for the TTL
-to pass and then only replays (or subscribes); nothing is published after the wait, since a
-publish also trims history and would hide a replay that forgot to.
+is told about the gap instead of being replayed stale events. Every test here moves the clock
+past the TTL (tests/_support/clock.py: no waiting, and the age sweep does not run meanwhile) and
+then only replays (or subscribes); nothing is published after that, since a publish also trims
+history and would hide a replay that forgot to.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
+
+import pytest
 
 from ssehub import GAP_EVENT, EventParser, Hub, MemoryBackend, Message
 from ssehub.resume import Position
+from tests._support.clock import Clock, frozen_clock
 
-TTL = 0.2
+TTL = 60.0  # seconds on the test's clock, which only the test moves
 
 
 def deliver_nowhere(
@@ -29,10 +31,9 @@ def deliver_nowhere(
     """A hub intake that drops every event (these tests read history only)."""
 
 
-async def wait_past(moment: float) -> None:
-    """Sleep until ``time.monotonic()`` is past ``moment`` (the clock the backend stamps with)."""
-    while (left := moment - time.monotonic()) > 0:
-        await asyncio.sleep(left + 0.01)
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    return frozen_clock(monkeypatch)
 
 
 async def started_backend(*, history: int = 100, ttl: float | None = TTL) -> MemoryBackend:
@@ -41,64 +42,54 @@ async def started_backend(*, history: int = 100, ttl: float | None = TTL) -> Mem
     return backend
 
 
-async def test_replay_alone_drops_events_older_than_the_ttl() -> None:
+async def test_replay_alone_drops_events_older_than_the_ttl(clock: Clock) -> None:
     backend = await started_backend()
-    published_before = time.monotonic()
     await backend.publish("/a", Message("one"))
     await backend.publish("/a", Message("two"))
     assert len((await backend.replay("/a", "unknown")).events) == 2
-    await wait_past(published_before + TTL * 1.5)
-    # Whether the age sweep or this replay expires them first (a loaded machine delays the
-    # sweep), nothing is replayed and the id is not found; `head` may still name the newest.
+    clock.advance(TTL + 1.0)
     replay = await backend.replay("/a", "unknown")
     assert (replay.events, replay.found) == ((), False)
     assert await backend.channels() == []
 
 
-async def test_replay_keeps_events_younger_than_the_ttl_and_drops_older_ones() -> None:
-    backend = await started_backend(ttl=1.0)
-    old_at = time.monotonic()
+async def test_replay_keeps_events_younger_than_the_ttl_and_drops_older_ones(
+    clock: Clock,
+) -> None:
+    backend = await started_backend()
     await backend.publish("/a", Message("old"))
-    await wait_past(old_at + 0.5)
-    new_at = time.monotonic()
+    clock.advance(TTL / 2)
     new_id = await backend.publish("/a", Message("new"))
-    await wait_past(old_at + 1.0 + 0.02)
+    clock.advance(TTL / 2 + 1.0)
     replay = await backend.replay("/a", "unknown")
-    replayed_at = time.monotonic()
-    expected = []
-    # On a machine stalled past the new event's TTL as well, it is rightly gone too: the
-    # expectation follows the clock; the old event must be gone either way.
-    if replayed_at - new_at < 1.0:
-        expected = [new_id]
-    assert [event_id for event_id, _ in replay.events] == expected
+    assert [event_id for event_id, _ in replay.events] == [new_id]
     assert not replay.found
 
 
-async def test_channels_forget_a_channel_whose_history_expired() -> None:
+async def test_channels_forget_a_channel_whose_history_expired(clock: Clock) -> None:
     backend = await started_backend()
-    at = time.monotonic()
     await backend.publish("/quiet", Message("x"))
     assert await backend.channels() == ["/quiet"]
-    await wait_past(at + TTL * 1.5)
+    clock.advance(TTL + 1.0)
     assert await backend.channels() == []
 
 
-async def test_without_a_ttl_nothing_expires() -> None:
+async def test_without_a_ttl_nothing_expires(clock: Clock) -> None:
     backend = await started_backend(ttl=None)
-    at = time.monotonic()
     first = await backend.publish("/a", Message("one"))
     await backend.publish("/a", Message("two"))
-    await wait_past(at + TTL * 1.5)
+    clock.advance(100 * TTL)
     replay = await backend.replay("/a", first)
     assert replay.found and len(replay.events) == 1
 
 
-async def test_resume_after_every_event_expired_gets_the_gap_event_and_nothing_stale() -> None:
+async def test_resume_after_every_event_expired_gets_the_gap_event_and_nothing_stale(
+    clock: Clock,
+) -> None:
     hub = Hub(history_ttl=TTL)
-    at = time.monotonic()
     first = await hub.publish("/a", "stale one")
     last = await hub.publish("/a", "stale two")
-    await wait_past(at + TTL * 1.5)
+    clock.advance(TTL + 1.0)
     sub = await hub.subscribe("/a", last_event_id=first)
     events = EventParser().feed(sub.take() or b"")
     assert [e.event for e in events] == [GAP_EVENT]
@@ -110,10 +101,9 @@ async def test_resume_after_every_event_expired_gets_the_gap_event_and_nothing_s
     await hub.shutdown()
 
 
-async def test_broadcast_skips_channels_whose_history_expired() -> None:
+async def test_broadcast_skips_channels_whose_history_expired(clock: Clock) -> None:
     hub = Hub(history_ttl=TTL)
-    at = time.monotonic()
     await hub.publish("/gone", "x")
-    await wait_past(at + TTL * 1.5)
+    clock.advance(TTL + 1.0)
     assert await hub.broadcast("hello") == {}
     await hub.shutdown()

@@ -16,11 +16,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ssehub import GAP_EVENT, EventParser, Hub, MemoryBackend, Message, Replay, Subscription
 from ssehub.backends.base import Backend, Deliver, PublishResult, encode_event
+from tests._support.properties import property_settings
 
 CHANNEL = "/seam"
 
@@ -195,7 +196,7 @@ def check(published: list[str], results: list[tuple[Resumed, list[Message]]], ke
             assert len(got) <= len(published) - start
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@property_settings(150)
 @given(STEPS)
 def test_resumes_on_the_memory_backend_get_every_later_event_once(
     steps: list[tuple[str, int]],
@@ -204,7 +205,7 @@ def test_resumes_on_the_memory_backend_get_every_later_event_once(
     check(published, results, keep=10_000)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@property_settings(200)
 @given(STEPS, st.integers(3, 40))
 def test_resumes_with_a_lagging_feed_get_every_later_event_once(
     steps: list[tuple[str, int]], keep: int

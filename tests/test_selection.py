@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ssehub import (
@@ -31,6 +31,7 @@ from ssehub._serving import Answer, open_stream
 from ssehub.errors import InvalidMessage, InvalidSelector, InvalidToken, SubscriptionDenied
 from ssehub.resume import Replay
 from ssehub.selectors import Selectors
+from tests._support.properties import property_settings
 from tests._support.waiting import eventually
 
 
@@ -274,7 +275,7 @@ async def test_a_wild_subscription_resumes_exactly_while_publishers_run() -> Non
         await hub.shutdown(timeout=0.1)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@property_settings(60)
 @given(
     publishes=st.lists(
         st.tuples(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import string
 import time
@@ -10,20 +9,15 @@ from collections.abc import Iterator
 from typing import TypeAlias
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ssehub
 from ssehub import InvalidSelector, Selector, Selectors
 from ssehub.selectors import MATCH_CACHE_SIZE, MAX_SELECTOR_LENGTH, MAX_SELECTORS
+from tests._support.properties import property_settings
 
-_MUTATION_EXAMPLES = os.environ.get("SSEHUB_MUTATION_EXAMPLES")
-PROPERTY_SETTINGS = settings(
-    max_examples=int(_MUTATION_EXAMPLES or 250),
-    derandomize=_MUTATION_EXAMPLES is not None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPERTY_SETTINGS = property_settings(250)
 
 RESERVED = ":/?#[]@!$&'()*+,;="
 

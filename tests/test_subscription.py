@@ -104,7 +104,8 @@ async def test_next_chunk_coalesces_everything_pending_into_one_chunk() -> None:
     sub = sub_with(1000)
     for i in range(3):
         sub.push(b"e%d;" % i)
-    assert await sub.next_chunk() == b"e0;e1;e2;"
+    # Pending bytes are taken at once (a writer that waited here would hang: fail fast).
+    assert await asyncio.wait_for(sub.next_chunk(), 1) == b"e0;e1;e2;"
     assert sub.pending_bytes == 0
 
 
@@ -125,7 +126,7 @@ async def test_slow_drop_discards_queued_bytes_even_for_a_waiting_writer() -> No
     sub = sub_with(10)
     sub.push(b"12345")
     sub.push(b"678901")  # 11 bytes: dropped
-    assert await sub.next_chunk() is None
+    assert await asyncio.wait_for(sub.next_chunk(), 1) is None
 
 
 def test_send_queues_one_encoded_message_for_this_client_only() -> None:
@@ -195,14 +196,14 @@ def test_threaded_subscription_returns_pending_bytes_without_waiting() -> None:
     sub = ThreadedSubscription("/a", max_buffer=100)
     sub.push(b"ready")
     started = time.monotonic()
-    assert sub.next_chunk_blocking(timeout=30) == b"ready"
-    assert time.monotonic() - started < 10  # not after the 30 s timeout
+    assert sub.next_chunk_blocking(timeout=2) == b"ready"
+    assert time.monotonic() - started < 1  # at once, not after the 2 s timeout
     sub.push(b"more")
     sub.close(CloseReason.SHUTDOWN)
     started = time.monotonic()
-    assert sub.next_chunk_blocking(timeout=30) == b"more"
-    assert sub.next_chunk_blocking(timeout=30) is None
-    assert time.monotonic() - started < 10
+    assert sub.next_chunk_blocking(timeout=2) == b"more"
+    assert sub.next_chunk_blocking(timeout=2) is None
+    assert time.monotonic() - started < 1
 
 
 def test_a_new_subscription_gets_the_first_keepalive_ping() -> None:

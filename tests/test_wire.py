@@ -8,28 +8,21 @@ messages and arbitrary chunkings of the bytes.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Sequence
 from itertools import pairwise
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ssehub
 from ssehub import EventParser, InvalidMessage, Message, encode_comment
 from ssehub.wire import id_problem
+from tests._support.properties import property_settings
 
-# scripts/mutate runs the property tests once per mutant: it asks for fewer examples, drawn
-# the same way every time (derandomized), so a mutant's verdict does not depend on luck.
-_MUTATION_EXAMPLES = os.environ.get("SSEHUB_MUTATION_EXAMPLES")
-PROPERTY_SETTINGS = settings(
-    max_examples=int(_MUTATION_EXAMPLES or 250),
-    derandomize=_MUTATION_EXAMPLES is not None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+# scripts/mutate asks for fewer examples, drawn the same way each time (tests/_support/properties).
+PROPERTY_SETTINGS = property_settings(250)
 
 
 def parse(*chunks: bytes) -> tuple[list[Message], EventParser]:

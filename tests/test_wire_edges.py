@@ -3,6 +3,8 @@ field type errors that name the wrong type, and a CRLF split across three chunks
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 
 from ssehub import EventParser, InvalidMessage, Message
@@ -53,3 +55,14 @@ def test_crlf_split_over_chunks_then_a_blank_line_ends_the_event() -> None:
     assert event.data == "a"
     (event,) = parser.feed(b"data: b\n\n")
     assert event.data == "b"
+
+
+def test_a_str_subclass_is_sent_as_its_text_not_as_json() -> None:
+    class Color(enum.StrEnum):
+        RED = "red"
+
+    class Name(str):
+        pass
+
+    assert Message(Color.RED).encode() == b"data: red\n\n"
+    assert Message(Name("ada")).encode() == b"data: ada\n\n"

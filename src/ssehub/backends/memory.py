@@ -302,14 +302,13 @@ class MemoryBackend(Backend):
     def _sweep(self, budget: int = _SWEEP_BATCH) -> bool:
         """Expire events past ``history_ttl`` hub-wide, oldest first, within ``budget`` heap
         operations; True when everything expired is gone."""
-        if self._ttl is None:
-            return True
+        assert self._ttl is not None  # start() schedules the sweep only with a TTL
         cutoff = time.monotonic() - self._ttl
         done = False
         while budget > 0:
             hist, budget = self._oldest(budget)
             if hist is None:
-                done = True
+                done = not self._heap  # else the budget went on stale keys: more to do
                 break
             if hist.entries[0][3] >= cutoff:
                 done = True
