@@ -176,14 +176,17 @@ async def test_the_servers_handler_gets_the_signal_and_the_frame_as_python_gave_
     await hub.shutdown()
 
 
-async def test_a_signal_before_the_hub_ever_ran_reaches_the_server_and_harms_nothing(
+async def test_a_signal_before_the_hub_ever_ran_reaches_the_server_and_drains_the_hub(
     server_handlers: dict[int, ServerHandler],
 ) -> None:
-    hub = Hub()  # linked when made; it has no loop yet, so nothing to end
+    # Linked when made, with no loop yet: nothing to end, but the server is exiting, so the hub
+    # says so (WSGI per-request streams poll `draining`) and refuses new streams.
+    hub = Hub()
     signal.raise_signal(signal.SIGTERM)
     assert server_handlers[signal.SIGTERM].calls == [signal.SIGTERM]
-    sub = await hub.subscribe("/news")
-    assert not sub.closed
+    assert hub.draining
+    with pytest.raises(HubClosed, match="received a signal to exit"):
+        await hub.subscribe("/news")
     await hub.shutdown()
 
 
