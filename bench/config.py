@@ -51,6 +51,20 @@ W4_EVENTS = 20_000
 W4_PUBLISHERS = 4
 W4_SEED = 6
 
+# --- W5: one stream, several channel selectors (GET /events?channel=...&channel=...) -------
+# W5_SUBSCRIBERS clients, each on ONE stream with 1 + W5_OWN_CHANNELS selectors: the shared
+# channel and W5_OWN_CHANNELS channels of its own. Events go to the shared channel back to back,
+# as in W1 (same size, w1_events(W5_SUBSCRIBERS) of them, from each of W5_PUBLISHERS publisher
+# connections), plus a trickle of W5_OWN_EVENTS events to own channels, spread among them.
+W5_SUBSCRIBERS = 1_000
+W5_PUBLISHERS = W1_PUBLISHERS
+W5_OWN_CHANNELS = 4
+W5_OWN_EVENTS = 40  # in groups of W5_OWN_CHANNELS: one to each own channel of a few subscribers
+# The target of issue 13: W5's delivered events/s at least this fraction of W1's on one channel
+# (same server, same subscribers and publishers, same run). A run below it fails the bench.
+# None: print the ratio, check nothing (smoke sizes are too small to compare speeds).
+W5_TARGET_RATIO: float | None = 0.7
+
 # --- the load generator -------------------------------------------------------------------
 SUBSCRIBERS_PER_LOADGEN = 5_000  # above this, subscribers are split over several processes
 CONNECT_CONCURRENCY = 200  # subscribe requests in flight at once per loadgen process
@@ -87,6 +101,9 @@ SMOKE = {
     "W3_TIMED": 5,
     "W4_CHANNELS": 20,
     "W4_EVENTS": 200,
+    "W5_SUBSCRIBERS": 10,
+    "W5_OWN_EVENTS": 8,
+    "W5_TARGET_RATIO": None,
     "STALL_S": 3.0,
     "RUN_DEADLINE_S": 20.0,
     "BETWEEN_RUNS_S": 0.1,
@@ -112,6 +129,8 @@ class ServerSpec:
     argv: tuple[str, ...]  # "{port}" and "{host}" are substituted
     requires: tuple[str, ...] = ()  # modules that must import (else the server is skipped)
     env: dict[str, str] = field(default_factory=dict)
+    # Answers ``GET /events?channel=A&channel=B`` with one stream of every named channel (W5).
+    selectors: bool = False
 
     def command(self, port: int) -> list[str]:
         """The command line that starts this server on ``port``."""
@@ -124,6 +143,7 @@ SERVERS: tuple[ServerSpec, ...] = (
         "ssehub (standalone hub)",
         ("{python}", "-m", "ssehub", "serve", "--host", "{host}", "--port", "{port}"),
         requires=("ssehub.server",),
+        selectors=True,
     ),
     ServerSpec(
         "ssehub-uvicorn",
@@ -141,12 +161,14 @@ SERVERS: tuple[ServerSpec, ...] = (
             "{port}",
         ),
         requires=("ssehub.server", "uvicorn"),
+        selectors=True,
     ),
     ServerSpec(
         "ssehub-starlette",
         "ssehub (Starlette + uvicorn)",
         ("{python}", str(PEERS / "ssehub_starlette.py"), "--host", "{host}", "--port", "{port}"),
         requires=("ssehub.hub", "ssehub.asgi", "starlette", "uvicorn"),
+        selectors=True,
     ),
     ServerSpec(
         "sse-starlette",
@@ -162,7 +184,7 @@ SERVERS: tuple[ServerSpec, ...] = (
 )
 REFERENCES = ("sse-starlette", "bare")  # ratio columns in the table are against these
 
-WORKLOADS = ("W1", "W2", "W3", "W4")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -353,6 +353,35 @@ def random_channels(channels: int, events: int, seed: int) -> list[int]:
     return [rng.randrange(channels) for _ in range(events)]
 
 
+def selector_plan(
+    subscribers: int, shared_events: int, own_events: int, own_channels: int
+) -> list[tuple[int, int] | None]:
+    """Where each W5 event goes, in publish order (event ``seq`` is item ``seq``).
+
+    None is the shared channel; ``(i, k)`` is own channel ``k`` of subscriber ``i``. The own
+    events come in groups of ``own_channels``, one to each own channel of one subscriber, the
+    groups' subscribers evenly spread from subscriber 0 (so the parse-checked stream of
+    subscriber 0 reads all its selectors); they sit evenly spread among the shared events.
+    """
+    groups = -(-own_events // own_channels) if own_channels else 0
+    total = shared_events + own_events
+    own_at = {int((j + 0.5) * total / own_events): j for j in range(own_events)}
+    plan: list[tuple[int, int] | None] = []
+    for seq in range(total):
+        j = own_at.get(seq)
+        if j is None:
+            plan.append(None)
+        else:
+            plan.append(((j // own_channels) * subscribers // groups, j % own_channels))
+    return plan
+
+
+def selector_path(shared: str, own_base: str, subscriber: int, own_channels: int) -> str:
+    """W5's subscribe path: one stream of the shared channel and the subscriber's own ones."""
+    own = "".join(f"&channel={own_base}{subscriber}/{k}" for k in range(own_channels))
+    return f"/events?channel={shared}{own}"
+
+
 async def _publish(spec: dict[str, Any], stats: PublishStats) -> None:
     pub = spec["publish"]
     host, port = spec["host"], spec["port"]
@@ -380,6 +409,27 @@ async def _publish(spec: dict[str, Any], stats: PublishStats) -> None:
                     await conns[k].post(path, mine[i : i + batch])
 
             await asyncio.gather(*(run(k) for k in range(len(conns))))
+        elif pub["mode"] == "selectors":
+            plan = selector_plan(
+                pub["subscribers"], pub["shared_events"], pub["own_events"], pub["own_channels"]
+            )
+            where = [pub["path"] if t is None else f"{pub['own_base']}{t[0]}/{t[1]}" for t in plan]
+
+            async def run_plan(k: int) -> None:
+                # As W1 (every len(conns)-th event, up to ``batch`` per POST), but one POST
+                # never mixes channels.
+                mine = list(range(k, len(where), len(conns)))
+                i = 0
+                while i < len(mine):
+                    end = i + 1
+                    while (
+                        end < len(mine) and end - i < batch and where[mine[end]] == where[mine[i]]
+                    ):
+                        end += 1
+                    await conns[k].post(where[mine[i]], mine[i:end])
+                    i = end
+
+            await asyncio.gather(*(run_plan(k) for k in range(len(conns))))
         else:  # random channels
             targets = random_channels(pub["channels"], events, pub["seed"])
             base = pub["base"]
@@ -432,6 +482,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
     n = subs_spec["count"]
     pub = spec.get("publish")
     targets: list[int] | None = None
+    plan: list[tuple[int, int] | None] | None = None
     if subs_spec["mode"] == "each":
         first = subs_spec["first"]
         paths = [f"{subs_spec['base']}{first + i}" for i in range(n)]
@@ -440,6 +491,21 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
         for c in targets:
             per_channel[c] = per_channel.get(c, 0) + 1
         expected = [per_channel.get(first + i, 0) for i in range(n)]
+    elif subs_spec["mode"] == "selectors":
+        first = subs_spec["first"]
+        own = subs_spec["own_channels"]
+        paths = [
+            selector_path(subs_spec["shared"], subs_spec["own_base"], first + i, own)
+            for i in range(n)
+        ]
+        plan = selector_plan(
+            subs_spec["subscribers"], subs_spec["shared_events"], subs_spec["own_events"], own
+        )
+        per_subscriber: dict[int, int] = {}
+        for t in plan:
+            if t is not None:
+                per_subscriber[t[0]] = per_subscriber.get(t[0], 0) + 1
+        expected = [subs_spec["shared_events"] + per_subscriber.get(first + i, 0) for i in range(n)]
     else:
         paths = [subs_spec["path"]] * n
         expected = [subs_spec["expect"]] * n
@@ -531,6 +597,10 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
             assert targets is not None
             idx = subs_spec["first"]
             exp = {k for k, c in enumerate(targets) if c == idx}
+        elif subs_spec["mode"] == "selectors":
+            assert plan is not None
+            idx = subs_spec["first"]
+            exp = {k for k, t in enumerate(plan) if t is None or t[0] == idx}
         else:
             exp = set(range(subs_spec["expect"]))
         verify = _verify(s0, exp, spec["event_bytes"])

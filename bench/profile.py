@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import config as C
-from bench.run import RESULTS, Server, measure_channels, measure_fanout, measure_latency
+from bench.run import (
+    RESULTS,
+    Server,
+    measure_channels,
+    measure_fanout,
+    measure_latency,
+    measure_selectors,
+)
 
 
 def frame_name(frame: str) -> str:
@@ -55,12 +62,12 @@ def summarize(raw: Path, top: int) -> tuple[int, list[tuple[str, int]], list[tup
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m bench.profile --server KEY --workload W1|W3|W4 [...]``."""
+    """Command line: ``python -m bench.profile --server KEY --workload W1|W3|W4|W5 [...]``."""
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--server", default="ssehub", choices=[s.key for s in C.SERVERS])
-    parser.add_argument("--workload", default="W3", choices=["W1", "W3", "W4"])
-    parser.add_argument("--subscribers", type=int, default=1_000, help="W1 and W3")
-    parser.add_argument("--publishers", type=int, default=1, help="W1")
+    parser.add_argument("--workload", default="W3", choices=["W1", "W3", "W4", "W5"])
+    parser.add_argument("--subscribers", type=int, default=1_000, help="W1, W3 and W5")
+    parser.add_argument("--publishers", type=int, default=1, help="W1 and W5")
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--raw", type=Path, default=None, help="keep the collapsed stacks here")
@@ -100,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             result = measure_fanout(server, args.subscribers, args.publishers)
         elif args.workload == "W3":
             result = measure_latency(server, args.subscribers)
+        elif args.workload == "W5":
+            result = measure_selectors(server, args.subscribers, args.publishers)
         else:
             result = measure_channels(server, C.W4_CHANNELS)
         t1 = proc.cpu_times()

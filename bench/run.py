@@ -320,6 +320,47 @@ def measure_fanout(server: Server, subscribers: int, publishers: int) -> dict[st
     return out
 
 
+def measure_selectors(server: Server, subscribers: int, publishers: int) -> dict[str, Any]:
+    """W5: ``subscribers`` clients, each on one stream of the shared channel and W5_OWN_CHANNELS
+    of its own; W1's events back to back to the shared channel, a trickle to own channels."""
+    events = C.w1_events(subscribers)
+    shared, own_base = "/events/bench5", "/events/own/"
+    plan = {
+        "subscribers": subscribers,
+        "shared_events": events,
+        "own_events": C.W5_OWN_EVENTS,
+        "own_channels": C.W5_OWN_CHANNELS,
+    }
+    specs = []
+    for i, (first, count) in enumerate(split(subscribers)):
+        spec = base_spec()
+        spec["subscribe"] = {
+            "mode": "selectors",
+            "shared": shared,
+            "own_base": own_base,
+            "first": first,
+            "count": count,
+            **plan,
+        }
+        if i == 0:
+            spec["publish"] = {
+                "mode": "selectors",
+                "path": shared,
+                "own_base": own_base,
+                "events": events + C.W5_OWN_EVENTS,
+                "connections": publishers,
+                "batch": C.PUBLISH_BATCH,
+                **plan,
+            }
+        specs.append(spec)
+    cpu0 = [0.0]
+    results = run_loadgens(server.port, specs, lambda: cpu0.__setitem__(0, server.cpu()))
+    out = collect(server, results, cpu0[0])
+    out["events"] = events
+    out["own_events"] = C.W5_OWN_EVENTS
+    return out
+
+
 def measure_idle(server: Server, subscribers: int) -> dict[str, Any]:
     """W2: ``subscribers`` idle clients; the server's RSS growth per connection."""
     rss0 = server.rss()
@@ -447,6 +488,14 @@ class Case:
     measure: Callable[[Server], dict[str, Any]]
     metrics: tuple[tuple[str, str, bool], ...]  # (key, label, higher is better)
     fresh_server: bool = False
+    selectors: bool = False  # only servers that answer GET /events?channel=... can run it
+    # A case measured alternately with this one, run by run, on the same server instance, so
+    # that their ratio does not drift with the machine's load (W5's W1 at its size).
+    reference: Case | None = None
+
+    def runs_on(self, spec: C.ServerSpec) -> bool:
+        """Whether ``spec`` can run this case (W5 needs channel selectors)."""
+        return spec.selectors or not self.selectors
 
 
 RATE = (("rate", "delivered events/s", True),)
@@ -455,22 +504,30 @@ METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "W2": (("kib_per_conn", "KiB per connection", False),),
     "W3": (("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False), ("max_ms", "max ms", False)),
     "W4": RATE,
+    "W5": RATE,
 }
 
 
 def cases(workloads: list[str]) -> Iterator[Case]:
     """The measurements to make, in order."""
     rate = METRICS["W1"]
+
+    def fanout(n: int, p: int) -> Case:
+        return Case(
+            "W1",
+            f"{n} subs, {p} pub",
+            {"subscribers": n, "publishers": p},
+            lambda s: measure_fanout(s, n, p),
+            rate,
+        )
+
+    # W5 is checked against W1 at its size: those W1 cases run with W5, alternating with it.
+    w5_references = {(C.W5_SUBSCRIBERS, p) for p in C.W5_PUBLISHERS} if "W5" in workloads else set()
     if "W1" in workloads:
         for n in C.W1_SUBSCRIBERS:
             for p in C.W1_PUBLISHERS:
-                yield Case(
-                    "W1",
-                    f"{n} subs, {p} pub",
-                    {"subscribers": n, "publishers": p},
-                    lambda s, n=n, p=p: measure_fanout(s, n, p),
-                    rate,
-                )
+                if (n, p) not in w5_references:
+                    yield fanout(n, p)
     if "W2" in workloads:
         for n in C.W2_SUBSCRIBERS:
             yield Case(
@@ -498,6 +555,24 @@ def cases(workloads: list[str]) -> Iterator[Case]:
             lambda s: measure_channels(s, C.W4_CHANNELS),
             rate,
         )
+    if "W5" in workloads:
+        n, selectors = C.W5_SUBSCRIBERS, 1 + C.W5_OWN_CHANNELS
+        for p in C.W5_PUBLISHERS:
+            yield Case(
+                "W5",
+                f"{n} subs x {selectors} channels, {p} pub",
+                {
+                    "subscribers": n,
+                    "publishers": p,
+                    "selectors": selectors,
+                    "own_events": C.W5_OWN_EVENTS,
+                    "target_ratio": C.W5_TARGET_RATIO,
+                },
+                lambda s, n=n, p=p: measure_selectors(s, n, p),
+                rate,
+                selectors=True,
+                reference=fanout(n, p),
+            )
 
 
 @dataclass
@@ -508,22 +583,27 @@ class Record:
     server: C.ServerSpec
     runs: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    skipped: str | None = None  # why this server does not run this case (not a failure)
+    source: str = ""  # the run it comes from: "" measured now, else its --from-json file
 
 
 def run_all(
     servers: list[C.ServerSpec], workloads: list[str], runs: int, log: Callable[[str], None]
 ) -> list[Record]:
-    """Measure every case on every server, runs interleaved across servers."""
+    """Measure every case on every server, runs interleaved across servers (and with a case's
+    reference); records in table order (by workload, subscribers, publishers)."""
     records: list[Record] = []
-    all_cases = list(cases(workloads))
     by_workload: dict[str, list[Case]] = {}
-    for case in all_cases:
+    for case in cases(workloads):
         by_workload.setdefault(case.workload, []).append(case)
-    for workload, wcases in by_workload.items():
+    for wcases in by_workload.values():
         shared: dict[str, Server] = {}
         try:
             if not wcases[0].fresh_server:
+                needed = [c for case in wcases for c in (case.reference, case) if c is not None]
                 for spec in servers:
+                    if not any(c.runs_on(spec) for c in needed):
+                        continue
                     shared[spec.key] = Server(spec)
                     try:
                         shared[spec.key].start()
@@ -532,42 +612,59 @@ def run_all(
                         log(f"  ! {spec.name}: {exc}")
                         del shared[spec.key]
             for case in wcases:
-                recs = {spec.key: Record(case, spec) for spec in servers}
+                alternating = [c for c in (case.reference, case) if c is not None]
+                recs = {
+                    (c.label, spec.key): Record(c, spec) for c in alternating for spec in servers
+                }
+                for rec in recs.values():
+                    if not rec.case.runs_on(rec.server):
+                        rec.skipped = "skipped: no channel selectors (GET /events?channel=)"
                 records.extend(recs.values())
                 for run in range(runs):
-                    for spec in servers:
-                        rec = recs[spec.key]
-                        if rec.error is not None:
-                            continue
-                        server = shared.get(spec.key)
-                        if case.fresh_server:
-                            server = Server(spec)
-                        elif server is None:
-                            rec.error = "server did not start"
-                            continue
-                        try:
-                            if case.fresh_server:
-                                server.start()
-                            result = case.measure(server)
-                            if not server.alive():
-                                raise BenchError(f"the server died:\n{server.log_tail()}")
-                        except (BenchError, OSError, psutil.Error) as exc:
-                            rec.error = f"{type(exc).__name__}: {exc}"
-                            log(f"  ! {workload} {case.label} {spec.name}: {rec.error}")
-                            continue
-                        finally:
-                            if case.fresh_server:
-                                server.stop()
-                        rec.runs.append(result)
-                        log(
-                            f"  {workload} {case.label:28} run {run + 1} {spec.name:30} "
-                            + summary(case, result)
-                        )
-                        time.sleep(C.BETWEEN_RUNS_S)
+                    for c in alternating:
+                        for spec in servers:
+                            measure_once(recs[(c.label, spec.key)], shared, run, log)
         finally:
             for server in shared.values():
                 server.stop()
+    order = {w: i for i, w in enumerate(C.WORKLOADS)}
+    records.sort(
+        key=lambda r: (
+            order.get(r.case.workload, len(order)),
+            r.case.param.get("subscribers", 0),
+            r.case.param.get("publishers", 0),
+        )
+    )
     return records
+
+
+def measure_once(
+    rec: Record, shared: dict[str, Server], run: int, log: Callable[[str], None]
+) -> None:
+    """One run of ``rec``'s case on its server, added to ``rec`` (or its error recorded)."""
+    case, spec = rec.case, rec.server
+    if rec.error is not None or rec.skipped is not None:
+        return
+    server = Server(spec) if case.fresh_server else shared.get(spec.key)
+    if server is None:
+        rec.error = "server did not start"
+        return
+    try:
+        if case.fresh_server:
+            server.start()
+        result = case.measure(server)
+        if not server.alive():
+            raise BenchError(f"the server died:\n{server.log_tail()}")
+    except (BenchError, OSError, psutil.Error) as exc:
+        rec.error = f"{type(exc).__name__}: {exc}"
+        log(f"  ! {case.workload} {case.label} {spec.name}: {rec.error}")
+        return
+    finally:
+        if case.fresh_server:
+            server.stop()
+    rec.runs.append(result)
+    log(f"  {case.workload} {case.label:28} run {run + 1} {spec.name:30} " + summary(case, result))
+    time.sleep(C.BETWEEN_RUNS_S)
 
 
 def summary(case: Case, result: dict[str, Any]) -> str:
@@ -588,7 +685,7 @@ def summary(case: Case, result: dict[str, Any]) -> str:
 def run_problems(run: dict[str, Any]) -> list[str]:
     """What is wrong with one run's result: empty when it passed every check.
 
-    A fan-out run (W1, W3, W4) passes when every event was published without error, every
+    A fan-out run (W1, W3, W4, W5) passes when every event was published without error, every
     subscriber received every event it was sent, and the load generators' parse check (ssehub's
     parser over the received bytes) found every event intact. An idle run (W2) passes when every
     connection was made and the server lived.
@@ -609,7 +706,63 @@ def run_problems(run: dict[str, Any]) -> list[str]:
     return problems
 
 
-def failures(records: list[Record]) -> list[str]:
+@dataclass(frozen=True)
+class SelectorRatio:
+    """W5 against W1 on one server: same subscribers, same publishers, same run (issue 13)."""
+
+    server: str
+    subscribers: int
+    publishers: int
+    w5: float  # median delivered events/s
+    w1: float | None  # None: no W1 figure at this size in the same run
+    target: float | None  # the least W5 / W1 that passes; None: not checked (smoke)
+
+    @property
+    def ratio(self) -> float | None:
+        """W5 / W1, or None without a W1 figure."""
+        return self.w5 / self.w1 if self.w1 else None
+
+    def problem(self) -> str | None:
+        """Why this fails the bench, or None when it passes or is not checked."""
+        if self.target is None:
+            return None
+        who = f"W5 {self.subscribers} subs, {self.publishers} pub on {self.server}"
+        if self.ratio is None:
+            return f"{who}: no W1 figure at {self.subscribers} subs in the same run to compare"
+        if self.ratio < self.target:
+            return (
+                f"{who}: {self.w5:,.0f} events/s is {self.ratio:.2f}x W1's {self.w1:,.0f} "
+                f"on one channel, below the target of {self.target:.2f}x"
+            )
+        return None
+
+
+def selector_ratios(records: list[Record]) -> list[SelectorRatio]:
+    """W5's median against W1's for every server that ran W5, pairing only runs of one source."""
+    w1: dict[tuple[str, str, int, int], float] = {}
+    for rec in records:
+        if rec.case.workload == "W1" and rec.runs:
+            key = (rec.source, rec.server.key, rec.case.param["subscribers"])
+            w1[(*key, rec.case.param["publishers"])] = stats([r["rate"] for r in rec.runs])[0]
+    out = []
+    for rec in records:
+        if rec.case.workload != "W5" or not rec.runs:
+            continue
+        n, p = rec.case.param["subscribers"], rec.case.param["publishers"]
+        out.append(
+            SelectorRatio(
+                rec.server.name,
+                n,
+                p,
+                stats([r["rate"] for r in rec.runs])[0],
+                w1.get((rec.source, rec.server.key, n, p)),
+                rec.case.param.get("target_ratio"),
+            )
+        )
+    return out
+
+
+def void_runs(records: list[Record]) -> list[str]:
     """Every failed run and every measurement that could not be made, one line each."""
     out = []
     for rec in records:
@@ -621,15 +774,28 @@ def failures(records: list[Record]) -> list[str]:
     return out
 
 
+def missed_targets(records: list[Record]) -> list[str]:
+    """Every checked target a run missed (W5 against W1), one line each."""
+    return [p for r in selector_ratios(records) if (p := r.problem()) is not None]
+
+
+def failures(records: list[Record]) -> list[str]:
+    """Everything that fails the bench: void runs, then missed targets."""
+    return void_runs(records) + missed_targets(records)
+
+
 def report_failures(records: list[Record]) -> int:
     """Print the failures (to stderr, after the table); the exit status: 1 if any, else 0."""
-    found = failures(records)
-    if not found:
-        return 0
-    print(f"\nBENCH FAILED: {len(found)} problem(s); these figures are void:", file=sys.stderr)
-    for line in found:
-        print(f"  - {line}", file=sys.stderr)
-    return 1
+    void, missed = void_runs(records), missed_targets(records)
+    if void:
+        print(f"\nBENCH FAILED: {len(void)} problem(s); these figures are void:", file=sys.stderr)
+        for line in void:
+            print(f"  - {line}", file=sys.stderr)
+    if missed:
+        print(f"\nBENCH FAILED: {len(missed)} checked target(s) missed:", file=sys.stderr)
+        for line in missed:
+            print(f"  - {line}", file=sys.stderr)
+    return 1 if void or missed else 0
 
 
 def stats(values: list[float]) -> tuple[float, float, float]:
@@ -666,7 +832,7 @@ def table(records: list[Record]) -> str:
         for key, label, _hi in rec.case.metrics:
             prefix = f"| {rec.case.workload} | {rec.case.label} | {rec.server.name} | {label} "
             if not rec.runs:
-                rows.append(prefix + f"| {rec.error or 'skipped'} | | | | | | |")
+                rows.append(prefix + f"| {rec.error or rec.skipped or 'skipped'} | | | | | | |")
                 continue
             med, lo, hi = stats([r[key] for r in rec.runs])
             ratios = []
@@ -699,6 +865,36 @@ def table(records: list[Record]) -> str:
                 + f"| {fmt(med)} | {fmt(lo)} - {fmt(hi)} | {ratios[0]} | {ratios[1]} "
                 + f"| {cpu} | {lg} | {delivered} |"
             )
+    return "\n".join(rows)
+
+
+def selector_table(records: list[Record]) -> str:
+    """W5 / W1 per server and publishers, with issue 13's target; empty without W5 figures."""
+    ratios = selector_ratios(records)
+    if not ratios:
+        return ""
+    rows = [
+        "W5 (one stream, several channels) against W1 (one channel), same server, same run:",
+        "",
+        "| Server | Subscribers | Publishers | W5 events/s | W1 events/s | W5 / W1 | Target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in ratios:
+        if r.ratio is None:
+            ratio, w1 = "", "not measured"
+        else:
+            ratio, w1 = f"{r.ratio:.2f}x", fmt(r.w1 or 0.0)
+        if r.target is None:
+            verdict = "not checked (smoke sizes)"
+        elif r.ratio is None:
+            verdict = "CHECK FAILED: no W1 figure"
+        else:
+            met = r.ratio >= r.target
+            verdict = f"≥ {r.target:.2f}x: " + ("met" if met else "MISSED, CHECK FAILED")
+        rows.append(
+            f"| {r.server} | {r.subscribers} | {r.publishers} | {fmt(r.w5)} | {w1} | {ratio} "
+            f"| {verdict} |"
+        )
     return "\n".join(rows)
 
 
@@ -760,7 +956,7 @@ def load(path: Path) -> tuple[str, int, list[Record]]:
     for r in data["results"]:
         spec = specs.get(r["server"]) or C.ServerSpec(r["server"], r["server_name"], ())
         case = Case(r["workload"], r["case"], r["param"], lambda s: {}, METRICS[r["workload"]])
-        records.append(Record(case, spec, r["runs"], r["error"]))
+        records.append(Record(case, spec, r["runs"], r["error"], r.get("skipped"), str(path)))
     return data["machine"], data["runs"], records
 
 
@@ -794,7 +990,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(s.key for s in C.SERVERS),
         help="comma-separated keys: " + ", ".join(s.key for s in C.SERVERS),
     )
-    parser.add_argument("--workloads", default=",".join(C.WORKLOADS), help="e.g. W1,W3")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(C.WORKLOADS),
+        help="e.g. W1,W3 (W5 brings W1 at W5's size: its target is a ratio to it)",
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument(
@@ -823,6 +1023,8 @@ def main(argv: list[str] | None = None) -> int:
         merged.sort(key=lambda r: labels[r.case.label])
         print(f"machine: {host}\nruns per figure: {runs}\n")
         print(table(merged))
+        if selector_table(merged):
+            print("\n" + selector_table(merged))
         if args.plot:
             plot(merged, args.plot)
         return report_failures(merged)
@@ -854,6 +1056,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmachine: {machine()}")
     print(f"runs per figure: {runs}; total time {time.monotonic() - t0:.0f} s\n")
     print(table(records))
+    if selector_table(records):
+        print("\n" + selector_table(records))
     outputs = [args.json] if args.json else []
     if args.save:
         RESULTS.mkdir(exist_ok=True)
@@ -875,6 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
                             "server": r.server.key,
                             "server_name": r.server.name,
                             "error": r.error,
+                            "skipped": r.skipped,
                             "runs": r.runs,
                         }
                         for r in records

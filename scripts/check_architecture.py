@@ -28,7 +28,7 @@ from pathlib import Path
 # holds it; "ssehub" itself is the package's public face (its __init__), the top layer.
 LAYERS: list[tuple[str, ...]] = [
     ("ssehub.errors", "ssehub.types", "ssehub.request", "ssehub.wire", "ssehub.selectors"),
-    ("ssehub.subscription", "ssehub.resume", "ssehub.authz"),
+    ("ssehub.subscription", "ssehub.resume", "ssehub.authz", "ssehub.mercure"),
     ("ssehub.backends", "ssehub.hub"),
     ("ssehub._serving", "ssehub.event_stream"),
     ("ssehub.asgi", "ssehub.wsgi", "ssehub.integrations"),

@@ -3,6 +3,8 @@
 Figures from a hub that lost or garbled events are void: the bench says so on stderr, marks the
 table, and exits 1, whether it measured them just now or reads them back with ``--from-json``.
 The raw results kept in bench/results/ (behind BENCHMARKS.md) must all pass the same checks.
+So must issue 13's target: W5 (one stream, five channels) at least 0.7x W1 (one channel) on the
+same server in the same run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from bench.run import run_problems
+from bench import config as C
+from bench.run import RATE, Case, Record, cases, failures, run_problems
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -35,6 +38,52 @@ GOOD_RUN: dict[str, Any] = {
     "verified": True,
     "verify_problems": [],
 }
+
+
+def w5_report(w1_rate: float, w5_rate: float, target: float | None = 0.7) -> dict[str, Any]:
+    """One run's W1 and W5 at 1,000 subscribers, 1 publisher, on the standalone hub."""
+
+    def result(workload: str, case: str, rate: float, **param: Any) -> dict[str, Any]:
+        return {
+            "workload": workload,
+            "case": case,
+            "param": {"subscribers": 1000, "publishers": 1, **param},
+            "server": "ssehub",
+            "server_name": "ssehub (native)",
+            "error": None,
+            "skipped": None,
+            "runs": [{**GOOD_RUN, "rate": rate}],
+        }
+
+    return {
+        "machine": "test",
+        "runs": 1,
+        "results": [
+            result("W1", "1000 subs, 1 pub", w1_rate),
+            result("W5", "1000 subs x 5 channels, 1 pub", w5_rate, target_ratio=target),
+            {
+                **result("W5", "1000 subs x 5 channels, 1 pub", 0.0),
+                "server": "bare",
+                "server_name": "bare asyncio baseline",
+                "skipped": "skipped: no channel selectors (GET /events?channel=)",
+                "runs": [],
+            },
+        ],
+    }
+
+
+def w5_records(w1_rate: float | None, w5_rate: float, target: float | None) -> list[Record]:
+    spec = C.ServerSpec("ssehub", "ssehub (native)", (), selectors=True)
+    param = {"subscribers": 1000, "publishers": 1}
+    records = []
+    if w1_rate is not None:
+        w1 = Case("W1", "1000 subs, 1 pub", param, lambda s: {}, RATE)
+        records.append(Record(w1, spec, [{**GOOD_RUN, "rate": w1_rate}]))
+    w5 = Case(
+        "W5", "1000 subs x 5 channels, 1 pub", {**param, "target_ratio": target}, lambda s: {}, RATE
+    )
+    records.append(Record(w5, spec, [{**GOOD_RUN, "rate": w5_rate}]))
+    return records
 
 
 def report(*runs: dict[str, Any]) -> dict[str, Any]:
@@ -118,3 +167,80 @@ def test_every_kept_raw_result_passed_its_checks() -> None:
         assert {"machine", "date", "runs", "results"} <= set(data), path
     proc = bench_from_json(*kept)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_w5_at_or_above_07x_w1_in_the_same_run_passes() -> None:
+    assert failures(w5_records(100_000.0, 70_000.0, 0.7)) == []
+    assert failures(w5_records(100_000.0, 95_000.0, 0.7)) == []
+
+
+def test_w5_below_07x_w1_in_the_same_run_fails_the_bench() -> None:
+    (problem,) = failures(w5_records(100_000.0, 69_000.0, 0.7))
+    assert "W5 1000 subs, 1 pub on ssehub (native)" in problem
+    assert "0.69x W1's 100,000" in problem
+    assert "below the target of 0.70x" in problem
+
+
+def test_w5_without_w1_at_its_size_in_the_same_run_fails_the_bench() -> None:
+    (problem,) = failures(w5_records(None, 90_000.0, 0.7))
+    assert "no W1 figure at 1000 subs in the same run" in problem
+
+
+def test_w5_is_not_held_to_the_target_at_smoke_sizes() -> None:
+    assert failures(w5_records(100_000.0, 10_000.0, None)) == []
+    assert failures(w5_records(None, 10_000.0, None)) == []
+
+
+def test_w5_is_never_compared_with_w1_from_another_run() -> None:
+    w1, w5 = w5_records(100_000.0, 90_000.0, 0.7)
+    w1.source = "bench/results/earlier.json"
+    (problem,) = failures([w1, w5])
+    assert "no W1 figure" in problem
+
+
+def test_bench_exits_1_when_w5_misses_07x_w1_and_shows_the_ratio(tmp_path: Path) -> None:
+    path = tmp_path / "w5.json"
+    path.write_text(json.dumps(w5_report(w1_rate=200_000.0, w5_rate=120_000.0)))
+    proc = bench_from_json(path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "BENCH FAILED: 1 checked target(s) missed" in proc.stderr
+    assert "void" not in proc.stderr  # every event arrived: the figures stand, the target fails
+    assert "120,000 events/s is 0.60x W1's 200,000" in proc.stderr
+    assert (
+        "| ssehub (standalone hub) | 1000 | 1 | 120,000 | 200,000 | 0.60x | ≥ 0.70x: MISSED"
+        in proc.stdout
+    )
+    # A server without selectors says so in the table, and that is no failure.
+    assert "| bare asyncio baseline | delivered events/s | skipped: no channel selectors" in (
+        proc.stdout
+    )
+    assert "bare" not in proc.stderr
+
+
+def test_bench_exits_0_when_w5_meets_07x_w1(tmp_path: Path) -> None:
+    path = tmp_path / "w5.json"
+    path.write_text(json.dumps(w5_report(w1_rate=200_000.0, w5_rate=180_000.0)))
+    proc = bench_from_json(path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (
+        "| ssehub (standalone hub) | 1000 | 1 | 180,000 | 200,000 | 0.90x | ≥ 0.70x: met |"
+        in proc.stdout
+    )
+
+
+def test_w5_is_measured_alternately_with_w1_at_its_size_and_w1_runs_there_once() -> None:
+    planned = list(cases(["W1", "W5"]))
+    w5 = [c for c in planned if c.workload == "W5"]
+    assert [c.param["publishers"] for c in w5] == list(C.W5_PUBLISHERS)
+    for case in w5:
+        assert case.reference is not None
+        assert case.reference.workload == "W1"
+        assert case.reference.param == {
+            "subscribers": C.W5_SUBSCRIBERS,
+            "publishers": case.param["publishers"],
+        }
+    w1 = [(c.param["subscribers"], c.param["publishers"]) for c in planned if c.workload == "W1"]
+    assert (C.W5_SUBSCRIBERS, C.W5_PUBLISHERS[0]) not in w1  # not twice: only as W5's reference
+    assert len(w1) + len(w5) == len(C.W1_SUBSCRIBERS) * len(C.W1_PUBLISHERS)
+    # Asked for alone, W5 still brings its W1 reference.
+    assert all(c.reference is not None for c in cases(["W5"]))

@@ -109,16 +109,20 @@ async def test_opting_out_leaves_signals_alone(
     await hub.shutdown()
 
 
-async def test_ignored_and_default_signals_are_left_as_they_are(
+async def test_an_ignored_signal_is_left_as_it_is_and_a_default_sigterm_comes_back(
     server_handlers: dict[int, ServerHandler],
 ) -> None:
+    # SIGTERM with no handler (waitress): the hub chains one that ends the streams before the
+    # process ends by the signal (tests/integrations/test_shutdown.py runs it under waitress);
+    # shutdown puts the default back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     hub = Hub()
     await hub.start()
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
     await hub.shutdown()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_a_hub_on_its_own_loop_thread_ends_threaded_streams_on_the_signal(
@@ -172,14 +176,17 @@ async def test_the_servers_handler_gets_the_signal_and_the_frame_as_python_gave_
     await hub.shutdown()
 
 
-async def test_a_signal_before_the_hub_ever_ran_reaches_the_server_and_harms_nothing(
+async def test_a_signal_before_the_hub_ever_ran_reaches_the_server_and_drains_the_hub(
     server_handlers: dict[int, ServerHandler],
 ) -> None:
-    hub = Hub()  # linked when made; it has no loop yet, so nothing to end
+    # Linked when made, with no loop yet: nothing to end, but the server is exiting, so the hub
+    # says so (WSGI per-request streams poll `draining`) and refuses new streams.
+    hub = Hub()
     signal.raise_signal(signal.SIGTERM)
     assert server_handlers[signal.SIGTERM].calls == [signal.SIGTERM]
-    sub = await hub.subscribe("/news")
-    assert not sub.closed
+    assert hub.draining
+    with pytest.raises(HubClosed, match="received a signal to exit"):
+        await hub.subscribe("/news")
     await hub.shutdown()
 
 

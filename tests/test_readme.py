@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -417,7 +418,10 @@ class Player:
         if "-N" in argv:
             self.subscriber = self.start([*argv, "--silent"], stdout_only=True)
             url = next(a for a in argv if a.startswith("http"))
-            self.wait_subscribed(url.removeprefix(self.base))
+            path, _, query = url.removeprefix(self.base).partition("?")
+            if path == "/.well-known/mercure":  # a Mercure subscriber: its topic is the channel
+                path = dict(parse_qsl(query))["topic"]
+            self.wait_subscribed(path)
             return
         done = subprocess.run([*argv, "--silent", "--max-time", "10"], capture_output=True)
         assert done.returncode == 0, done.stderr

@@ -416,6 +416,46 @@ async def test_an_access_grants_private_events_and_ends_the_stream_at_its_expiry
         await hub.shutdown(timeout=0.1)
 
 
+async def test_an_access_payload_is_carried_to_the_subscription_with_or_without_expiry() -> None:
+    # A token's payload claim, say: presence shows it with the subscription.
+    def authorize(request: Request, channels: Sequence[str]) -> Access:
+        expires = time.time() + 60 if request.query.get("exp") else None
+        return Access(payload={"name": request.query["who"]}, expires=expires)
+
+    hub = Hub(authorize=authorize, keepalive=None, end_streams_on_signal=False)
+    try:
+        one = await hub.open_stream(Request("GET", "/events/a", query={"who": "ann"}))
+        several = await hub.open_stream(
+            Request(
+                "GET",
+                "/events",
+                query={"who": "bob", "exp": "1"},
+                params=(("channel", "/a"), ("channel", "/rooms/{id}")),
+            )
+        )
+        assert one.payload == {"name": "ann"}
+        assert several.payload == {"name": "bob"}
+        assert several.selectors is not None
+    finally:
+        await hub.shutdown(timeout=0.1)
+
+
+async def test_a_subscription_has_no_payload_unless_given_one(hub: Hub) -> None:
+    assert (await hub.subscribe("/a")).payload is None
+    assert (await hub.subscribe(["/a", "/b"], payload=[1, 2])).payload == [1, 2]
+    assert (await hub.open_stream(Request("GET", "/events/a"), payload="p")).payload == "p"
+
+
+async def test_a_broadcast_skips_the_channels_it_excludes(hub: Hub) -> None:
+    reserved = await hub.subscribe("/subscriptions")
+    user = await hub.subscribe("/a")
+    await hub.publish("/b", "history only")
+    ids = await hub.broadcast("to all", exclude=("/subscriptions", "/never"))
+    assert sorted(ids) == ["/a", "/b"]
+    assert datas(user) == ["to all"]
+    assert datas(reserved) == []
+
+
 async def test_an_expiry_already_past_ends_the_stream_at_once(hub: Hub) -> None:
     sub = await hub.subscribe("/a", expires=time.time() - 1)
     assert sub.close_reason == CloseReason.EXPIRED

@@ -118,3 +118,22 @@ def test_the_hub_shutting_down_ends_the_body() -> None:
     body_of(stream)
     assert time.monotonic() - started < 2
     assert source.closed.wait(5)
+
+
+@pytest.mark.parametrize("keepalive", [5.0, None])
+def test_a_signal_to_exit_ends_a_busy_body_of_a_hub_that_never_started(
+    keepalive: float | None,
+) -> None:
+    # A Flask app serving only per-request streams never starts its hub (no loop): the signal
+    # handler's flag alone must end the body, even while the source yields without pause.
+    hub = Hub(end_streams_on_signal=False)
+    source = Tracked(list(range(100_000)), delay=0.001)
+    stream = WSGIEventStream(iter(source), hub=hub, keepalive=keepalive)
+    chunks = [next(stream) for _ in range(3)]
+    assert chunks
+    hub._exit_signal()  # what the chained SIGINT/SIGTERM handler calls
+    assert hub.draining
+    started = time.monotonic()
+    body_of(stream)
+    assert time.monotonic() - started < 2
+    assert source.closed.wait(5)

@@ -1,8 +1,10 @@
 """ssehub mounted in a Starlette app on uvicorn: the library as users embed it.
 
 ``hub.asgi`` is mounted at /events (GET /events/{channel} subscribes to the channel named by
-the full path), and a POST route on the same paths publishes JSON ``{"data": ...}`` (or an array
-of them) with ``hub.publish`` and answers JSON, as the standalone hub's API does.
+the full path) and routed at /events itself (GET /events?channel=A&channel=B: one stream of
+several channels; with the mount alone, Starlette would redirect that to /events/). A POST
+route on the same paths publishes JSON ``{"data": ...}`` (or an array of them) with
+``hub.publish`` and answers JSON, as the standalone hub's API does.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 app = Starlette(
     routes=[
         Route("/events/{channel:path}", publish, methods=["POST"]),
+        Route("/events", hub.asgi),
         Mount("/events", hub.asgi),
     ],
     lifespan=lifespan,

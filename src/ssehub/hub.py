@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import signal
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from ssehub.wire import Message, encode_comment, id_problem
 __all__ = [
     "ADAPTERS",
     "BROADCAST_SLICE",
+    "DEFAULT_EXIT_GRACE",
     "DEFAULT_HEADERS",
     "DEFAULT_HISTORY_BYTES",
     "DEFAULT_HISTORY_MEMORY",
@@ -92,11 +94,14 @@ class Access:
     ``channels``: the selectors the stream reads (None: those it asked for). ``private``: the
     channels whose private events it may read (None: public events only). ``expires``: the UNIX
     time at which the hub ends the stream (`CloseReason.EXPIRED`; a token's ``exp``), or None.
+    ``payload``: any value to attach to the stream as `Subscription.payload` (a token's
+    ``payload`` claim, shown by presence), or None.
     """
 
     channels: Sequence[str] | Selectors | None = None
     private: Sequence[str] | Selectors | None = None
     expires: float | None = None
+    payload: Any = None
 
 
 def _wants_channels(hook: Callable[..., Any]) -> bool:
@@ -214,6 +219,38 @@ class _SignalLink:
         return self.previous(signum, frame)
 
 
+DEFAULT_EXIT_GRACE = 1.0
+"""Seconds a process whose SIGTERM action is the default (waitress, a plain script) lives on
+after the signal, so that its hub's streams end cleanly before it ends as the default would."""
+
+
+class _DefaultExit:
+    """Stands for the default action of SIGTERM (the process ends at once) behind a
+    `_SignalLink`: it ends the process the same way (by the signal, so its exit status is
+    unchanged), once its hub's open streams have ended or `DEFAULT_EXIT_GRACE` seconds have
+    passed. Installed only where no handler was (waitress sets none)."""
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = weakref.ref(hub)
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        # In the main thread: a second signal meanwhile ends the process at once, as before.
+        signal.signal(signum, signal.SIG_DFL)
+        threading.Thread(target=self._end, args=(signum,), name="ssehub-exit", daemon=True).start()
+
+    def _end(self, signum: int) -> None:
+        deadline = time.monotonic() + DEFAULT_EXIT_GRACE
+        while time.monotonic() < deadline:
+            hub = self.hub()
+            if hub is None or not (hub._clients or hub._streams):
+                time.sleep(0.05)  # the server writes the streams' last bytes
+                break
+            time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+
 class Hub:
     """A Server-Sent Events hub: isolated channels, broadcast and ``Last-Event-ID`` replay.
 
@@ -250,9 +287,11 @@ class Hub:
             before they shut the app down). The hub chains a handler in front of the one the
             server installed and then calls it, so the server stops as it always does; it does
             so when it is made in the main thread or starts on the main thread's event loop,
-            and only for signals that have a Python handler (a signal that is ignored, or that
-            ends the process outright, is left alone). `shutdown` removes it. False leaves
-            signals alone: call `shutdown` (or `restart`) yourself.
+            and only for signals that have a Python handler (an ignored signal is left alone).
+            A SIGTERM with no handler at all (waitress installs none; its default ends the
+            process at once and cuts every stream) still ends the process by the signal, but
+            after the streams ended (at most `DEFAULT_EXIT_GRACE` seconds later). `shutdown`
+            removes it. False leaves signals alone: call `shutdown` (or `restart`) yourself.
     """
 
     def __init__(
@@ -395,6 +434,12 @@ class Hub:
         return self._closed
 
     @property
+    def draining(self) -> bool:
+        """True once the server received a signal to exit (see ``end_streams_on_signal``): new
+        streams are refused and open ones are being ended; `shutdown` follows."""
+        return self._draining
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop the hub is bound to (None before its first use)."""
         return self._loop
@@ -514,8 +559,20 @@ class Hub:
 
     def attach(self, sub: Subscription) -> None:
         """Have `shutdown` and `restart` end ``sub``, a stream that reads no channel (a
-        per-request `ssehub.EventStream`). It never counts as a client of a channel."""
+        per-request `ssehub.EventStream`). It never counts as a client of a channel.
+
+        Called on the loop that writes the stream. A hub that serves only such streams never
+        starts, so the first call binds it to that loop and, on the main thread's loop, chains
+        its signal handlers (see ``end_streams_on_signal``): the server installed its own
+        since the hub was made."""
         self._streams[sub] = None
+        if self._loop is None and not self._closed:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            if self.end_streams_on_signal:
+                self._link_signals()
 
     def detach(self, sub: Subscription) -> None:
         """Forget a stream `attach` gave the hub (its writer calls this when it ends)."""
@@ -536,8 +593,11 @@ class Hub:
                 and current.hub() is self
             ):
                 continue
-            if not callable(current):
-                continue  # SIG_DFL ends the process at once, SIG_IGN is meant: leave them be
+            if current == signal.SIG_DFL and signum == signal.SIGTERM:
+                # No handler (waitress, a plain script): the default would cut every stream.
+                current = _DefaultExit(self)
+            elif not callable(current):
+                continue  # SIG_IGN is meant, and SIGINT's default is Python's own: leave them
             link = _SignalLink(self, current)
             signal.signal(signum, link)
             self._signal_links[signum] = link
@@ -550,16 +610,21 @@ class Hub:
         for signum, link in links.items():
             link.hub = None
             if main and signal.getsignal(signum) is link:
-                signal.signal(signum, link.previous)
+                previous = link.previous
+                signal.signal(
+                    signum, signal.SIG_DFL if isinstance(previous, _DefaultExit) else previous
+                )
 
     def _exit_signal(self) -> None:
         # Called by a `_SignalLink`, in the main thread, between two bytecodes of whatever it was
         # running (maybe this hub's loop, maybe code holding a subscription's lock): only flag
         # and hand the work to the hub's loop through its thread-safe queue.
-        loop = self._loop
-        if self._draining or self._closed or loop is None or loop.is_closed():
+        if self._draining or self._closed:
             return
-        self._draining = True
+        self._draining = True  # WSGI per-request streams poll it (`draining`)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self._close_all, CloseReason.SHUTDOWN)
 
@@ -631,8 +696,12 @@ class Hub:
                     self._published[name] = self._published.get(name, 0) + 1
         return result
 
-    async def broadcast(self, message: Message | object) -> dict[str, PublishResult]:
-        """Publish ``message`` to every channel (with subscribers or history); ids by channel.
+    async def broadcast(
+        self, message: Message | object, *, exclude: Collection[str] = ()
+    ) -> dict[str, PublishResult]:
+        """Publish ``message`` to every channel (with subscribers or history) but those in
+        ``exclude`` (reserved channels, such as the standalone hub's presence channel); ids by
+        channel.
 
         Lets the event loop run other work every `BROADCAST_SLICE` seconds, so a broadcast over
         many channels never stalls the streams. Raises as `publish` does (`EventTooLarge` before
@@ -643,6 +712,8 @@ class Hub:
             message = Message(message)
         names = dict.fromkeys(self._channels)
         names.update(dict.fromkeys(await self.backend.channels()))
+        for name in exclude:
+            names.pop(name, None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BROADCAST_SLICE
         ids: dict[str, PublishResult] = {}
@@ -858,12 +929,14 @@ class Hub:
         threaded: bool = False,
         channel: Selection | None = None,
         private: Sequence[str] | Selectors | None = None,
+        payload: Any = None,
     ) -> Subscription:
         """Turn a request into a subscription: authorize, pick the channel(s), resume, connect.
 
         ``channel`` overrides `channel_for` (an app that picks it in its own code, say per
         user): a channel name or a list of selectors. ``private`` selects the channels whose
-        private events the subscriber may read. Used by the adapters. Raises
+        private events the subscriber may read, ``payload`` is the `Subscription.payload` (an
+        `Access` from ``authorize`` may set both). Used by the adapters. Raises
         `SubscriptionDenied` when ``authorize`` refuses, `InvalidSelector` for a bad selector,
         and `HubClosed` after shutdown.
         """
@@ -891,6 +964,8 @@ class Hub:
                 if allowed.private is not None:
                     private = allowed.private
                 expires = allowed.expires
+                if allowed.payload is not None:
+                    payload = allowed.payload
             elif isinstance(allowed, Selectors):
                 selection = allowed
             elif isinstance(allowed, list | tuple | set | frozenset):
@@ -903,6 +978,7 @@ class Hub:
                     threaded=threaded,
                     private=private,
                     expires=expires,
+                    payload=payload,
                 )
         return await self.subscribe(
             selection,
@@ -910,6 +986,7 @@ class Hub:
             request=request,
             threaded=threaded,
             private=private,
+            payload=payload,
         )
 
     async def subscribe(
@@ -922,6 +999,7 @@ class Hub:
         observer: bool = False,
         private: Sequence[str] | Selectors | None = None,
         expires: float | None = None,
+        payload: Any = None,
     ) -> Subscription:
         """Subscribe to ``channel``; resume after ``last_event_id`` when given.
 
@@ -930,11 +1008,14 @@ class Hub:
         every matching channel, each event once, in publish order, and one ``last_event_id``
         resumes all of them. ``private`` selects the channels whose private events this
         subscriber may read (None: public events only). At ``expires`` (a UNIX time: a token's
-        ``exp``) the hub ends the stream as `CloseReason.EXPIRED`.
+        ``exp``) the hub ends the stream as `CloseReason.EXPIRED`. ``payload`` is kept as the
+        subscription's `Subscription.payload` (say, who the subscriber is, for presence).
 
         The subscription first holds the retained events after that id (preceded by a
         `GAP_EVENT` when history does not hold the id), then every live event, with no
-        duplicate and no gap at the seam. End it with `unsubscribe`.
+        duplicate and no gap at the seam; `ssehub.resume.EARLIEST` as ``last_event_id`` asks
+        for every retained event, without the notice. `Subscription.resumed` then says whether
+        history held the id. End it with `unsubscribe`.
         ``threaded=True`` returns a `ThreadedSubscription` for a thread-based writer.
         ``observer=True`` makes a stream that is not a client (a dashboard watching the
         channel): it gets the live events only (``last_event_id`` is ignored), is not counted
@@ -950,6 +1031,7 @@ class Hub:
                 threaded=threaded,
                 observer=observer,
                 private=readable,
+                payload=payload,
             )
             self._expire_at(sub, expires)
             return sub
@@ -961,7 +1043,7 @@ class Hub:
                 channel = next(iter(selectors.names))
             else:
                 return await self._subscribe_selected(
-                    selectors, last_event_id, request, threaded, observer, readable
+                    selectors, last_event_id, request, threaded, observer, readable, payload
                 )
         await self._ready()
         if self._draining:
@@ -976,6 +1058,7 @@ class Hub:
             request=request,
             private=readable,
         )
+        sub.payload = payload
         sub.on_close = self._count_close
         if self._retry_bytes:
             sub.push(self._retry_bytes)
@@ -1030,6 +1113,7 @@ class Hub:
     def _push_seam(self, sub: Subscription, resume: Resume, replay: Replay) -> None:
         seam = resume.finish(replay)
         resume.after = seam.after
+        sub.resumed = seam.gap is None
         if seam.gap is not None:
             sub.push(seam.gap)
         for data in seam.replayed:
@@ -1046,6 +1130,7 @@ class Hub:
         threaded: bool,
         observer: bool,
         readable: Selectors | None,
+        payload: Any = None,
     ) -> Subscription:
         # A subscription reading several channels: registered in each exact channel it names,
         # or, with ``*`` or a template among its selectors, matched against every event.
@@ -1063,6 +1148,7 @@ class Hub:
             selectors=selectors,
             private=readable,
         )
+        sub.payload = payload
         sub.on_close = self._count_close
         if self._retry_bytes:
             sub.push(self._retry_bytes)

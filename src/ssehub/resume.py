@@ -30,10 +30,24 @@ from typing import TypeAlias
 
 from ssehub.wire import Message
 
-__all__ = ["GAP_EVENT", "Position", "Replay", "Resume", "Seam", "gap_notice", "order"]
+__all__ = [
+    "EARLIEST",
+    "GAP_EVENT",
+    "Position",
+    "Replay",
+    "Resume",
+    "Seam",
+    "gap_notice",
+    "order",
+]
 
 GAP_EVENT = "ssehub.gap"
 """The event type a resuming client receives when history no longer holds its Last-Event-ID."""
+
+EARLIEST = " earliest"
+"""The ``last_event_id`` that asks for every retained event (Mercure's ``earliest``), with no
+`GAP_EVENT`. No event can carry it as its id (it starts with a space, which `Hub.publish`
+refuses in an id), so a backend never finds it and replays all it retains."""
 
 Position: TypeAlias = tuple[int, ...]
 """Where an event stands in its channel, as its backend orders it (compared as a whole only
@@ -110,7 +124,7 @@ class Resume:
         """Merge ``replay`` with the held live events: no duplicate, no gap, in order."""
         replayed = tuple(data for _, data in replay.events)
         gap = None
-        if not replay.found:
+        if not replay.found and self.last_event_id != EARLIEST:
             gap = gap_notice(self.last_event_id, len(replay.events)).encode()
         head = replay.head
         if head is not None and self.across:

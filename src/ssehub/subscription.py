@@ -69,8 +69,10 @@ class Subscription:
         "last_event_id",
         "max_buffer",
         "on_close",
+        "payload",
         "private",
         "request",
+        "resumed",
         "selectors",
         "writing",
     )
@@ -98,6 +100,13 @@ class Subscription:
         """The ``Last-Event-ID`` the client resumed from, if any."""
         self.request = request
         """The request that opened the stream (None when subscribed from code)."""
+        self.resumed: bool | None = None
+        """Once the hub replayed history to it: True when history held ``last_event_id`` (or
+        it was `ssehub.resume.EARLIEST`), so every retained event since was replayed; False
+        when the ``ssehub.gap`` notice was sent. None when it did not resume."""
+        self.payload: Any = None
+        """What the app attached to the stream (`Hub.subscribe`'s ``payload``; with a JWT, the
+        token's ``payload`` claim): any value, None when nothing was."""
         self.close_reason: str | None = None
         """Why the subscription ended (a `CloseReason` value), or None while open."""
         self.writing = False

@@ -137,11 +137,23 @@ class WSGIStream:
         self._check = disconnect_check
         self._closed = False
         self._opened = False
+        self._exit: BaseException | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
+        try:
+            return self._next()
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # The server's thread was told to exit while it waited here (gunicorn's sync
+            # worker on Ctrl+C): end the body cleanly, and raise it again from close(), once
+            # the server has ended the response.
+            self._exit = exc
+            self.subscription.close(CloseReason.SHUTDOWN)
+            raise StopIteration from None
+
+    def _next(self) -> bytes:
         sub = self.subscription
         sub.writing = False  # the server has written the previous chunk
         if not self._opened:
@@ -163,7 +175,10 @@ class WSGIStream:
                 sub.close(CloseReason.DISCONNECTED)
 
     def close(self) -> None:
-        """End the subscription (called by the server when the response is done or broken)."""
+        """End the subscription (called by the server when the response is done or broken).
+
+        Raises the `SystemExit` or `KeyboardInterrupt` that interrupted the body's wait, if one
+        did: the response has ended by then, and the server exits as it was told to."""
         if self._closed:
             return
         self._closed = True
@@ -174,6 +189,9 @@ class WSGIStream:
             # unsubscribe must run on the hub's loop; do not wait for it.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.hub.unsubscribe, sub)
+        exit_, self._exit = self._exit, None
+        if exit_ is not None:
+            raise exit_
 
 
 class WSGIEventStream:
@@ -227,11 +245,24 @@ class WSGIEventStream:
         self._done = False  # the source ended (the thread's side)
         self._stopped = False  # close() was called (the server's side)
         self._thread: threading.Thread | None = None
+        self._exit: BaseException | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
+        try:
+            return self._next()
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Told to exit while it waited (gunicorn's sync worker on Ctrl+C): end the body
+            # cleanly; close() raises it again once the server has ended the response.
+            self._exit = exc
+            with self._cond:
+                self._stopped = True
+                self._cond.notify_all()
+            raise StopIteration from None
+
+    def _next(self) -> bytes:
         if self.keepalive is None:
             return self._next_direct()
         if self._thread is None:
@@ -241,7 +272,12 @@ class WSGIEventStream:
             # client sees the stream open before the source's first item.
             return _OPENING
         deadline = time.monotonic() + self.keepalive
+        hub = self.hub
         with self._cond:
+            if hub is not None and (hub.closed or hub.draining):
+                # A busy stream never waits: check the hub here too (two attribute reads).
+                self._stopped = True
+                self._cond.notify_all()
             while not self._pending and not self._done and not self._stopped:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -259,13 +295,14 @@ class WSGIEventStream:
             return chunk
 
     def _gone(self) -> bool:
-        # The client left, or the hub shut down: either ends the body.
-        if self.hub is not None and self.hub.closed:
+        # The client left, or the hub shut down or heard a signal to exit: each ends the body.
+        if self.hub is not None and (self.hub.closed or self.hub.draining):
             return True
         return self._environ is not None and client_disconnected(self._environ)
 
     def _next_direct(self) -> bytes:
-        if self._stopped:
+        hub = self.hub
+        if self._stopped or (hub is not None and (hub.closed or hub.draining)):
             raise StopIteration
         try:
             item = next(self._iterator)
@@ -303,14 +340,19 @@ class WSGIEventStream:
                 self._cond.notify_all()
 
     def close(self) -> None:
-        """Stop the stream and close the source (called by the server); safe to call again."""
+        """Stop the stream and close the source (called by the server); safe to call again.
+
+        Raises the `SystemExit` or `KeyboardInterrupt` that interrupted the body's wait, if one
+        did, once the response has ended."""
+        exit_, self._exit = self._exit, None
         with self._cond:
-            if self._stopped and self._thread is None:
-                return
+            already = self._stopped and self._thread is None
             self._stopped = True
             self._cond.notify_all()
-        if self._thread is None:  # no thread ever read it: close it here
+        if not already and self._thread is None:  # no thread ever read it: close it here
             _close_source(self._iterator)
+        if exit_ is not None:
+            raise exit_
 
 
 def _close_source(iterator: Iterator[Any]) -> None:

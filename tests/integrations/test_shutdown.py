@@ -55,6 +55,8 @@ def documented(example: str, port: int) -> Server:
     first = (EXAMPLES / example).read_text().splitlines()[0]
     assert first.startswith("# Run: "), f"{example} has no '# Run:' line"
     command = first.removeprefix("# Run: ").split("    (")[0].strip()
+    if command.startswith("pip install "):  # the install step, then the command that runs it
+        command = command.split(" && ", 1)[1]
     cwd = ROOT
     if command.startswith("cd "):
         directory, command = command.removeprefix("cd ").split(" && ", 1)
@@ -258,6 +260,13 @@ CASES: list[Case] = [
         lambda port: other("gunicorn", "--bind", f"127.0.0.1:{port}", "flask_app:app"),
         "sigterm",
     ),
+    # Ctrl+C makes the sync worker raise SystemExit in the thread that serves the stream: the
+    # body ends the response, then raises it again.
+    (
+        "gunicorn-sync-flask",
+        lambda port: other("gunicorn", "--bind", f"127.0.0.1:{port}", "flask_app:app"),
+        "ctrl-c",
+    ),
     # Django's development server, with its reloader (two processes).
     (
         "runserver-django",
@@ -280,19 +289,87 @@ CASES: list[Case] = [
         ),
         "ctrl-c",
     ),
+    # waitress installs no SIGTERM handler: the hub's ends the streams, then the process.
+    (
+        "waitress-flask",
+        lambda port: other(
+            "waitress-serve",
+            "--threads",
+            "8",
+            "--channel-request-lookahead",
+            "1",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "flask_app:app",
+        ),
+        "sigterm",
+    ),
 ]
 
 
+# Per-request streams (a generator per response, `EventSourceResponse(..., hub=hub)`): the
+# example's endless count, with a client in the middle of it.
+GENERATOR_PATH = "/count?n=1000000&delay=0.5"
+GENERATOR_CASES: list[Case] = [
+    ("uvicorn-generator", lambda port: documented("generator_stream.py", port), "ctrl-c"),
+    ("uvicorn-generator", lambda port: documented("generator_stream.py", port), "sigterm"),
+    (
+        "hypercorn-generator",
+        lambda port: other(
+            "hypercorn", "--workers", "0", "--bind", f"127.0.0.1:{port}", "generator_stream:app"
+        ),
+        "ctrl-c",
+    ),
+    (
+        "gunicorn-uvicorn-worker-generator",
+        lambda port: other(
+            "gunicorn",
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "generator_stream:app",
+        ),
+        "sigterm",
+    ),
+    (
+        "gunicorn-sync-flask-generator",
+        lambda port: other("gunicorn", "--bind", f"127.0.0.1:{port}", "flask_generator_stream:app"),
+        "ctrl-c",
+    ),
+    # WSGI: the body checks the hub's exit flag on every chunk.
+    (
+        "gunicorn-gthread-flask-generator",
+        lambda port: documented("flask_generator_stream.py", port),
+        "ctrl-c",
+    ),
+    (
+        "gunicorn-gthread-flask-generator",
+        lambda port: documented("flask_generator_stream.py", port),
+        "sigterm",
+    ),
+]
+
+
+CHANNEL_PATH = "/events/my-channel"
+
+
 @pytest.mark.parametrize(
-    ("start", "how"),
-    [pytest.param(start, how, id=f"{name}-{how}") for name, start, how in CASES],
+    ("start", "how", "path"),
+    [
+        *(pytest.param(start, how, CHANNEL_PATH, id=f"{name}-{how}") for name, start, how in CASES),
+        *(
+            pytest.param(start, how, GENERATOR_PATH, id=f"{name}-{how}")
+            for name, start, how in GENERATOR_CASES
+        ),
+    ],
 )
 def test_a_signal_ends_open_streams_and_the_server_exits(
-    start: Callable[[int], Server], how: str, tmp_path: Path
+    start: Callable[[int], Server], how: str, path: str, tmp_path: Path
 ) -> None:
     port = free_port()
     log = tmp_path / "server.log"
-    outcome = signal_during_stream(start(port), port, how, log)
+    outcome = signal_during_stream(start(port), port, how, log, path=path)
     output = log.read_text(errors="replace")[-3000:]
     assert outcome.stream_end is not None and outcome.stream_end <= STREAM_ENDS_WITHIN, (
         f"{outcome}\n{output}"

@@ -29,6 +29,8 @@ class HubProcess:
         full_env.pop("SSEHUB_PUBLISH_TOKEN", None)
         full_env.pop("SSEHUB_SUBSCRIBE_TOKEN", None)
         full_env.pop("SSEHUB_ADMIN_TOKEN", None)
+        for name in ("JWT_SECRET", "JWT_PUBLIC_KEY", "REQUIRE_SUBSCRIBER_TOKEN", "MERCURE"):
+            full_env.pop(f"SSEHUB_{name}", None)
         full_env.update(env or {})
         self.args = [sys.executable, "-m", "ssehub", "serve", "--port", "0", *args]
         self.proc = subprocess.Popen(

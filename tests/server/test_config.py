@@ -39,10 +39,16 @@ EVERY_FLAG = {
     "--history-memory": ["--history-memory", "64MiB"],
     "--max-batch": ["--max-batch", "10"],
     "--admin-token": ["--admin-token", "admin-secret"],
+    "--jwt-secret": ["--jwt-secret", "a-jwt-secret-of-at-least-32-bytes"],
+    # The PEM itself (the flag takes a file, or the key as text).
+    "--jwt-public-key": ["--jwt-public-key", "-----BEGIN PUBLIC KEY-----\nAAAA"],
+    "--require-subscriber-token": ["--require-subscriber-token"],
+    "--mercure": ["--mercure", "off"],
     "--public-metrics": ["--public-metrics"],
     "--metrics-channels": ["--metrics-channels", "5"],
     "--log-level": ["--log-level", "debug"],
     "--access-log": ["--access-log"],
+    "--presence": ["--presence"],
 }
 
 
@@ -55,6 +61,8 @@ def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSEHUB_PUBLISH_TOKEN", raising=False)
     monkeypatch.delenv("SSEHUB_SUBSCRIBE_TOKEN", raising=False)
     monkeypatch.delenv("SSEHUB_ADMIN_TOKEN", raising=False)
+    for name in ("JWT_SECRET", "JWT_PUBLIC_KEY", "REQUIRE_SUBSCRIBER_TOKEN", "MERCURE"):
+        monkeypatch.delenv(f"SSEHUB_{name}", raising=False)
 
 
 def test_every_serve_option_is_a_config_field() -> None:

@@ -246,7 +246,9 @@ def test_json_data_keeps_its_other_fields_and_works_in_a_batch() -> None:
 def test_unknown_fields_are_named_with_the_allowed_ones() -> None:
     error = refused(JSON, b'{"data": "x", "evnet": "typo", "zz": 1}')
     assert error.status == 400
-    assert error.message == "unknown field(s) 'evnet', 'zz'; allowed: data, event, id, retry"
+    assert error.message == (
+        "unknown field(s) 'evnet', 'zz'; allowed: data, event, id, retry, private"
+    )
 
 
 def test_one_bad_item_refuses_the_whole_array_and_names_it() -> None:

@@ -79,6 +79,7 @@ def test_an_allowed_origin_is_echoed_with_vary_and_others_get_nothing() -> None:
     assert not cors.is_allowed_origin(b"http://evil.example")
     assert list(cors.simple_headers(origin(b"http://b.example"))) == [
         (b"access-control-allow-origin", b"http://b.example"),
+        (b"access-control-allow-credentials", b"true"),
         (b"vary", b"Origin"),
     ]
     assert cors.simple_headers(origin(b"http://evil.example")) == ()
@@ -91,6 +92,7 @@ def test_a_preflight_from_an_allowed_origin_lists_methods_and_headers() -> None:
     assert headers == {
         b"allow": b"POST, OPTIONS",
         b"access-control-allow-origin": b"http://a.example",
+        b"access-control-allow-credentials": b"true",
         b"vary": b"Origin",
         b"access-control-allow-methods": b"POST, OPTIONS",
         b"access-control-allow-headers": PREFLIGHT_ALLOW_HEADERS,
@@ -102,7 +104,7 @@ def test_a_preflight_from_an_allowed_origin_lists_methods_and_headers() -> None:
 
 def test_a_wildcard_allows_any_origin_and_requests_without_one() -> None:
     cors = CORS(["*", "http://a.example"])
-    star = [(b"access-control-allow-origin", b"*")]
+    star = [(b"access-control-allow-origin", b"*")]  # never with credentials
     assert list(cors.simple_headers(origin(b"http://whoever.example"))) == star
     assert list(cors.simple_headers([])) == star
     # A listed origin is still echoed, so that credentials can work for it.

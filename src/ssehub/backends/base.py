@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Protocol
 
 from ssehub.errors import EventTooLarge
@@ -86,6 +86,11 @@ def encode_event(message: Message, event_id: str) -> bytes:
         retry=message.retry,
         comment=message.comment,
     ).encode()
+
+
+async def _no_pages() -> AsyncGenerator[list[str], None]:
+    return
+    yield  # an async generator that yields nothing
 
 
 class Backend(abc.ABC):
@@ -187,6 +192,32 @@ class Backend(abc.ABC):
 
     async def retire(self, worker: str) -> None:  # noqa: B027 - optional hook
         """Withdraw hub process ``worker``'s report (it stops cleanly); never raises."""
+
+    async def share_presence(  # noqa: B027 - optional hook
+        self,
+        worker: str,
+        changes: Mapping[str, str | None],
+        ttl: float,
+        *,
+        reset: bool = False,
+    ) -> None:
+        """Keep hub process ``worker``'s list of subscriptions in the shared store for ``ttl``
+        seconds (until the next call): ``changes`` maps a subscription's id to its description
+        (JSON text), or to None for one that left; with ``reset`` the list is replaced by the
+        ``changes``. Nothing to do in one process (the default). Raises
+        `ssehub.BackendUnavailable` when the shared store cannot be reached."""
+
+    def presence(
+        self, exclude: str, ttl: float, *, page: int = 1000
+    ) -> AsyncGenerator[list[str], None]:
+        """The subscriptions every other live hub process shares (`share_presence`, refreshed
+        within ``ttl`` seconds; ``exclude`` is this process), as pages of about ``page`` JSON
+        texts; an id may come twice. Nothing in one process (the default). Raises
+        `ssehub.BackendUnavailable` when the shared store cannot be reached."""
+        return _no_pages()
+
+    async def retire_presence(self, worker: str) -> None:  # noqa: B027 - optional hook
+        """Withdraw hub process ``worker``'s list of subscriptions; never raises."""
 
     async def health(self) -> dict[str, Any]:
         """A JSON-able report of the backend's state; ``{"ok": bool, ...}``."""

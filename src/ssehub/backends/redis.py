@@ -9,20 +9,31 @@ Install with ``pip install 'ssehub[redis]'`` (redis-py's asyncio client) and pas
 
 How it stores and carries events (see the README's Redis section for the key names):
 
-- Each channel is one Redis Stream; Redis assigns the stream id, so ids are ordered across every
-  hub. A message's own id (``Message(id=...)``) is kept as the SSE id and indexed in a hash so a
-  client resuming from it is found. History is trimmed exactly to ``history`` events (and to
-  ``history_ttl`` seconds) by the publish script.
-- Every publish is one Lua script: append to the stream, trim, and ``PUBLISH`` the encoded event
-  on the prefix's feed channel, atomically, so the feed carries events in stream order. A
-  message whose own id is still in the stream is a duplicate: the script stores and publishes
-  nothing, so a retried publish is idempotent across every hub.
+- Each channel is one Redis Stream. An event's stream id is ``<ms>-<g>``: ``ms`` is Redis's
+  clock, ``g`` the prefix's counter (``{prefix}:seq``, one INCR per event), so ids are ordered
+  across every hub and every channel, and an event published to several channels has the same
+  id in each. A message's own id (``Message(id=...)``) is kept as the SSE id and indexed in a
+  hash so a client resuming from it is found. History is trimmed exactly to ``history`` events
+  (and to ``history_ttl`` seconds) by the publish script.
+- Every publish is one Lua script, whatever the number of channels: append to each stream,
+  trim, and ``PUBLISH`` the encoded event once on the prefix's feed channel, atomically, so the
+  feed carries events in ``g`` order. A message whose own id is still in (one of) the streams is
+  a duplicate: the script stores and publishes nothing, so a retried publish is idempotent
+  across every hub. A private event is stored as such (field ``p``) and replayed only to
+  subscribers allowed to read it.
 - Each hub holds one subscriber connection to the feed and delivers the events of the channels
-  it has subscribers on. When that connection drops, it reconnects with backoff and reads each
-  watched stream from the last id it delivered, so nothing Redis accepted is missed or repeated.
+  it has subscribers on (every channel's while it has ``*`` or template subscribers). When that
+  connection drops, it reconnects with backoff and reads each watched stream from the last id it
+  delivered, up to the counter read then, merged in ``g`` order with each event once (the feed
+  carries what follows), so nothing Redis accepted is missed or repeated.
 - The stream id is the order of truth. A replay returns, read atomically with its events, the
   newest stream id, and the hub drops live events at or below it for that client (the feed may
-  still be catching up with history): each event reaches a resuming client once.
+  still be catching up with history): each event reaches a resuming client once. A resume
+  across channels (`RedisBackend.replay_selected`) reads the counter first, then each matched
+  stream's events after the client's ``g`` up to it: the hub drops live events up to that ``g``
+  for that client, and those after it reach the client live.
+- Events of several channels touch keys in several Redis Cluster slots: Cluster is not
+  supported yet (one script publishes to every channel of an event).
 - Each channel has an epoch (a random token in the index hash, set when its stream is made and
   stored in each entry). When a hub's feed reconnects and finds the stream's newest id below the
   last one it delivered (Redis restarted from an older snapshot, or lost its data), or finds a
@@ -35,14 +46,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import math
 import random
 import secrets
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -59,6 +73,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ssehub.backends.base import Backend, Deliver, Forget, PublishResult, Replay, too_large
 from ssehub.errors import BackendUnavailable
 from ssehub.resume import Position, gap_notice
+from ssehub.selectors import Selectors
 from ssehub.wire import Message
 
 if TYPE_CHECKING:
@@ -81,10 +96,24 @@ def _new_epoch() -> str:
 
 _DEAD = (RedisError, OSError, asyncio.TimeoutError)
 
+_PRESENCE_BATCH = 1000  # fields per HSET or HDEL of a presence hash
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
 
 def _sid_key(sid: str) -> tuple[int, int]:
     ms, _, seq = sid.partition("-")
     return int(ms), int(seq)
+
+
+def _stream_g(event_id: str) -> int | None:
+    """The g of an id shaped as a stream id (``<ms>-<g>``), or None for any other id."""
+    ms, dash, g = event_id.partition("-")
+    if dash and ms.isascii() and ms.isdigit() and g.isascii() and g.isdigit():
+        return int(g)
+    return None
 
 
 def _split(message: Message) -> tuple[bytes, bytes]:
@@ -100,8 +129,8 @@ def _split(message: Message) -> tuple[bytes, bytes]:
     return head, body
 
 
-def _entry_event(entry: Any) -> tuple[str, str, bytes, str]:
-    """(stream id, SSE id, encoded bytes, epoch) of one stream entry.
+def _entry_event(entry: Any) -> tuple[str, str, bytes, str, bool]:
+    """(stream id, SSE id, encoded bytes, epoch, private) of one stream entry.
 
     Scripts return an entry's fields as a flat list; redis-py's ``xrange`` makes them a dict.
     """
@@ -115,7 +144,7 @@ def _entry_event(entry: Any) -> tuple[str, str, bytes, str]:
     uid = fields.get(b"u")
     sse = sid.encode() if uid is None else uid
     data = fields.get(b"h", b"") + b"id: " + sse + b"\n" + fields.get(b"b", b"")
-    return sid, sse.decode(), data, fields.get(b"e", b"").decode()
+    return sid, sse.decode(), data, fields.get(b"e", b"").decode(), fields.get(b"p") == b"1"
 
 
 def _redact(url: str) -> str:
@@ -132,6 +161,9 @@ def _redact(url: str) -> str:
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
+
+_PAGE = 1000
+"""Entries read from a stream at a time by a refill."""
 
 REMIND_EVERY = 60.0
 """Seconds between two ``event=redis_down`` reminders while Redis stays unreachable."""
@@ -226,6 +258,9 @@ class _Watch:
     generation: int = 0
     """How many epoch changes this hub has seen on the channel: the first part of a
     `Position`, so that events of a newer epoch come after every older one."""
+    bound: int = -1
+    """The counter when the last refill read the stream: the feed's events up to this g were
+    the refill's to deliver (it did, or they were trimmed before it could)."""
 
     def position(self, epoch: str, key: tuple[int, int]) -> Position:
         """The position of an event of ``epoch`` at stream id ``key``, as seen by this watch."""
@@ -233,6 +268,35 @@ class _Watch:
         if self.epoch is not None and epoch not in (self.epoch, self.stale):
             generation += 1
         return (generation, *key)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One stream entry read by a refill."""
+
+    g: int
+    sid: str
+    key: tuple[int, int]
+    sse: str
+    data: bytes
+    epoch: str
+    private: bool
+
+
+@dataclass(slots=True)
+class _Source:
+    """One stream a refill reads, from ``start`` (an XRANGE start), a page at a time."""
+
+    channel: str
+    watch: _Watch | None
+    """None for a channel read only because every channel is delivered (`watch_all`)."""
+    start: str
+    fresh_epoch: str | None
+    """After an epoch change: the new epoch, whose entries are all delivered."""
+    last: tuple[int, int] | None
+    """The stream id of the last event the watch delivered before the refill."""
+    entries: deque[_Entry] = dataclass_field(default_factory=deque)
+    done: bool = False
 
 
 class RedisBackend(Backend):
@@ -302,6 +366,19 @@ class RedisBackend(Backend):
         self._replay_script: AsyncScript | None = None
         self._length_script: AsyncScript | None = None
         self._head_script: AsyncScript | None = None
+        self._since_script: AsyncScript | None = None
+        self._counter_script: AsyncScript | None = None
+        # Every channel's events are delivered, not only the watched ones' (`watch_all`); the
+        # refill's bound for those, and where the first refill starts when none ran yet.
+        self._all = False
+        self._all_bound = -1
+        self._all_floor: str | None = None
+        # The stream id of the newest event on the feed, the bound of the last refill, and the
+        # newest g this process has seen at all (published, delivered or read): publish.lua's
+        # floor.
+        self._fed_sid: bytes | None = None
+        self._refilled_to = -1
+        self._top_g = 0
         self.reconnects = 0
         """How many times the feed connection was re-established after a failure."""
         self.refilled = 0
@@ -316,6 +393,11 @@ class RedisBackend(Backend):
     def index_key(self, channel: str) -> str:
         """The key of the hash indexing ``channel``'s user-supplied ids (same Cluster slot)."""
         return f"{self.prefix}:{{{channel}}}:index"
+
+    def counter_key(self) -> str:
+        """The key of the counter whose value, ``g``, orders events across channels: each
+        event's stream id is ``<ms>-<g>``, the same in every channel it is published to."""
+        return f"{self.prefix}:seq"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -354,6 +436,8 @@ class RedisBackend(Backend):
         self._replay_script = self._client.register_script(_script("replay"))
         self._length_script = self._client.register_script(_script("length"))
         self._head_script = self._client.register_script(_script("head"))
+        self._since_script = self._client.register_script(_script("since"))
+        self._counter_script = self._client.register_script(_script("counter"))
         self._first_attempt = asyncio.Event()
         self._feed_task = asyncio.get_running_loop().create_task(
             self._run_feed(), name="ssehub-redis-feed"
@@ -391,19 +475,19 @@ class RedisBackend(Backend):
     async def publish(
         self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
     ) -> str:
-        """Append to ``channel``'s stream and fan out to every hub; return the event's id.
+        """Append to ``channel``'s stream (or each of the channels' streams) and fan out to every
+        hub; return the event's id.
 
-        The id is the message's own id when it has one, else the stream id Redis assigned. A
-        message whose own id is still in the channel's history is not stored or published
-        again (``PublishResult(id, duplicate=True)``), whichever hub published it first.
+        The id is the message's own id when it has one, else the stream id ``<ms>-<g>``, the
+        same in every channel (``g`` orders events across channels, see `counter_key`). A
+        message whose own id is still in the history of the channel (or of one of them) is
+        not stored or published again (``PublishResult(id, duplicate=True)``), whichever hub
+        published it first. One round trip, one script, whatever the number of channels.
         Raises `BackendUnavailable` when Redis cannot be reached or refuses the write.
         """
-        if not isinstance(channel, str) or private:
-            raise NotImplementedError(
-                "the Redis backend does not yet publish to several channels or privately"
-            )
         self._require_client()
         assert self._publish_script is not None
+        names = (channel,) if isinstance(channel, str) else channel
         head, body = _split(message)
         uid = message.id
         max_event = self._max_event
@@ -412,11 +496,15 @@ class RedisBackend(Backend):
             size = len(head) + len(body) + 5 + (len(uid.encode()) if uid is not None else 41)
             if size > max_event:
                 raise too_large(size, max_event)
+        keys: list[str] = []
+        for name in names:
+            keys.append(self.stream_key(name))
+            keys.append(self.index_key(name))
+        keys.append(self.counter_key())
         try:
             sid, duplicate, _ = await self._publish_script(
-                keys=[self.stream_key(channel), self.index_key(channel)],
+                keys=keys,
                 args=[
-                    channel,
                     self._maxlen,
                     self._ttl_ms,
                     self._feed_channel,
@@ -425,18 +513,27 @@ class RedisBackend(Backend):
                     uid if uid is not None else "",
                     "1" if uid is not None else "0",
                     _new_epoch(),
+                    "1" if private else "0",
+                    self._top_g,
+                    *names,
                 ],
             )
         except _DEAD as exc:
             raise BackendUnavailable(
                 f"could not store the event on Redis at {self._safe_url}: {exc}"
             ) from exc
-        return PublishResult(uid if uid is not None else sid.decode(), duplicate=bool(duplicate))
+        text = sid.decode()
+        if not duplicate:
+            g = _sid_key(text)[1]
+            if g > self._top_g:
+                self._top_g = g
+        return PublishResult(uid if uid is not None else text, duplicate=bool(duplicate))
 
     # -- replay ------------------------------------------------------------------------------
 
     async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
-        """The retained events of ``channel`` after ``last_event_id`` (a stream or user id).
+        """The retained events of ``channel`` after ``last_event_id`` (a stream or user id);
+        its private events only when ``private`` is true.
 
         ``head`` is the stream's newest id, read atomically with the events: the hub drops live
         events at or below it for this client. An id of an older epoch is not found (the client
@@ -470,8 +567,9 @@ class RedisBackend(Backend):
             return Replay((), found=False)
         events = []
         for entry in entries:
-            _, sse, data, _ = _entry_event(entry)
-            events.append((sse, data))
+            _, sse, data, _, hidden = _entry_event(entry)
+            if private or not hidden:
+                events.append((sse, data))
         head = None
         if raw_newest:
             key = _sid_key(raw_newest.decode())
@@ -479,20 +577,173 @@ class RedisBackend(Backend):
             head = (0, *key) if watch is None else watch.position(raw_epoch.decode(), key)
         return Replay(tuple(events), found=bool(found), head=head)
 
+    async def replay_selected(
+        self, selectors: Selectors, last_event_id: str, *, private: Selectors | None = None
+    ) -> Replay:
+        """The retained events of every channel ``selectors`` match after ``last_event_id``, in
+        publish order (``g``), each once; a private event only where ``private`` matches one of
+        the matched channels that hold it.
+
+        The id is placed by its ``g``: the stream id of the newest matched entry holding it (a
+        user id, found in the channels' indexes), else the id itself when it is a stream id.
+        ``head`` is ``(0, 0, G)``: G is the counter read before any history, and the replay
+        holds every matched event up to it (those after reach the client live). ``found`` is
+        False (and every retained event is replayed) when the id cannot be placed, and False
+        when a matched channel trimmed an event after it, the id is from an older epoch (or
+        predates a loss of history), or, with ``history_ttl``, it is older than that and a
+        channel may have expired whole. Channels of ``*`` and templates are found with
+        ``SCAN``. When Redis cannot be reached, nothing is found (as in `replay`).
+        """
+        if self._maxlen == 0 or any(c in last_event_id for c in "\r\n\0"):
+            return Replay((), found=False)
+        client = self._require_client()
+        try:
+            if selectors.exact_only:
+                names = sorted(selectors.names)
+                before = None
+            else:
+                # Read before the channels are listed: a channel made after the listing holds
+                # only events after G, which reach the client live.
+                before = int(await client.get(self.counter_key()) or 0)
+                listed = await self._stream_names()
+                names = sorted(selectors.names.union(n for n in listed if selectors.matches(n)))
+            for name in names:
+                watch = self._watched.get(name)
+                if watch is not None and watch.resolving is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(watch.resolving)
+            return await self._select(names, before, last_event_id, private, exact=before is None)
+        except _DEAD as exc:
+            if self._feed_up:
+                log.warning(
+                    "event=redis_replay_failed url=%s channels=%d reason=%r",
+                    self._safe_url,
+                    len(selectors),
+                    str(exc) or type(exc).__name__,
+                )
+            return Replay((), found=False)
+
+    async def _select(
+        self,
+        names: list[str],
+        before: int | None,
+        last_event_id: str,
+        private: Selectors | None,
+        *,
+        exact: bool,
+    ) -> Replay:
+        client = self._require_client()
+        guess = _stream_g(last_event_id)
+        readable = ["1" if private is not None and private.matches(n) else "0" for n in names]
+        async with client.pipeline(transaction=False) as pipe:
+            if before is None:
+                pipe.get(self.counter_key())
+            for name, flag in zip(names, readable, strict=True):
+                await self._since(pipe, name, last_event_id, -2 if guess is None else guess, flag)
+            pipe.get(self.counter_key())
+            answers = await pipe.execute()
+        if before is None:
+            before = int(answers.pop(0) or 0)
+        newest = int(answers.pop() or 0)
+        parts: list[Any] = answers
+        # Place the id: the newest anchor, else the g of a stream id no newer than the counter.
+        placed: tuple[int, int, bool] | None = None  # (g, ms, of the current epoch)
+        for part in parts:
+            if part[0]:
+                ms, g = _sid_key(part[0].decode())
+                if placed is None or g > placed[0]:
+                    placed = (g, ms, bool(part[1]))
+        found = True
+        if placed is None and guess is not None and guess <= newest:
+            placed = (guess, _sid_key(last_event_id)[0], True)
+        if placed is None:
+            start, ms0, found = -1, 0, False
+        else:
+            start, ms0, current = placed
+            found = current
+        # Every event up to G is the replay's; the client holds its own id's event and those
+        # before it, so a G behind it (the event came after the counter was read) is raised.
+        head = max(before, start)
+        again = [i for i, part in enumerate(parts) if part[6] == -2 or part[6] > start]
+        if again:
+            async with client.pipeline(transaction=False) as pipe:
+                for i in again:
+                    await self._since(pipe, names[i], last_event_id, start, readable[i], fixed=True)
+                for i, part in zip(again, await pipe.execute(), strict=True):
+                    parts[i] = part
+        whole = exact  # whether every matched channel still has its stream
+        now = 0
+        picked: dict[tuple[str, bytes], tuple[int, str]] = {}
+        for part in parts:
+            _, _, trimmed, regressed, exists, clock, _, entries = part
+            if trimmed > start or regressed >= start:
+                found = False  # the channel lost an event the client is owed
+            whole = whole and bool(exists)
+            now = max(now, clock)
+            for entry in entries:
+                sid, sse, data, _, _ = _entry_event(entry)
+                g = _sid_key(sid)[1]
+                if start < g <= head:
+                    picked.setdefault((sid, data), (g, sse))
+        if self._ttl_ms and not whole and found:
+            # A channel whose stream expired whole left no trace: if the id's event is older
+            # than history_ttl, such a channel may have held events after it.
+            if not now:
+                seconds, micros = await client.time()
+                now = seconds * 1000 + micros // 1000
+            if ms0 < now - self._ttl_ms:
+                found = False
+        if head > self._top_g:
+            self._top_g = head
+        ordered = sorted(picked.items(), key=lambda item: (item[1][0], item[0][0]))
+        events = tuple((sse, key[1]) for key, (_, sse) in ordered)
+        return Replay(events, found=found, head=(0, 0, head))
+
+    async def _since(
+        self,
+        pipe: Any,
+        name: str,
+        last_event_id: str,
+        start: int,
+        readable: str,
+        *,
+        fixed: bool = False,
+    ) -> None:
+        # Queues since.lua on ``pipe`` (run by the pipeline's execute).
+        assert self._since_script is not None
+        await self._since_script(
+            keys=[self.stream_key(name), self.index_key(name)],
+            args=[
+                last_event_id,
+                start,
+                "1" if fixed else "0",
+                readable,
+                self._maxlen,
+                self._ttl_ms,
+            ],
+            client=pipe,
+        )
+
+    async def _stream_names(self) -> list[str]:
+        """The channels that have a stream, found with ``SCAN`` (expired ones may be listed)."""
+        client = self._require_client()
+        start = f"{self.prefix}:{{"
+        names: list[str] = []
+        async for key in client.scan_iter(
+            match=_glob_escape(start) + "*", count=1000, _type="stream"
+        ):
+            text = key.decode()
+            if text.startswith(start) and text.endswith("}"):
+                names.append(text[len(start) : -1])
+        return names
+
     async def channels(self) -> list[str]:
         """Every channel whose stream holds events (found with ``SCAN``; for `Hub.broadcast`)."""
         client = self._require_client()
         if self._maxlen == 0:
             return []
-        start = f"{self.prefix}:{{"
-        names: list[str] = []
         try:
-            async for key in client.scan_iter(
-                match=_glob_escape(start) + "*", count=1000, _type="stream"
-            ):
-                text = key.decode()
-                if text.startswith(start) and text.endswith("}"):
-                    names.append(text[len(start) : -1])
+            names = await self._stream_names()
             if not names:
                 return []
             async with client.pipeline(transaction=False) as pipe:
@@ -566,6 +817,90 @@ class RedisBackend(Backend):
         with contextlib.suppress(*_DEAD):
             await asyncio.wait_for(self._client.hdel(self.workers_key(), worker), self._timeout)
 
+    # -- presence ----------------------------------------------------------------------------
+
+    def presence_key(self, worker: str | None = None) -> str:
+        """The key of hub process ``worker``'s hash of subscriptions (id to JSON text), or,
+        without ``worker``, of the sorted set of hub processes sharing one (by Redis time)."""
+        return f"{self.prefix}:presence" if worker is None else f"{self.prefix}:presence:{worker}"
+
+    async def share_presence(
+        self,
+        worker: str,
+        changes: Mapping[str, str | None],
+        ttl: float,
+        *,
+        reset: bool = False,
+    ) -> None:
+        """Apply ``changes`` to ``worker``'s hash (`presence_key`) and stamp it live with the
+        Redis server's time, in one transaction; the hash expires ``ttl`` seconds after the
+        last call, so the list of a hub that dies goes with it."""
+        client = self._require_client()
+        key, index = self.presence_key(worker), self.presence_key()
+        ttl_ms = max(1, math.ceil(ttl * 1000))
+        put = [(field, value) for field, value in changes.items() if value is not None]
+        gone = [field for field, value in changes.items() if value is None]
+        try:
+            seconds, micros = await client.time()
+            async with client.pipeline(transaction=True) as pipe:
+                if reset:
+                    pipe.delete(key)
+                for start in range(0, len(put), _PRESENCE_BATCH):
+                    pipe.hset(key, mapping=dict(put[start : start + _PRESENCE_BATCH]))
+                for start in range(0, len(gone), _PRESENCE_BATCH):
+                    pipe.hdel(key, *gone[start : start + _PRESENCE_BATCH])
+                pipe.pexpire(key, ttl_ms)
+                pipe.zadd(index, {worker: seconds + micros / 1e6})
+                pipe.pexpire(index, ttl_ms * 3)
+                await pipe.execute()
+        except _DEAD as exc:
+            raise BackendUnavailable(f"Redis at {self._safe_url} is unreachable: {exc}") from exc
+
+    async def presence(
+        self, exclude: str, ttl: float, *, page: int = 1000
+    ) -> AsyncGenerator[list[str], None]:
+        """Every other hub process's subscriptions: the hashes of those stamped live within
+        ``ttl`` seconds (stale stamps are deleted), read with HSCAN ``page`` fields at a time."""
+        client = self._require_client()
+        index = self.presence_key()
+        try:
+            seconds, micros = await client.time()
+            oldest = seconds + micros / 1e6 - ttl
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(index, "-inf", f"({oldest}")
+                pipe.zrangebyscore(index, oldest, "+inf")
+                _, found = await pipe.execute()
+        except _DEAD as exc:
+            raise BackendUnavailable(f"Redis at {self._safe_url} is unreachable: {exc}") from exc
+        for raw in found:
+            worker = raw.decode("utf-8", "replace")
+            if worker == exclude:
+                continue
+            key = self.presence_key(worker)
+            cursor = 0
+            while True:
+                try:
+                    cursor, fields = await client.hscan(key, cursor, count=page)
+                except _DEAD as exc:
+                    raise BackendUnavailable(
+                        f"Redis at {self._safe_url} is unreachable: {exc}"
+                    ) from exc
+                values = fields.values() if isinstance(fields, dict) else fields[1::2]
+                if values:
+                    yield [_text(value) for value in values]
+                if not cursor:
+                    break
+
+    async def retire_presence(self, worker: str) -> None:
+        """Delete ``worker``'s hash and stamp (Redis errors are ignored: both expire)."""
+        if self._client is None:
+            return
+        with contextlib.suppress(*_DEAD):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.delete(self.presence_key(worker))
+                pipe.zrem(self.presence_key(), worker)
+                await asyncio.wait_for(pipe.execute(), self._timeout)
+
     async def health(self) -> dict[str, Any]:
         """``{"ok": ..., "backend": "redis", "url": ..., "feed": ...}``; ok needs PING and feed."""
         report: dict[str, Any] = {
@@ -603,6 +938,15 @@ class RedisBackend(Backend):
         watch = self._watched.pop(channel, None)
         if watch is not None and watch.resolving is not None:
             watch.resolving.cancel()
+
+    def watch_all(self, on: bool) -> None:
+        """Deliver every channel's events (``on``: the hub has ``*`` or template subscribers),
+        or only the watched channels' again. After a feed outage, the refill then reads every
+        stream (found with ``SCAN``) from the feed's last g."""
+        self._all = on
+        if on and self._fed() is None:
+            # The feed never connected: a first refill reads every stream from now.
+            self._all_floor = self._time_floor()
 
     def _time_floor(self) -> str:
         # The Redis clock now, as well as this process knows it, less a margin: every event
@@ -681,12 +1025,18 @@ class RedisBackend(Backend):
 
     def _on_feed(self, payload: bytes) -> None:
         header_end = payload.index(b"\n")
-        raw_sid, raw_clen, raw_ulen, raw_elen = payload[:header_end].split(b" ")
+        header = payload[:header_end].split(b" ")
+        if len(header) != 4:
+            self._on_feed_event(payload, header, header_end + 1)
+            return
+        # One public event to one channel: the header as before multi-channel events.
+        raw_sid, raw_clen, raw_ulen, raw_elen = header
+        self._fed_sid = raw_sid
         start = header_end + 1
         clen = int(raw_clen)
         channel = payload[start : start + clen].decode()
         watch = self._watched.get(channel)
-        if watch is None:
+        if watch is None and not self._all:
             return
         start += clen
         sid = raw_sid.decode()
@@ -700,9 +1050,50 @@ class RedisBackend(Backend):
         elen = int(raw_elen)
         epoch = payload[start : start + elen].decode()
         start += elen
+        if watch is None:
+            if key[1] > self._all_bound:
+                assert self._deliver is not None
+                self._deliver(channel, sse, payload[start:], (0, *key))
+            return
+        if key[1] <= watch.bound:
+            return  # the last refill's to deliver
         if watch.last is not None and epoch in (watch.epoch, watch.stale) and key <= watch.last:
             return  # already delivered by a refill
         self._deliver_entry(channel, watch, sid, sse, payload[start:], epoch)
+
+    def _on_feed_event(self, payload: bytes, header: list[bytes], start: int) -> None:
+        # "<sid> <uid len> <private> (<channel len> <epoch len>)...\n", then each channel and
+        # its epoch, the uid and the event: see publish.lua.
+        raw_sid = header[0]
+        self._fed_sid = raw_sid
+        sid = raw_sid.decode()
+        key = _sid_key(sid)
+        g = key[1]
+        parts: list[tuple[str, _Watch | None, str]] = []
+        for i in range(3, len(header), 2):
+            clen = int(header[i])
+            channel = payload[start : start + clen].decode()
+            start += clen
+            elen = int(header[i + 1])
+            epoch = payload[start : start + elen].decode()
+            start += elen
+            watch = self._watched.get(channel)
+            if watch is None:
+                if self._all and g > self._all_bound:
+                    parts.append((channel, None, epoch))
+            elif g > watch.bound and not (
+                watch.last is not None and epoch in (watch.epoch, watch.stale) and key <= watch.last
+            ):
+                parts.append((channel, watch, epoch))
+        if not parts:
+            return
+        ulen = int(header[1])
+        if ulen >= 0:
+            sse = payload[start : start + ulen].decode()
+            start += ulen
+        else:
+            sse = sid
+        self._arrive(parts, sid, key, sse, payload[start:], header[2] == b"1")
 
     def _deliver_entry(
         self, channel: str, watch: _Watch, sid: str, sse: str, data: bytes, epoch: str
@@ -721,6 +1112,46 @@ class RedisBackend(Backend):
         assert self._deliver is not None
         self._deliver(channel, sse, data, position)
 
+    def _arrive(
+        self,
+        parts: list[tuple[str, _Watch | None, str]],
+        sid: str,
+        key: tuple[int, int],
+        sse: str,
+        data: bytes,
+        private: bool,
+    ) -> None:
+        """Deliver one event to ``parts``, its channels to deliver as ``(channel, watch or None
+        (not watched: `watch_all`), its epoch there)``, once, with the tuple of channels."""
+        # One position for every channel: its generation is the highest of theirs, and each
+        # watch takes it (a generation only grows), so that positions keep growing in each.
+        generation = 0
+        for _, watch, epoch in parts:
+            if watch is not None:
+                own = watch.position(epoch, key)[0]
+                if own > generation:
+                    generation = own
+        for _, watch, epoch in parts:
+            if watch is not None:
+                if watch.position(epoch, key)[0] != watch.generation:
+                    watch.stale = watch.epoch
+                    watch.epoch = epoch
+                elif watch.epoch is None:
+                    watch.epoch = epoch
+                watch.generation = generation
+                watch.last = key
+                watch.last_raw = sid
+                watch.last_sse = sse
+        position = (generation, *key)
+        channel: str | tuple[str, ...] = (
+            parts[0][0] if len(parts) == 1 else tuple(part[0] for part in parts)
+        )
+        assert self._deliver is not None
+        if private:
+            self._deliver(channel, sse, data, position, True)
+        else:
+            self._deliver(channel, sse, data, position)
+
     def _gap(self, channel: str, watch: _Watch) -> None:
         """Tell the channel's open streams, once, that history lost events they may have had."""
         watch.generation += 1
@@ -728,10 +1159,23 @@ class RedisBackend(Backend):
         assert self._deliver is not None
         self._deliver(channel, "", notice, (watch.generation, 0, 0))
 
+    def _fed(self) -> int | None:
+        """The newest g the feed has passed (None before its first connection)."""
+        sid = self._fed_sid
+        if sid is None:
+            return None if self._refilled_to < 0 else self._refilled_to
+        return max(_sid_key(sid.decode())[1], self._refilled_to)
+
     async def _refill(self) -> None:
-        """Deliver what each watched stream got after the last event the feed delivered."""
-        client = self._require_client()
-        assert self._head_script is not None
+        """Deliver what the feed missed while it was down: each watched stream's events after
+        the last one delivered (with `watch_all`, every stream's after the feed's last g), up
+        to the counter read now (the feed carries those after it), merged in g order, each
+        event once with all of its channels, as the feed would have."""
+        assert self._head_script is not None and self._counter_script is not None
+        fed = self._fed()
+        floor = max(self._top_g, fed or 0)
+        bound = int(await self._counter_script(keys=[self.counter_key()], args=[floor]))
+        sources: list[_Source] = []
         for channel, watch in list(self._watched.items()):
             if watch.resolving is not None:
                 watch.resolving.cancel()
@@ -745,7 +1189,7 @@ class RedisBackend(Backend):
                 start = "(" + watch.last_raw
                 raw_epoch, _ = await self._head_script(
                     keys=[self.stream_key(channel), self.index_key(channel)],
-                    args=[watch.epoch or "", watch.last_raw, _new_epoch()],
+                    args=[watch.epoch or "", watch.last_raw, _new_epoch(), self._ttl_ms],
                 )
                 if self._watched.get(channel) is not watch:
                     continue
@@ -761,19 +1205,101 @@ class RedisBackend(Backend):
                 start = watch.floor
             else:  # pragma: no cover - every watch gets a floor
                 continue
-            while True:
-                entries: Any = await client.xrange(self.stream_key(channel), start, "+", count=1000)
-                if self._watched.get(channel) is not watch:
-                    break
-                for entry in entries:
-                    sid, sse, data, epoch = _entry_event(entry)
-                    key = _sid_key(sid)
-                    if fresh_epoch is not None and not (
-                        (fresh_epoch and epoch == fresh_epoch) or (last is not None and key > last)
-                    ):
-                        continue
+            sources.append(_Source(channel, watch, start, fresh_epoch, last))
+        everything = self._all
+        if everything:
+            refilling = {source.channel for source in sources}
+            for name in await self._stream_names():
+                if name in refilling or name in self._watched:
+                    continue
+                begin = self._all_floor if fed is None else await self._start_after(name, fed)
+                if begin is not None:
+                    sources.append(_Source(name, None, begin, None, None))
+        await self._merge(sources, bound)
+        for source in sources:
+            if source.watch is not None:
+                source.watch.bound = bound
+        if everything:
+            self._all_bound = bound
+        self._refilled_to = max(self._refilled_to, bound)
+        if bound > self._top_g:
+            self._top_g = bound
+
+    async def _start_after(self, channel: str, g: int) -> str | None:
+        """Where ``channel``'s entries after ``g`` begin, as an XRANGE start (None: none)."""
+        client = self._require_client()
+        upper = "+"
+        newest = True
+        while True:
+            page: Any = await client.xrevrange(self.stream_key(channel), upper, "-", count=100)
+            for raw_sid, _ in page:
+                if _sid_key(raw_sid.decode())[1] <= g:
+                    return None if newest else "(" + raw_sid.decode()
+                newest = False
+            if len(page) < 100:
+                return "-"
+            upper = "(" + page[-1][0].decode()
+
+    async def _merge(self, sources: list[_Source], bound: int) -> None:
+        """Deliver the entries of ``sources`` up to g ``bound`` in g order, each event once."""
+        heap: list[tuple[int, str, int]] = []
+
+        async def advance(index: int) -> _Entry:
+            source = sources[index]
+            entry = source.entries.popleft()
+            if not source.entries:
+                await self._fill(source, bound)
+            if source.entries:
+                head = source.entries[0]
+                heapq.heappush(heap, (head.g, head.sid, index))
+            return entry
+
+        for index, source in enumerate(sources):
+            await self._fill(source, bound)
+            if source.entries:
+                head = source.entries[0]
+                heapq.heappush(heap, (head.g, head.sid, index))
+        while heap:
+            sid = heap[0][1]
+            group: list[tuple[_Source, _Entry]] = []
+            while heap and heap[0][1] == sid:
+                index = heapq.heappop(heap)[2]
+                group.append((sources[index], await advance(index)))
+            while group:
+                # The same stream id with the same bytes in several streams is one event.
+                first = group[0][1]
+                same = [item for item in group if item[1].data == first.data]
+                group = [item for item in group if item[1].data != first.data]
+                parts = [
+                    (source.channel, source.watch, entry.epoch)
+                    for source, entry in same
+                    if (self._watched.get(source.channel) is source.watch)
+                    if source.watch is not None or self._all
+                ]
+                if parts:
                     self.refilled += 1
-                    self._deliver_entry(channel, watch, sid, sse, data, epoch)
-                if len(entries) < 1000:
+                    self._arrive(parts, sid, first.key, first.sse, first.data, first.private)
+
+    async def _fill(self, source: _Source, bound: int) -> None:
+        """Read ``source``'s next entries up to g ``bound`` (none left: ``source.done``)."""
+        client = self._require_client()
+        while not source.entries and not source.done:
+            entries: Any = await client.xrange(
+                self.stream_key(source.channel), source.start, "+", count=_PAGE
+            )
+            if len(entries) < _PAGE:
+                source.done = True
+            else:
+                source.start = "(" + entries[-1][0].decode()
+            fresh, last = source.fresh_epoch, source.last
+            for raw in entries:
+                sid, sse, data, epoch, private = _entry_event(raw)
+                key = _sid_key(sid)
+                if key[1] > bound:
+                    source.done = True  # published since the counter was read: the feed's
                     break
-                start = "(" + entries[-1][0].decode()
+                if fresh is not None and not (
+                    (fresh and epoch == fresh) or (last is not None and key > last)
+                ):
+                    continue
+                source.entries.append(_Entry(key[1], sid, key, sse, data, epoch, private))

@@ -9,6 +9,7 @@ The modules, one concept each, from the request to the command line:
 - ``app``: `HubServer`, the routes as a table and their endpoints;
 - ``routing``: `Route` and the compiled `Router` (OPTIONS and 405 come from the table);
 - ``publish``: publish requests as data (sans-IO): head and body in, messages or a refusal out;
+- ``auth``: who may publish and subscribe: the shared tokens and JWTs, as one object;
 - ``cors``: the cross-origin policy as one object;
 - ``dashboard``: the dashboard page and its statistics feed;
 - ``metrics``: Prometheus metrics read from the hub's counters at scrape time;

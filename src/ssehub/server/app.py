@@ -4,13 +4,25 @@ Routes (the contract in DESIGN.md), as the table in `HubServer.__init__`:
 
 - ``GET /events/{channel...}`` streams the channel (its name is the full request path);
   ``POST`` to the same path publishes to it.
+- ``GET /events?channel=<selector>`` (repeatable) streams every channel its selectors match
+  (exact names, ``*``, URI templates); ``POST /events`` publishes one event to the channels its
+  JSON body names.
 - ``POST /broadcast`` publishes to every channel.
 - ``GET /channels``, ``GET /metrics``, ``GET /healthz``, ``GET /`` (the dashboard),
   ``GET /dashboard/stats`` (the dashboard's own live feed, on a hub of its own) and
   ``GET /dashboard/watch/events/{channel...}`` (the dashboard's live view of a channel: a
   stream that is not counted as a client).
+- With Mercure on (``mercure``), ``GET /.well-known/mercure?topic=<selector>`` subscribes and
+  ``POST /.well-known/mercure`` publishes a form-encoded update, on the same channels
+  (`ssehub.server.mercure`); answers there are Mercure's (``text/plain``, errors included).
+- With ``presence``: ``GET /subscriptions`` and ``GET /subscriptions/{channel...}`` list the open
+  subscriptions, and joins and leaves are private events on the reserved channel
+  ``/subscriptions`` (`ssehub.server.presence`); that channel is left out of ``/channels`` and
+  of broadcasts (and no publish can name it: every channel a client names is under ``/events/``).
 - ``OPTIONS`` on any route answers a CORS preflight; another method the route does not list
   gets 405. Both carry the route's ``Allow``.
+
+Who may publish and subscribe (the shared tokens, JWTs) is `ssehub.server.auth.Auth`'s to say.
 
 Exposure: with an admin token (``admin_token``, else the subscribe token), ``/channels``,
 ``/metrics`` (unless ``public_metrics``) and the dashboard's statistics and watch need it, as
@@ -33,33 +45,48 @@ alone, so that a refused request's body is never read (ssehub's native server do
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl
 
 from ssehub._serving import DIRECT_STREAM, Answer, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
-from ssehub.errors import BackendUnavailable, EventTooLarge, HubClosed
+from ssehub.errors import (
+    BackendUnavailable,
+    EventTooLarge,
+    HubClosed,
+    InvalidMessage,
+    InvalidSelector,
+)
 from ssehub.hub import Hub
-from ssehub.server._json import dumps
+from ssehub.mercure import HUB_PATH, SUBSCRIPTIONS_PATH
+from ssehub.request import Request
+from ssehub.selectors import Selector
+from ssehub.server import mercure
+from ssehub.server._json import dumps, loads
+from ssehub.server.auth import BEARER_REALM, INVALID_TOKEN, Auth, Publisher, token_in
 from ssehub.server.cors import CORS
 from ssehub.server.dashboard import STATS_PATH, WATCH_PREFIX, Dashboard
+from ssehub.server.mercure import SubscriptionEvents
+from ssehub.server.presence import PRESENCE_CHANNEL, Presence, presence_reader
 from ssehub.server.publish import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
+    EVENTS_PREFIX,
+    PrivateMessage,
+    PublishError,
     PublishHead,
     check_event_sizes,
     check_head,
     parse_body,
+    parse_channels,
     too_large,
 )
 from ssehub.server.routing import Endpoint, HTTPError, Resource, Route, Router, decode_path
 from ssehub.server.workers import Workers, WorkerState, version
+from ssehub.subscription import Subscription
 from ssehub.types import Receive, Scope, Send
 
 __all__ = [
@@ -74,14 +101,11 @@ __all__ = [
 
 log = logging.getLogger("ssehub.server")
 
-EVENTS_PREFIX = "/events/"
-"""The prefix of every channel's path: ``/events/<channel>``."""
-
 DEFAULT_METRICS_CHANNELS = 50
 """Channels given their own series in ``/metrics`` by default (the busiest; the rest summed)."""
 
 _JSON_CT = (b"content-type", b"application/json")
-_BEARER_REALM = [(b"www-authenticate", b'Bearer realm="ssehub"')]
+_TEXT_CT = (b"content-type", b"text/plain; charset=utf-8")
 _NO_STORE = [(b"cache-control", b"no-store")]
 
 
@@ -98,23 +122,6 @@ def _full_path(scope: Scope) -> str:
     return path
 
 
-def _token_in(scope: Scope, token: bytes) -> bool:
-    """Whether the request carries ``token`` as ``Authorization: Bearer`` or ``?token=``."""
-    for name, value in scope["headers"]:
-        if (
-            name == b"authorization"
-            and value[:7].lower() == b"bearer "
-            and hmac.compare_digest(value[7:].strip(), token)
-        ):
-            return True
-    query = scope.get("query_string", b"")
-    if query:
-        for key, value in parse_qsl(query.decode("latin-1")):
-            if key == "token" and hmac.compare_digest(value.encode("latin-1"), token):
-                return True
-    return False
-
-
 def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
     """Whether a ``Host`` header names one of ``allowed`` (lowercase host names, optionally
     with ``:port``; ``.example.com`` allows every subdomain of example.com)."""
@@ -125,6 +132,23 @@ def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
     if name in allowed:
         return True
     return any(entry[:1] == b"." and name.endswith(entry) for entry in allowed)
+
+
+# What a publish request publishes to (see HubServer._publish_head).
+_CHANNEL = "channel"  # the channel its path names
+_CHANNELS = "channels"  # the channels its body names (POST /events)
+_BROADCAST = "broadcast"  # every channel
+_MERCURE = "mercure"  # the topics its form names (POST /.well-known/mercure)
+
+_TARGETS = {_CHANNELS: "/events", _BROADCAST: "/broadcast", _MERCURE: HUB_PATH}
+
+
+def _target(kind: str, scope: Scope) -> str:
+    """What a publish request targets, as logged: its channel, ``/events``, ``/broadcast`` or
+    the Mercure hub's path."""
+    if kind == _CHANNEL:
+        return _full_path(scope)
+    return _TARGETS[kind]
 
 
 _IDS_SLICE = 2000  # channels encoded between two yields of a broadcast's answer
@@ -144,13 +168,41 @@ async def _dumps_ids(ids: Mapping[str, str]) -> bytes:
 
 
 def _not_found(path: str) -> HTTPError:
-    if path in (EVENTS_PREFIX, "/events"):
-        return HTTPError(404, "no channel given: use /events/<channel>")
+    if path == EVENTS_PREFIX:
+        return HTTPError(
+            404, "no channel given: use /events/<channel> or /events?channel=<selector>"
+        )
     return HTTPError(
         404,
-        f"no route {path}; the routes are /events/<channel>, /broadcast, /channels, "
+        f"no route {path}; the routes are /events/<channel>, /events, /broadcast, /channels, "
         "/metrics, /healthz and /",
     )
+
+
+_CHANNEL_QUERY_HINT = (
+    "GET /events reads the channels named by ?channel=<selector> (repeatable): a full "
+    "channel name such as /events/news, '*' or a URI template such as /events/rooms/{id}"
+)
+
+
+def _selectors_of(
+    request: Request, reserved: tuple[str, ...] = (), *, topics: bool = False
+) -> list[str]:
+    """The ``?channel=`` selectors of ``GET /events``; `HTTPError` 400 when there is none or
+    an exact name is not a full channel path (it could never match a channel) nor one of the
+    ``reserved`` channels (the presence channel), unless ``topics`` (Mercure is on: any topic
+    is a channel, ``https://example.com/books/1`` too)."""
+    selectors = request.query_values("channel")
+    if not selectors:
+        raise HTTPError(400, f"no channel given: {_CHANNEL_QUERY_HINT}")
+    for text in selectors:
+        try:
+            exact = Selector(text).kind == "exact"
+        except InvalidSelector as exc:
+            raise HTTPError(400, f"bad channel selector {text!r}: {exc}") from None
+        if exact and not topics and not text.startswith(EVENTS_PREFIX) and text not in reserved:
+            raise HTTPError(400, f"{text!r} is not a channel name: {_CHANNEL_QUERY_HINT}")
+    return selectors
 
 
 class HubServer:
@@ -160,6 +212,9 @@ class HubServer:
         hub: the hub to serve (its ``channel_name`` should stay the default, the path).
         publish_token: when set, ``POST`` requests need ``Authorization: Bearer <token>``.
         subscribe_token: when set, streams need the same header or ``?token=<token>``.
+        auth: the rules of the shared tokens and JWTs, instead of ``publish_token`` and
+            ``subscribe_token`` (see `ssehub.server.auth`); with a JWT key, the hub must be
+            built with ``authorize=auth.authorize``.
         cors_origins: origins allowed to call the hub from a browser (``"*"`` for any).
         max_body: the largest publish body in bytes (larger ones get 413).
         max_batch: the most messages one JSON array publishes (more gets 413).
@@ -172,6 +227,12 @@ class HubServer:
             events published; the others are summed under ``channel="(other)"``).
         max_clients: open streams (of the hub and the dashboard) past which a new one gets
             503; None for no cap. Publishes and reads are never counted or refused by it.
+        mercure: speak the Mercure protocol at ``/.well-known/mercure`` (its topics are the
+            hub's channels; see `ssehub.server.mercure`), and let ``GET /events?channel=``
+            name any topic, not only ``/events/...`` paths.
+        presence: list the open subscriptions at ``/subscriptions`` (for the admin token, or
+            with JWTs a token whose subscribe selectors match ``/subscriptions``) and announce
+            joins and leaves on the reserved channel ``/subscriptions``.
     """
 
     def __init__(
@@ -189,7 +250,14 @@ class HubServer:
         allowed_hosts: Iterable[str] = (),
         metrics_channels: int = DEFAULT_METRICS_CHANNELS,
         max_clients: int | None = None,
+        auth: Auth | None = None,
+        mercure: bool = False,
+        presence: bool = False,
     ) -> None:
+        if auth is None:
+            auth = Auth(publish_token=publish_token, subscribe_token=subscribe_token)
+        elif publish_token or subscribe_token:
+            raise ValueError("give the tokens to Auth, not next to it")
         if max_body <= 0:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
         if max_batch <= 0:
@@ -205,15 +273,16 @@ class HubServer:
         """Channels with series of their own in ``/metrics`` (the rest are summed)."""
         self.max_clients = max_clients
         """Open streams past which a new one gets 503 (None: no cap)."""
-        admin = admin_token or subscribe_token
-        self._admin_token = admin.encode() if admin else None
+        self.auth = auth
+        """Who may publish and subscribe (`ssehub.server.auth.Auth`)."""
+        self.mercure = mercure
+        """Whether the hub speaks Mercure at ``/.well-known/mercure``."""
+        self._admin_token = admin_token.encode() if admin_token else auth.subscribe_token
         self._public_metrics = public_metrics
         hosts = [h.strip().lower() for h in allowed_hosts]
         if not all(h and h.isascii() and h.isprintable() and " " not in h for h in hosts):
             raise ValueError(f"allowed hosts are ASCII names (punycode for IDNs): {hosts!r}")
         self._allowed_hosts = frozenset(h.encode() for h in hosts)
-        self._publish_token = publish_token.encode() if publish_token else None
-        self._subscribe_token = subscribe_token.encode() if subscribe_token else None
         self.cors = CORS(cors_origins)
         """The cross-origin policy (``cors_origins``)."""
         self.publish_errors: dict[int, int] = {}
@@ -225,6 +294,17 @@ class HubServer:
         self.workers = Workers(hub.backend, self.worker_state)
         """This process's numbers and, with a shared backend (``--workers``), every other
         hub process's (see `ssehub.server.workers`)."""
+        self.presence = Presence(hub, self.workers.name) if presence else None
+        """The open subscriptions, listed and announced (None without ``presence``)."""
+        # Channels that are the hub's own, not its users': never listed nor broadcast to, and
+        # no Mercure publisher may name them.
+        self._reserved: tuple[str, ...] = (PRESENCE_CHANNEL,) if presence else ()
+        self.mercure_events = (
+            SubscriptionEvents(hub, self.presence)
+            if mercure and self.presence is not None
+            else None
+        )
+        """Mercure's subscription events (with Mercure and presence on), else None."""
         self.dashboard = Dashboard(
             hub,
             self.publish_errors,
@@ -240,16 +320,29 @@ class HubServer:
         self._registry: Any = None
         # Whether answers name the process that gave them (other processes share the hub).
         self._label = hub.backend.shared
-        broadcast = partial(self._publish, broadcast=True)
-        # What refuse_head checks beyond the route: a publish's head, a stream's cap.
-        self._publishers: tuple[Endpoint, ...] = (self._publish, broadcast)
+        # What refuse_head checks beyond the route: a publish's head (by what it publishes
+        # to), a stream's cap.
+        self._publishers: dict[Endpoint, str] = {
+            self._publish: _CHANNEL,
+            self._publish_channels: _CHANNELS,
+            self._broadcast: _BROADCAST,
+            self._mercure_publish: _MERCURE,
+        }
         watch = self._admin(self._watch)
-        self._subscribers: tuple[Endpoint, ...] = (self._subscribe, self._get_stats_stream, watch)
+        self._subscribers: tuple[Endpoint, ...] = (
+            self._subscribe,
+            self._subscribe_channels,
+            self._get_stats_stream,
+            watch,
+            self._mercure_subscribe,
+        )
         self.router = Router(
             [
                 Route(EVENTS_PREFIX, self._subscribe, ("GET",), prefix=True),
                 Route(EVENTS_PREFIX, self._publish, ("POST",), prefix=True),
-                Route("/broadcast", broadcast, ("POST",)),
+                Route("/events", self._subscribe_channels, ("GET",)),
+                Route("/events", self._publish_channels, ("POST",)),
+                Route("/broadcast", self._broadcast, ("POST",)),
                 Route("/", self._get_dashboard),
                 Route("/channels", self._admin(self._get_channels)),
                 Route(
@@ -259,9 +352,54 @@ class HubServer:
                 Route("/healthz", self._get_health),
                 Route(STATS_PATH, self._admin(self._get_stats_stream)),
                 Route(WATCH_PREFIX + "/", watch, ("GET",), prefix=True),
+                *self._mercure_routes(),
+                *self._presence_routes(),
             ]
         )
         """The route table."""
+
+    def _mercure_routes(self) -> list[Route]:
+        if not self.mercure:
+            return []
+        routes = [
+            Route(HUB_PATH, self._mercure_subscribe),
+            Route(HUB_PATH, self._mercure_publish, ("POST",)),
+        ]
+        if self.mercure_events is not None:
+            listing: Endpoint = self._mercure_subscriptions
+            if self.auth.jwt is None:
+                listing = self._admin(listing)
+            routes += [
+                Route(SUBSCRIPTIONS_PATH, listing),
+                Route(SUBSCRIPTIONS_PATH + "/", listing, prefix=True),
+            ]
+        return routes
+
+    def _presence_routes(self) -> list[Route]:
+        if self.presence is None:
+            return []
+        jwt = self.auth.jwt
+        if jwt is None:
+            listing = self._admin(self._get_subscriptions)
+        else:
+            # With JWTs: a token allowed to read the presence channel, or an admin token given
+            # as such (the subscribe token, which every subscriber holds, is not enough).
+            explicit = self._admin_token
+            if explicit == self.auth.subscribe_token:
+                explicit = None
+            listing = presence_reader(jwt, explicit, self._get_subscriptions)
+        return [
+            Route(PRESENCE_CHANNEL, listing),
+            Route(PRESENCE_CHANNEL + "/", listing, prefix=True),
+        ]
+
+    def auth_names(self) -> list[str]:
+        """What guards this hub, by name (never a value): ``jwt``,
+        ``require-subscriber-token``, ``publish-token``, ``subscribe-token``, ``admin-token``."""
+        names = self.auth.names()
+        if self._admin_token is not None and self._admin_token != self.auth.subscribe_token:
+            names.append("admin-token")
+        return names
 
     @property
     def stats_hub(self) -> Hub:
@@ -310,6 +448,10 @@ class HubServer:
         await self.hub.start()
         await self.stats_hub.start()
         self.workers.start()
+        if self.presence is not None:
+            self.presence.start()
+        if self.mercure_events is not None:
+            self.mercure_events.start()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Refuse new publishes, let in-flight ones finish, then end every stream cleanly."""
@@ -323,6 +465,10 @@ class HubServer:
                     log.warning("event=shutdown_timeout inflight_publishes=%d", self._inflight)
             self.dashboard.stop()
             await self.workers.stop()
+            if self.presence is not None:
+                await self.presence.stop()
+            if self.mercure_events is not None:
+                await self.mercure_events.stop()
         await asyncio.gather(self.hub.shutdown(timeout), self.stats_hub.shutdown(timeout))
 
     # -- ASGI --------------------------------------------------------------------------------
@@ -342,9 +488,7 @@ class HubServer:
             else:
                 await self._send_preflight(scope, send, resource.allow)
         except HTTPError as exc:
-            await self._send_json(
-                scope, send, exc.status, dumps({"error": exc.message}), exc.headers
-            )
+            await self._send_error(scope, send, exc.status, exc.message, exc.headers)
         except _ClientGone:
             pass
 
@@ -389,8 +533,9 @@ class HubServer:
         before any body byte is buffered (ssehub's native server does, for every request that
         declares a body). The rules are the app's own, in the same order: a ``Host`` outside
         ``allowed_hosts`` or a path that is not UTF-8 (400), no route (404), a method the route
-        does not serve (405), then for a publish the hub shutting down (503), the token (401),
-        a cross-site ``Origin`` (403), a declared ``Content-Length`` over ``max_body`` (413) and
+        does not serve (405), then for a publish the hub shutting down (503), the token (401;
+        a JWT is verified), a channel or a broadcast outside a JWT's publish claim (403), a
+        cross-site ``Origin`` (403), a declared ``Content-Length`` over ``max_body`` (413) and
         a compressed body (415), and for a stream the ``max_clients`` cap (503). A publish
         refused here is counted and logged as the app would. The answer is JSON
         ``{"error": ...}`` with this server's CORS headers for the request's origin.
@@ -399,19 +544,23 @@ class HubServer:
         try:
             scope = self._prepare(scope)
             endpoint, _ = self._route(scope["path"], scope["method"])
-            if endpoint in self._publishers:
+            kind = self._publishers.get(endpoint) if endpoint is not None else None
+            if kind is not None:
+                target = _target(kind, scope)
                 try:
-                    self._publish_head(scope)
+                    self._publish_head(scope, kind, target)
                 except HTTPError as exc:
-                    broadcast = endpoint is self._publishers[1]
-                    target = "/broadcast" if broadcast else _full_path(scope)
                     self._rejected(exc.status, target, scope, exc.message)
                     raise
             elif endpoint in self._subscribers:
                 self._check_capacity()
         except HTTPError as exc:
-            body = dumps({"error": exc.message})
-            headers = [_JSON_CT, (b"content-length", b"%d" % len(body)), *exc.headers]
+            if self.mercure and mercure.is_mercure_path(scope["path"]):
+                headers, body = mercure.text_error(exc.status, exc.message)
+                headers += exc.headers
+            else:
+                body = dumps({"error": exc.message})
+                headers = [_JSON_CT, (b"content-length", b"%d" % len(body)), *exc.headers]
             if self.cors.enabled:
                 headers += self.cors.simple_headers(scope["headers"])
             return Answer(
@@ -454,12 +603,12 @@ class HubServer:
             return endpoint
 
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-            if not _token_in(scope, token):
+            if not token_in(scope, token):
                 raise HTTPError(
                     401,
                     "this needs the admin token (or the subscribe token when no admin token is "
                     "set): 'Authorization: Bearer <token>' or ?token=<token>",
-                    _BEARER_REALM,
+                    BEARER_REALM,
                 )
             await endpoint(scope, receive, send)
 
@@ -488,6 +637,28 @@ class HubServer:
         # Sent here rather than through _send: this answers every publish.
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _send_text(self, scope: Scope, send: Send, status: int, body: bytes) -> None:
+        headers = [_TEXT_CT, (b"content-length", b"%d" % len(body))]
+        headers += self.cors.simple_headers(scope["headers"])
+        await self._send(send, status, headers, body)
+
+    async def _send_error(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        message: str,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """A refusal: JSON ``{"error": message}``, or on a Mercure route the message as text."""
+        if self.mercure and mercure.is_mercure_path(scope["path"]):
+            headers, body = mercure.text_error(status, message)
+            headers += extra
+            headers += self.cors.simple_headers(scope["headers"])
+            await self._send(send, status, headers, body)
+            return
+        await self._send_json(scope, send, status, dumps({"error": message}), extra)
 
     async def _send_preflight(self, scope: Scope, send: Send, allow: str) -> None:
         headers = self.cors.preflight_headers(scope["headers"], allow.encode())
@@ -533,68 +704,71 @@ class HubServer:
             error,
         )
 
-    def _publish_head(self, scope: Scope) -> PublishHead:
-        """What a publish's head says of its body; HTTPError when it is refused from the head."""
+    def _publish_head(self, scope: Scope, kind: str, target: str) -> tuple[PublishHead, Publisher]:
+        """What a publish's head says of its body, and who publishes it; HTTPError when it is
+        refused from the head (``kind`` says what it publishes to: `_CHANNEL` ``target``,
+        `_CHANNELS` named by its body, or `_BROADCAST`)."""
         if self._closing:
             raise HTTPError(503, "the hub is shutting down")
-        return check_head(
-            scope["headers"], token=self._publish_token, max_body=self.max_body, cors=self.cors
-        )
+        if kind == _MERCURE:
+            publisher = self.auth.publisher(mercure.mercure_scope(scope))
+            mercure.check_form(scope["headers"])
+        else:
+            publisher = self.auth.publisher(scope)
+        if kind == _CHANNEL:
+            publisher.check((target,))
+        elif kind == _BROADCAST:
+            publisher.check_broadcast()
+        # A credential sent on purpose cannot come from another site's page: no Origin check.
+        cors = None if publisher.explicit else self.cors
+        head = check_head(scope["headers"], token=None, max_body=self.max_body, cors=cors)
+        return head, publisher
 
-    async def _publish(
-        self, scope: Scope, receive: Receive, send: Send, *, broadcast: bool = False
-    ) -> None:
-        """Publish a request's message(s) to its channel (to every one when ``broadcast``).
+    async def _publish(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /events/{channel}``: publish the body's message(s) to the path's channel."""
+        await self._publishing(scope, receive, send, _CHANNEL)
+
+    async def _publish_channels(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /events``: publish one event to the channels its JSON body names."""
+        await self._publishing(scope, receive, send, _CHANNELS)
+
+    async def _broadcast(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /broadcast``: publish the body's message(s) to every channel."""
+        await self._publishing(scope, receive, send, _BROADCAST)
+
+    async def _mercure_publish(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /.well-known/mercure``: publish a Mercure update (a form) to its topics."""
+        await self._publishing(scope, receive, send, _MERCURE)
+
+    async def _publishing(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+        """Publish a request's message(s) (``kind``: see `_publish_head`).
 
         Every refusal is counted in `publish_errors` and logged; a publish that started before
         `close` is let finish.
         """
-        channel = None if broadcast else _full_path(scope)
-        target = "/broadcast" if channel is None else channel
-        hub = self.hub
+        target = _target(kind, scope)
         self._inflight += 1
         try:
-            head = self._publish_head(scope)
+            head, publisher = self._publish_head(scope, kind, target)
             body = await self._read_body(receive)
-            messages = parse_body(head, body, max_batch=self.max_batch)
-            if type(messages) is list:
-                # All or nothing: an event no client could receive refuses the whole batch.
-                check_event_sizes(messages, len(body), hub.max_buffer)
-            answer: dict[str, Any]
-            if channel is None:
-                if type(messages) is list:
-                    results = [await hub.broadcast(m) for m in messages]
-                    ids_json = b"[" + b",".join([await _dumps_ids(r) for r in results]) + b"]"
-                else:
-                    ids_json = await _dumps_ids(await hub.broadcast(messages))
-                body = b'{"ids":%b,"clients":%d}' % (ids_json, hub.client_count())
-                if self._label:
-                    body = body[:-1] + b',"worker":%b}' % dumps(self.workers.name)
-            elif type(messages) is list:
-                ids = [await hub.publish(channel, m) for m in messages]
-                answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
-                if self._label:
-                    answer["worker"] = self.workers.name
-                duplicates = [event_id for event_id in ids if event_id.duplicate]
-                if duplicates:
-                    answer["duplicates"] = duplicates
+            if kind == _CHANNEL:
+                answer = await self._publish_to(target, head, body)
+            elif kind == _CHANNELS:
+                answer = await self._publish_to_channels(head, body, publisher)
+            elif kind == _MERCURE:
+                event_id = await mercure.publish(self.hub, publisher, body, self._reserved)
+                answer = event_id.encode()
             else:
-                event_id = await hub.publish(channel, messages)
-                answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
-                if self._label:
-                    # Several processes serve the channel: "clients" is this one's share.
-                    answer["worker"] = self.workers.name
-                if event_id.duplicate:
-                    # Already in the channel's history (a retried publish): not sent again.
-                    answer["duplicate"] = True
-            if channel is not None:
-                body = dumps(answer)
+                answer = await self._publish_everywhere(head, body)
         except HTTPError as exc:
             self._rejected(exc.status, target, scope, exc.message)
             raise
         except EventTooLarge as exc:
             self._rejected(413, target, scope, str(exc))
             raise HTTPError(413, str(exc)) from None
+        except InvalidMessage as exc:  # what the body's checks let through, should there be any
+            self._rejected(400, target, scope, str(exc))
+            raise HTTPError(400, str(exc)) from None
         except HubClosed:
             self._rejected(503, target, scope, "the hub is shut down")
             raise HTTPError(503, "the hub is shutting down") from None
@@ -605,19 +779,78 @@ class HubServer:
             self._inflight -= 1
             if self._idle is not None and not self._inflight:
                 self._idle.set()
-        await self._send_json(scope, send, 200, body)
+        if kind == _MERCURE:  # the update's id
+            await self._send_text(scope, send, 200, answer)
+        else:
+            await self._send_json(scope, send, 200, answer)
+
+    async def _publish_to(self, channel: str, head: PublishHead, body: bytes) -> bytes:
+        hub = self.hub
+        messages = parse_body(head, body, max_batch=self.max_batch)
+        answer: dict[str, Any]
+        if type(messages) is list:
+            # All or nothing: an event no client could receive refuses the whole batch.
+            check_event_sizes(messages, len(body), hub.max_buffer)
+            ids = [
+                await hub.publish(channel, m, private=type(m) is PrivateMessage) for m in messages
+            ]
+            answer = {"ids": ids, "channel": channel, "clients": hub.client_count(channel)}
+            if self._label:
+                answer["worker"] = self.workers.name
+            duplicates = [event_id for event_id in ids if event_id.duplicate]
+            if duplicates:
+                answer["duplicates"] = duplicates
+            return dumps(answer)
+        event_id = await hub.publish(channel, messages, private=type(messages) is PrivateMessage)
+        answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
+        if self._label:
+            # Several processes serve the channel: "clients" is this one's share.
+            answer["worker"] = self.workers.name
+        if event_id.duplicate:
+            # Already in the channel's history (a retried publish): not sent again.
+            answer["duplicate"] = True
+        return dumps(answer)
+
+    async def _publish_to_channels(
+        self, head: PublishHead, body: bytes, publisher: Publisher
+    ) -> bytes:
+        hub = self.hub
+        publication = parse_channels(head, body)
+        channels = publication.channels
+        publisher.check(channels)
+        message = publication.message
+        event_id = await hub.publish(channels, message, private=type(message) is PrivateMessage)
+        answer: dict[str, Any] = {
+            "id": event_id,
+            "channels": channels,
+            # Per channel: a subscriber of several of them is counted in each (it gets one).
+            "clients": {channel: hub.client_count(channel) for channel in channels},
+        }
+        if self._label:
+            answer["worker"] = self.workers.name
+        if event_id.duplicate:
+            answer["duplicate"] = True
+        return dumps(answer)
+
+    async def _publish_everywhere(self, head: PublishHead, body: bytes) -> bytes:
+        hub = self.hub
+        messages = parse_body(head, body, max_batch=self.max_batch)
+        if type(messages) is list:
+            if any(type(m) is PrivateMessage for m in messages):
+                raise PublishError(400, "a broadcast is public: it may not hold a private event")
+            check_event_sizes(messages, len(body), hub.max_buffer)
+            results = [await hub.broadcast(m, exclude=self._reserved) for m in messages]
+            ids_json = b"[" + b",".join([await _dumps_ids(r) for r in results]) + b"]"
+        else:
+            if type(messages) is PrivateMessage:
+                raise PublishError(400, "a broadcast is public: it may not be private")
+            ids_json = await _dumps_ids(await hub.broadcast(messages, exclude=self._reserved))
+        answer = b'{"ids":%b,"clients":%d}' % (ids_json, hub.client_count())
+        if self._label:
+            answer = answer[:-1] + b',"worker":%b}' % dumps(self.workers.name)
+        return answer
 
     # -- subscribing -------------------------------------------------------------------------
-
-    def _check_subscribe_token(self, scope: Scope) -> None:
-        token = self._subscribe_token
-        if token is None or _token_in(scope, token):
-            return
-        raise HTTPError(
-            401,
-            "subscribing needs 'Authorization: Bearer <subscribe token>' or ?token=<token>",
-            _BEARER_REALM,
-        )
 
     def _check_capacity(self) -> None:
         max_clients = self.max_clients
@@ -629,18 +862,41 @@ class HubServer:
             )
 
     async def _stream(
-        self, hub: Hub, scope: Scope, receive: Receive, send: Send, *, admin: bool = False
+        self,
+        hub: Hub,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        channel: str | list[str] | None,
+        *,
+        admin: bool = False,
+        request: Request | None = None,
+        extra: Callable[[Subscription], list[tuple[str, str]]] | None = None,
     ) -> None:
+        """Stream ``channel`` (a name, selectors, or None: the ``?channel=`` selectors of
+        ``GET /events``), for ``request`` (default: the scope's), with the response headers
+        ``extra`` gives for the open stream."""
+        if request is None:
+            request = request_from_scope(scope)
         if not admin:  # the statistics stream is guarded by the admin token instead
-            self._check_subscribe_token(scope)
+            self.auth.check_subscribe(scope, request)
+        selection = (
+            _selectors_of(request, self._reserved, topics=self.mercure)
+            if channel is None
+            else channel
+        )
         self._check_capacity()
-        opened = await open_stream(hub, request_from_scope(scope))
+        opened = await open_stream(hub, request, channel=selection)
         if isinstance(opened, Answer):
-            # The shared refusal (403 or 503, its JSON body), with this server's CORS for the
-            # request's origin rather than the hub's fixed headers.
-            await self._send_json(scope, send, opened.status, opened.body)
+            # The shared refusal (400, 401, 403 or 503, its JSON body), with this server's CORS
+            # for the request's origin rather than the hub's fixed headers.
+            challenge = INVALID_TOKEN if opened.status == 401 else ()
+            message = loads(opened.body.decode())["error"]
+            await self._send_error(scope, send, opened.status, message, challenge)
             return
-        headers = hub.headers
+        if self.presence is not None and hub is self.hub:
+            self.presence.join(opened)
+        headers = hub.headers if extra is None else hub.headers + extra(opened)
         cors = self.cors
         if cors.enabled:
             allowed = cors.simple_headers(scope["headers"])
@@ -648,10 +904,28 @@ class HubServer:
         await stream_subscription(hub, opened, receive, send, headers, scope)
 
     async def _subscribe(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._stream(self.hub, scope, receive, send)
+        # The path names the channel, whatever the query says.
+        await self._stream(self.hub, scope, receive, send, _full_path(scope))
+
+    async def _subscribe_channels(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._stream(self.hub, scope, receive, send, None)
+
+    async def _mercure_subscribe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /.well-known/mercure?topic=<selector>``: a Mercure subscriber's stream."""
+        scope = mercure.mercure_scope(scope)
+        request, topics = mercure.subscription_request(request_from_scope(scope))
+        await self._stream(
+            self.hub,
+            scope,
+            receive,
+            send,
+            topics,
+            request=request,
+            extra=mercure.resume_headers,
+        )
 
     async def _get_stats_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._stream(self.stats_hub, scope, receive, send, admin=True)
+        await self._stream(self.stats_hub, scope, receive, send, _full_path(scope), admin=True)
 
     async def _watch(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The dashboard's live view of a channel: its live events on a stream that no count
@@ -673,6 +947,8 @@ class HubServer:
         hub = self.hub
         channels = []
         for name in sorted(hub.channels()):
+            if name in self._reserved:
+                continue
             ch = hub.get_channel(name)
             channels.append(
                 {
@@ -692,6 +968,39 @@ class HubServer:
             answer["workers"] = states
             answer["totals"] = self.workers.totals(states)
         await self._send_json(scope, send, 200, dumps(answer), _NO_STORE)
+
+    async def _get_subscriptions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /subscriptions[/{channel...}]``: the open subscriptions (of the channel)."""
+        assert self.presence is not None
+        channel = scope["path"][len(PRESENCE_CHANNEL) :] or None
+        body = await self.presence.answer(channel, request_from_scope(scope).query)
+        await self._send_json(scope, send, 200, body, _NO_STORE)
+
+    async def _mercure_subscriptions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]``: Mercure's
+        subscriptions API (JSON-LD), for a JWT whose subscribe selectors match the URL, or the
+        admin token."""
+        assert self.presence is not None and self.mercure_events is not None
+        topic, who = mercure.subscription_path(scope["path"])
+        jwt = self.auth.jwt
+        admin = self._admin_token
+        if jwt is not None and (
+            admin is None or admin == self.auth.subscribe_token or not token_in(scope, admin)
+        ):
+            mercure.check_subscriptions_reader(jwt, scope, topic, who)
+        try:
+            body = await mercure.subscriptions_answer(
+                self.presence, self.mercure_events, topic, who
+            )
+        except BackendUnavailable as exc:
+            raise HTTPError(503, f"the backend is unavailable: {exc}") from None
+        headers = [
+            (b"content-type", b"application/ld+json"),
+            (b"content-length", b"%d" % len(body)),
+            *_NO_STORE,
+            *self.cors.simple_headers(scope["headers"]),
+        ]
+        await self._send(send, 200, headers, body)
 
     async def _get_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Imported here: prometheus-client is only needed once /metrics is scraped.
@@ -722,6 +1031,8 @@ class HubServer:
             "pid": os.getpid(),
             "worker": self.workers.name,
             "version": self.version,
+            # What guards the hub, by name (never a value): jwt, publish-token, ...
+            "auth": self.auth_names(),
         }
         if self._label:
             # Each number above is this process's; these cover every live one.

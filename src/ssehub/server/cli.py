@@ -35,8 +35,9 @@ from ssehub.server.config import (
     env_var,
 )
 from ssehub.server.logs import SafeFormatter, redact_url
+from ssehub.server.mercure import MODES as MERCURE_MODES
 from ssehub.server.publish import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY
-from ssehub.server.runners import FD_RESERVE, check_http_server, serve_one
+from ssehub.server.runners import FD_RESERVE, check_http_server, make_auth, serve_one
 from ssehub.server.supervisor import WORKER_CONFIG_FLAG, read_worker_config, serve_workers
 
 __all__ = ["INTERNAL_DESTS", "build_parser", "main", "run"]
@@ -112,6 +113,26 @@ def _host(text: str) -> str:
     if not host or not host.isascii() or not host.isprintable() or " " in host:
         raise argparse.ArgumentTypeError(f"{text!r} is not a host name (ASCII; punycode for IDNs)")
     return host
+
+
+_PEM_BEGIN = "-----BEGIN "
+
+
+def _pem_key(text: str) -> str:
+    """A public key in PEM: the file ``text`` names, or ``text`` itself when it is one (an
+    environment variable may hold the key rather than its path). The key is checked later,
+    by `runners.make_auth`."""
+    if text.lstrip().startswith(_PEM_BEGIN):
+        return text
+    try:
+        with open(text, encoding="ascii") as file:
+            pem = file.read(1024 * 1024)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise argparse.ArgumentTypeError(f"cannot read the key file {text!r}: {reason}") from None
+    if _PEM_BEGIN not in pem:
+        raise argparse.ArgumentTypeError(f"{text!r} holds no PEM key (-----BEGIN PUBLIC KEY-----)")
+    return pem
 
 
 def _non_negative_int(text: str) -> int:
@@ -224,6 +245,9 @@ def _document(action: argparse.Action) -> None:
     action.help = text
 
 
+_SECRET_METAVARS = frozenset({"TOKEN", "SECRET"})
+
+
 def _apply_environment(action: argparse.Action, environ: Mapping[str, str]) -> None:
     """Make the flag's environment variable, when set and not empty, its default."""
     variable = env_var(action.dest)
@@ -233,8 +257,10 @@ def _apply_environment(action: argparse.Action, environ: Mapping[str, str]) -> N
     try:
         action.default = _from_env(action, raw)
     except ValueError as exc:
-        # Never echo a token's value; the others are shown (with any URL password hidden).
-        shown = "" if action.metavar == "TOKEN" else f"={redact_url(raw)!r}"
+        # Never echo a token's or a secret's value, nor a key's PEM; the others are shown
+        # (with any URL password hidden).
+        hidden = action.metavar in _SECRET_METAVARS or raw.lstrip().startswith(_PEM_BEGIN)
+        shown = "" if hidden else f"={redact_url(raw)!r}"
         raise CLIError(f"environment variable {variable}{shown}: {exc}") from None
 
 
@@ -262,10 +288,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "serve",
         help="run the standalone hub (HTTP publish API, SSE streams, dashboard, metrics)",
         description="Run the standalone hub. Subscribe with GET /events/<channel> (resume with "
-        "Last-Event-ID or ?lastEventId=), publish with POST /events/<channel> (a JSON object "
-        '{"data", "event", "id", "retry"}, a JSON array of them, or a raw UTF-8 body), broadcast '
-        "with POST /broadcast; GET /channels, /metrics (Prometheus), /healthz, and the live "
-        "dashboard at /. Every flag can be set by the environment variable shown with it "
+        "Last-Event-ID or ?lastEventId=), or to several channels with "
+        "GET /events?channel=<selector>&channel=... (names, '*', URI templates); publish with "
+        'POST /events/<channel> (a JSON object {"data", "event", "id", "retry", "private"}, a '
+        "JSON array of them, or a raw UTF-8 body), one event to several channels with "
+        'POST /events {"channels": [...], "data": ...}, to every channel with POST /broadcast; '
+        "GET /channels, /metrics (Prometheus), /healthz, and the live dashboard at /. Every flag "
+        "can be set by the environment variable shown with it "
         "(SSEHUB_ and the flag's name); a flag on the command line wins over its variable, "
         "and an empty variable counts as unset.",
     )
@@ -444,6 +473,39 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "are open)",
     )
     auth.add_argument(
+        "--jwt-secret",
+        default=None,
+        metavar="SECRET",
+        help="verify JWTs signed with this HMAC secret (HS256; HS384 and HS512 too when it is "
+        "long enough; 32 bytes at least): a token's ssehub "
+        "(or mercure) claim grants the channels it publishes to and whose private events it "
+        "reads; with a JWT key, publishing needs a token (see the README's 'Channels, "
+        "selectors and authorization'); prefer the environment variable",
+    )
+    auth.add_argument(
+        "--jwt-public-key",
+        type=_pem_key,
+        default=None,
+        metavar="FILE",
+        help="verify JWTs signed with the private half of this public key (a PEM file: RSA "
+        "for RS256, RS384 and RS512; EC for ES256 on P-256, ES384, ES512); the environment "
+        "variable may hold the PEM itself",
+    )
+    auth.add_argument(
+        "--require-subscriber-token",
+        action="store_true",
+        help="streams need a valid JWT (401 without one); without it, a stream without a "
+        "JWT reads public events only",
+    )
+    auth.add_argument(
+        "--mercure",
+        choices=MERCURE_MODES,
+        default="auto",
+        help="speak the Mercure protocol at /.well-known/mercure (subscribe with ?topic=, "
+        "publish a form; topics are channels): 'auto' when a JWT key is set, 'on' always, "
+        "'off' never",
+    )
+    auth.add_argument(
         "--public-metrics",
         action="store_true",
         help="serve /metrics without a token even when the admin or subscribe token is set",
@@ -456,6 +518,15 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         metavar="N",
         help="channels given series of their own in /metrics, the busiest first; the others "
         'are summed under channel="(other)" (0 sums them all)',
+    )
+    presence = serve.add_argument_group("presence")
+    presence.add_argument(
+        "--presence",
+        action="store_true",
+        help="list the open subscriptions at GET /subscriptions and /subscriptions/<channel> "
+        "(for a JWT whose subscribe claim matches /subscriptions, or the admin token) and "
+        "publish each join and leave as a private 'subscription' event on the reserved channel "
+        "/subscriptions; with --redis, the list covers every hub",
     )
     logs = serve.add_argument_group("logging")
     logs.add_argument(
@@ -513,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_one(config, reuse_port=True, ready_fd=ready_fd)
         config = ServeConfig.from_args(args, ignore=INTERNAL_DESTS)
         check_http_server(config)
+        make_auth(config)  # a bad key or a missing PyJWT stops here, before any worker starts
         configure_logging(config.log_level)
         if config.workers > 1:
             if not config.redis:

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_HEAD_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "ENV_PREFIX",
+    "JWT_SECRET_ENV",
     "PUBLISH_TOKEN_ENV",
     "SUBSCRIBE_TOKEN_ENV",
     "CLIError",
@@ -50,6 +51,9 @@ SUBSCRIBE_TOKEN_ENV = env_var("subscribe_token")
 ADMIN_TOKEN_ENV = env_var("admin_token")
 """The environment variable read for ``--admin-token``."""
 
+JWT_SECRET_ENV = env_var("jwt_secret")
+"""The environment variable read for ``--jwt-secret``."""
+
 
 DEFAULT_HEAD_TIMEOUT = 10.0
 """Seconds a client has to send a request head (``--head-timeout``)."""
@@ -68,8 +72,9 @@ class ServeConfig:
     """Every option of ``ssehub serve``: one field per flag, named after the flag's ``dest``.
 
     The parser (``ssehub serve --help``) documents each flag and holds the defaults; build a
-    config with `from_args`. Tokens are fields like the others: they travel to workers through
-    a pipe, never on a command line.
+    config with `from_args`. Tokens and the JWT secret are fields like the others: they travel
+    to workers through a pipe, never on a command line. ``jwt_public_key`` holds the key itself
+    (PEM), read from its file when the flags were parsed.
     """
 
     host: str
@@ -95,10 +100,15 @@ class ServeConfig:
     publish_token: str | None
     subscribe_token: str | None
     admin_token: str | None
+    jwt_secret: str | None
+    jwt_public_key: str | None
+    require_subscriber_token: bool
+    mercure: str
     public_metrics: bool
     metrics_channels: int
     log_level: str
     access_log: bool
+    presence: bool
 
     @classmethod
     def from_args(

@@ -1,10 +1,11 @@
 """CORS for the standalone hub as one object: which origins may call it, and what to answer.
 
 Like Starlette's ``CORSMiddleware``: `CORS.is_allowed_origin`, the headers of a preflight
-(`CORS.preflight_headers`) and those of every other response (`CORS.simple_headers`). An
-allowed origin is echoed back with ``Vary: Origin``; with ``"*"`` among the origins any origin
-gets ``*``. The headers for each origin seen are computed once and cached (at most
-`CACHE_SIZE` origins), so a request pays one dict lookup.
+(`CORS.preflight_headers`) and those of every other response (`CORS.simple_headers`). A listed
+origin is echoed back with ``Vary: Origin`` and ``Access-Control-Allow-Credentials: true`` (its
+pages may send cookies, as Mercure's cookie auth needs); with ``"*"`` among the origins any
+other origin gets ``*``, without credentials. The headers for each origin seen are computed
+once and cached (at most `CACHE_SIZE` origins), so a request pays one dict lookup.
 """
 
 from __future__ import annotations
@@ -83,7 +84,13 @@ class CORS:
             return cached
         headers: Headers
         if origin in self._origins:
-            headers = ((b"access-control-allow-origin", origin), (b"vary", b"Origin"))
+            # A listed origin may send credentials (EventSource's withCredentials: a Mercure or
+            # ssehub token in a cookie); "*" never allows them.
+            headers = (
+                (b"access-control-allow-origin", origin),
+                (b"access-control-allow-credentials", b"true"),
+                (b"vary", b"Origin"),
+            )
         elif self._any:
             headers = _ANY
         else:

@@ -3,7 +3,8 @@
 Values logged by the hub come from clients (channel names, paths, errors quoting a body), so
 `SafeFormatter` escapes every control character of a message (a ``%0a`` in a channel name
 becomes the four characters ``\\n``, not a new line) and redacts ``token=`` query values (a
-subscribe token sent as ``?token=`` would otherwise be in uvicorn's access log). A traceback
+subscribe token sent as ``?token=``, or a JWT as ``?authorization=``, would otherwise be in
+uvicorn's access log). A traceback
 appended to a record keeps its lines: it comes from the hub's code, not from a client.
 
 Every line's time is ISO 8601 in UTC with milliseconds (``2025-05-04T09:30:00.123Z``), the
@@ -21,7 +22,7 @@ __all__ = ["SafeFormatter", "escape_controls", "redact_tokens", "redact_url"]
 
 # C0 controls and DEL, C1 controls, and the Unicode line and paragraph separators.
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_TOKEN = re.compile(r"([?&](?:access_)?token=)[^&\s\"']*", re.IGNORECASE)
+_TOKEN = re.compile(r"([?&](?:(?:access_)?token|authorization)=)[^&\s\"']*", re.IGNORECASE)
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -39,8 +40,10 @@ def escape_controls(text: str) -> str:
 
 
 def redact_tokens(text: str) -> str:
-    """``text`` with the value of every ``token=`` query parameter replaced by ``***``."""
-    if "token=" not in text.lower():
+    """``text`` with the value of every ``token=`` and ``authorization=`` (a JWT) query
+    parameter replaced by ``***``."""
+    lowered = text.lower()
+    if "token=" not in lowered and "authorization=" not in lowered:
         return text
     return _TOKEN.sub(r"\1***", text)
 

@@ -8,10 +8,12 @@ decides. The checks run in two steps, so that a refusal happens as early as it c
    declared ``Content-Length`` over the limit (413), a compressed body (415).
 2. `parse_body`, once the body is in: a charset other than UTF-8 or bytes that are not UTF-8
    (415); then, for ``application/json`` (or any ``+json`` type), one JSON object
-   ``{"data", "event"?, "id"?, "retry"?}`` or an array of them (400 when malformed, with an
-   unknown field, a value of the wrong type, or a value `Message` refuses); ``data`` that is
-   not a string (``{"price": 42}``, a list, a number, ``true``, ``null``) is sent as compact
-   JSON; otherwise the raw text is the data.
+   ``{"data", "event"?, "id"?, "retry"?, "private"?}`` or an array of them (400 when
+   malformed, with an unknown field, a value of the wrong type, or a value `Message` refuses);
+   ``data`` that is not a string (``{"price": 42}``, a list, a number, ``true``, ``null``) is
+   sent as compact JSON; ``"private": true`` makes it a `PrivateMessage`; otherwise the raw
+   text is the data. `parse_channels` reads the body of ``POST /events``: one JSON object that
+   also names its ``channels``.
 
 Every refusal is a `PublishError` with its HTTP status and a message that says what was wrong
 and what is allowed. `parse_publish` runs both steps on a complete request.
@@ -33,11 +35,15 @@ from ssehub.wire import Message, id_problem
 __all__ = [
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_BODY",
+    "MAX_CHANNELS",
+    "PrivateMessage",
+    "Publication",
     "PublishError",
     "PublishHead",
     "check_event_sizes",
     "check_head",
     "parse_body",
+    "parse_channels",
     "parse_publish",
 ]
 
@@ -47,8 +53,14 @@ DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_MAX_BATCH = 1000
 """The most messages one JSON array may publish by default (more gets 413)."""
 
-FIELDS = frozenset({"data", "event", "id", "retry"})
+FIELDS = frozenset({"data", "event", "id", "retry", "private"})
 """The fields of a JSON message."""
+
+MAX_CHANNELS = 64
+"""The most channels one ``POST /events`` may name (more gets 413), as many as the selectors one
+stream may read."""
+
+EVENTS_PREFIX = "/events/"
 
 _BEARER_REALM = [(b"www-authenticate", b'Bearer realm="ssehub"')]
 
@@ -56,6 +68,23 @@ _BEARER_REALM = [(b"www-authenticate", b'Bearer realm="ssehub"')]
 class PublishError(HTTPError):
     """A publish refused: ``status`` (400, 401, 403, 413 or 415) and a ``message`` for the
     client."""
+
+
+class PrivateMessage(Message):
+    """A `Message` published with ``"private": true``: only subscribers allowed to read the
+    channel's private events get it (``Hub.publish(..., private=True)``)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What a ``POST /events`` body publishes: one event to several channels."""
+
+    channels: tuple[str, ...]
+    """The channels, distinct, in the order given."""
+    message: Message
+    """The event (a `PrivateMessage` for ``"private": true``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,21 +193,9 @@ def parse_body(
     item refuses the whole array: every item is a valid, encodable `Message` before any is
     published.
     """
-    if head.charset is not None and head.charset not in (b"utf-8", b"utf8"):
-        raise PublishError(415, f"only UTF-8 bodies are accepted, not {head.charset.decode()!r}")
-    try:
-        text = body.decode()
-    except UnicodeDecodeError as exc:
-        raise PublishError(
-            415, f"the body is not valid UTF-8 (byte {exc.start}): only UTF-8 is accepted"
-        ) from None
+    text = _text(head, body)
     if head.json:
-        try:
-            parsed = loads(text)
-        except ValueError as exc:
-            raise PublishError(400, f"malformed JSON: {exc}") from None
-        except RecursionError:
-            raise PublishError(400, "malformed JSON: nested too deeply") from None
+        parsed = _json(text)
         if type(parsed) is list:
             if len(parsed) > max_batch:
                 raise PublishError(
@@ -192,6 +209,99 @@ def parse_body(
         return Message(text)
     except InvalidMessage as exc:  # pragma: no cover - any str is valid data
         raise PublishError(400, str(exc)) from None
+
+
+def _text(head: PublishHead, body: bytes) -> str:
+    if head.charset is not None and head.charset not in (b"utf-8", b"utf8"):
+        raise PublishError(415, f"only UTF-8 bodies are accepted, not {head.charset.decode()!r}")
+    try:
+        return body.decode()
+    except UnicodeDecodeError as exc:
+        raise PublishError(
+            415, f"the body is not valid UTF-8 (byte {exc.start}): only UTF-8 is accepted"
+        ) from None
+
+
+def _json(text: str) -> Any:
+    try:
+        return loads(text)
+    except ValueError as exc:
+        raise PublishError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise PublishError(400, "malformed JSON: nested too deeply") from None
+
+
+_CHANNELS_FIELDS = FIELDS | {"channels"}
+_CHANNELS_EXAMPLE = '{"channels": ["/events/a", "/events/b"], "data": "..."}'
+
+
+def parse_channels(
+    head: PublishHead, body: bytes, *, max_channels: int = MAX_CHANNELS
+) -> Publication:
+    """The event a ``POST /events`` body publishes, and its channels.
+
+    The body is one JSON object: ``channels`` (a non-empty list of distinct channel names, each
+    a full path such as ``/events/news``, not a selector: no ``*``, no ``{``), the fields of a
+    message (`message_from`: ``data``, ``event``?, ``id``?, ``retry``?, ``private``?).
+
+    Raises `PublishError`: 415 for a body that is not JSON (by its Content-Type) or not UTF-8,
+    400 for malformed JSON, an array, a bad channel list or a bad message, 413 for more than
+    ``max_channels`` channels.
+    """
+    if not head.json:
+        raise PublishError(
+            415,
+            "POST /events takes a JSON object (Content-Type: application/json): "
+            + _CHANNELS_EXAMPLE,
+        )
+    parsed = _json(_text(head, body))
+    if type(parsed) is not dict:
+        raise PublishError(
+            400,
+            f"POST /events takes one JSON object like {_CHANNELS_EXAMPLE}, got "
+            f"{type(parsed).__name__} (a batch goes to POST /events/<channel>)",
+        )
+    if not parsed.keys() <= _CHANNELS_FIELDS:
+        unknown = ", ".join(sorted(repr(k) for k in parsed.keys() - _CHANNELS_FIELDS))
+        raise PublishError(
+            400,
+            f"unknown field(s) {unknown}; allowed: channels, data, event, id, retry, private",
+        )
+    channels = parsed.pop("channels", None)
+    if type(channels) is not list or not channels:
+        raise PublishError(
+            400, f'"channels" must be a non-empty list of channel names: {_CHANNELS_EXAMPLE}'
+        )
+    if len(channels) > max_channels:
+        raise PublishError(
+            413,
+            f"one event may go to at most {max_channels} channels, got {len(channels)}; "
+            "split it into several requests",
+        )
+    for i, channel in enumerate(channels):
+        problem = channel_problem(channel)
+        if problem is not None:
+            raise PublishError(400, f"channels[{i}]: {problem}")
+    names = tuple(dict.fromkeys(channels))
+    if len(names) != len(channels):
+        twice = next(name for i, name in enumerate(channels) if name in channels[:i])
+        raise PublishError(400, f"channels must be distinct: {twice!r} is given twice")
+    return Publication(names, message_from(parsed))
+
+
+def channel_problem(name: object) -> str | None:
+    """What makes ``name`` unfit as a channel to publish to, or None: it must be a str, a full
+    path (``/events/`` and a name), without control characters, and not a selector (``*`` or
+    a URI template: ``{`` or ``}``)."""
+    if type(name) is not str:
+        return f"a channel name is a string, got {type(name).__name__}"
+    if not name.startswith(EVENTS_PREFIX) or len(name) == len(EVENTS_PREFIX):
+        return f"{name!r} is not a channel name: channels are full paths such as /events/news"
+    if "{" in name or "}" in name or name == "*":
+        return f"{name!r} is a selector, not a channel name: publish to channels by name"
+    if not name.isprintable():
+        return f"{name!r} holds a control character"
+    return None
 
 
 def check_event_sizes(messages: list[Message], body_size: int, max_event: int) -> None:
@@ -245,14 +355,23 @@ def message_from(obj: Any, where: str = "") -> Message:
     if not obj.keys() <= FIELDS:
         unknown = ", ".join(sorted(repr(k) for k in obj.keys() - FIELDS))
         raise PublishError(
-            400, f"{where}unknown field(s) {unknown}; allowed: data, event, id, retry"
+            400, f"{where}unknown field(s) {unknown}; allowed: data, event, id, retry, private"
         )
     if "data" not in obj:
         raise PublishError(400, f'{where}missing field "data" (a string, or any JSON value)')
     # A string is the data as it is; any other JSON value is sent as compact JSON (Message).
     data = obj["data"]
+    cls = Message
+    if "private" in obj:
+        private = obj["private"]
+        if type(private) is not bool:
+            raise PublishError(
+                400, f'{where}"private" must be true or false, got {type(private).__name__}'
+            )
+        if private:
+            cls = PrivateMessage
     try:
-        message = Message(data, id=obj.get("id"), event=obj.get("event"), retry=obj.get("retry"))
+        message = cls(data, id=obj.get("id"), event=obj.get("event"), retry=obj.get("retry"))
     except InvalidMessage as exc:
         raise PublishError(400, f"{where}{exc}") from None
     if message.id is not None and (problem := id_problem(message.id)) is not None:

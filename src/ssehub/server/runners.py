@@ -27,18 +27,22 @@ from types import FrameType
 from ssehub.backends.base import Backend
 from ssehub.hub import Hub
 from ssehub.server.app import HubServer
+from ssehub.server.auth import Auth
 from ssehub.server.config import CLIError, ServeConfig
 from ssehub.server.logs import redact_url
+from ssehub.server.mercure import enabled as mercure_enabled
 from ssehub.subscription import CloseReason, Subscription
 
 __all__ = [
     "FD_RESERVE",
+    "JWT_INSTALL",
     "UVICORN_INSTALL",
     "StreamLog",
     "auth_summary",
     "bind",
     "build_server",
     "check_http_server",
+    "make_auth",
     "make_backend",
     "max_clients",
     "on_client_gone",
@@ -108,6 +112,45 @@ def make_backend(redis_url: str | None) -> Backend | None:
     return backend
 
 
+JWT_INSTALL = "pip install 'ssehub[jwt]'"
+"""The install line that brings what ``--jwt-secret`` and ``--jwt-public-key`` need."""
+
+
+def make_auth(config: ServeConfig) -> Auth:
+    """The publish and subscribe rules of ``config`` (shared tokens, JWT key); CLIError for a
+    bad combination, a bad secret or key, or a missing PyJWT.
+
+    The algorithms are those the key allows (`ssehub.authz.JWTAuth`): HS256 (and HS384, HS512
+    for a secret long enough for them) with ``--jwt-secret``, RS256/RS384/RS512 for an RSA key
+    and the ES algorithm of an EC key's curve (ES256 for P-256) with ``--jwt-public-key``.
+    """
+    secret, pem = config.jwt_secret, config.jwt_public_key
+    jwt_auth = None
+    if secret and pem:
+        raise CLIError("give --jwt-secret or --jwt-public-key, not both")
+    if secret or pem:
+        try:
+            from ssehub.authz import JWTAuth
+        except ImportError as exc:
+            raise CLIError(f"JWTs need PyJWT: {JWT_INSTALL} ({exc})") from None
+        flag = "--jwt-secret" if secret else "--jwt-public-key"
+        try:
+            jwt_auth = JWTAuth(secret=secret) if secret else JWTAuth(public_key=pem)
+        except ImportError as exc:
+            raise CLIError(f"{flag}: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            # The messages say what is wrong with the key, never the key itself.
+            raise CLIError(f"{flag}: {exc}") from None
+    elif config.require_subscriber_token:
+        raise CLIError("--require-subscriber-token needs --jwt-secret or --jwt-public-key")
+    return Auth(
+        publish_token=config.publish_token,
+        subscribe_token=config.subscribe_token,
+        jwt=jwt_auth,
+        require_subscriber_token=config.require_subscriber_token,
+    )
+
+
 def _client(sub: Subscription) -> str:
     client = sub.request.client if sub.request is not None else None
     return f"{client[0]}:{client[1]}" if client else "-"
@@ -156,15 +199,19 @@ class StreamLog:
 
 
 def auth_summary(config: ServeConfig) -> str:
-    """The start line's ``auth=``: the tokens that are set, by name (never their values)."""
+    """The start line's ``auth=``: what guards the hub, by name (never a value): ``jwt-secret``
+    or ``jwt-public-key``, ``require-subscriber-token`` and the tokens that are set."""
     names = [
         name
-        for name, token in (
+        for name, on in (
+            ("jwt-secret", config.jwt_secret),
+            ("jwt-public-key", config.jwt_public_key),
+            ("require-subscriber-token", config.require_subscriber_token),
             ("publish-token", config.publish_token),
             ("subscribe-token", config.subscribe_token),
             ("admin-token", config.admin_token),
         )
-        if token
+        if on
     ]
     return ",".join(names) or "open"
 
@@ -177,6 +224,7 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
     ends.
     """
     streams = StreamLog() if log.isEnabledFor(logging.DEBUG) else None
+    auth = make_auth(config)
     hub = Hub(
         history=config.history,
         history_ttl=config.history_ttl,
@@ -190,11 +238,12 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         on_disconnect=on_client_gone if streams is None else streams.ended,
         # The server orders its own stop (in-flight publishes first, then the streams).
         end_streams_on_signal=False,
+        # With a JWT key, the hub asks which private events a stream reads, and until when.
+        authorize=auth.authorize if auth.jwt is not None else None,
     )
     return HubServer(
         hub,
-        publish_token=config.publish_token,
-        subscribe_token=config.subscribe_token,
+        auth=auth,
         cors_origins=config.cors_origin,
         max_body=config.max_body,
         max_batch=config.max_batch,
@@ -203,6 +252,8 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         allowed_hosts=config.allowed_host,
         metrics_channels=config.metrics_channels,
         max_clients=clients if clients is not None else config.max_clients,
+        mercure=mercure_enabled(config.mercure, jwt=auth.jwt is not None),
+        presence=config.presence,
     )
 
 
@@ -239,7 +290,7 @@ def _ignore_signal(signum: int, frame: FrameType | None) -> None:
 def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | None) -> None:
     log.info(
         "event=start url=%s pid=%d http=%s backend=%s history=%d keepalive=%s auth=%s cors=%s "
-        "max_clients=%s",
+        "max_clients=%s mercure=%s",
         url(config.host, port),
         os.getpid(),
         config.http,
@@ -249,6 +300,7 @@ def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | Non
         auth_summary(config),
         ",".join(config.cors_origin) or "-",
         app.max_clients,
+        "on" if app.mercure else "off",
     )
     if ready_fd is not None:
         os.write(ready_fd, b"1")
