@@ -9,6 +9,7 @@ test_shutdown.py.)
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from ssehub import Hub, HubClosed
+from ssehub import hub as hub_module
 from ssehub.subscription import CloseReason
 from tests._support.waiting import eventually
 
@@ -242,3 +244,61 @@ async def test_links_of_hubs_shut_down_are_dropped_when_a_new_hub_links(
     await eventually(lambda: sub.closed, timeout=1.0)
     await c.shutdown()
     assert signal.getsignal(signal.SIGTERM) is server_handlers[signal.SIGTERM]
+
+
+class Kills:
+    """`os.kill` and `signal.signal` as the hub module sees them, recorded instead of done."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.kills: list[tuple[int, int]] = []
+        self.handlers: list[tuple[int, object]] = []
+        self.killed = threading.Event()
+        monkeypatch.setattr(os, "kill", self._kill)
+        monkeypatch.setattr(signal, "signal", self._signal)
+
+    def _kill(self, pid: int, signum: int) -> None:
+        self.kills.append((pid, signum))
+        self.killed.set()
+
+    def _signal(self, signum: int, handler: object) -> None:
+        self.handlers.append((signum, handler))
+
+
+async def test_a_default_sigterm_ends_the_process_by_the_signal_once_the_streams_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # waitress sets no SIGTERM handler: the hub's stands in for the default action, which it
+    # puts back at once (a second SIGTERM ends the process as before), then kills the process
+    # with the same signal when its streams are gone.
+    hub = Hub(end_streams_on_signal=False)
+    await hub.start()
+    sub = await hub.subscribe("/news")
+    kills = Kills(monkeypatch)
+    exit_ = hub_module._DefaultExit(hub)
+    started = time.monotonic()
+    exit_(signal.SIGTERM, None)
+    assert kills.handlers == [(signal.SIGTERM, signal.SIG_DFL)]
+    await asyncio.sleep(0.2)
+    assert kills.kills == []  # a stream is still open
+    hub.unsubscribe(sub)
+    assert await asyncio.to_thread(kills.killed.wait, 5)
+    assert kills.kills == [(os.getpid(), signal.SIGTERM)]
+    assert time.monotonic() - started < hub_module.DEFAULT_EXIT_GRACE + 0.5
+    await hub.shutdown(timeout=0.1)
+
+
+async def test_a_default_sigterm_ends_the_process_after_the_grace_if_a_stream_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "DEFAULT_EXIT_GRACE", 0.3)
+    hub = Hub(end_streams_on_signal=False)
+    await hub.start()
+    await hub.subscribe("/news")
+    kills = Kills(monkeypatch)
+    started = time.monotonic()
+    hub_module._DefaultExit(hub)(signal.SIGTERM, None)
+    assert await asyncio.to_thread(kills.killed.wait, 5)
+    waited = time.monotonic() - started
+    assert 0.3 <= waited < 3.0
+    assert kills.kills == [(os.getpid(), signal.SIGTERM)]
+    await hub.shutdown(timeout=0.1)
