@@ -35,7 +35,13 @@ async def _client_on_each_worker(url: str, workers: int) -> dict[int, httpx.Asyn
     """One keep-alive client per worker process (the kernel picks a worker per connection)."""
     found: dict[int, httpx.AsyncClient] = {}
     for _ in range(200):
-        client = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(5.0, read=None))
+        # httpx closes a connection idle for 5 s by default; the reconnect could reach the
+        # other worker, so the pinned client never lets its connection expire.
+        client = httpx.AsyncClient(
+            base_url=url,
+            timeout=httpx.Timeout(5.0, read=None),
+            limits=httpx.Limits(keepalive_expiry=None),
+        )
         pid = (await client.get("/healthz")).json()["pid"]
         if pid in found:
             await client.aclose()
