@@ -1,4 +1,4 @@
-# Run: cd examples && hypercorn --workers 0 --bind 127.0.0.1:8000 quart_app:app    (then open http://127.0.0.1:8000/)
+# Run: cd examples && hypercorn --bind 127.0.0.1:8000 quart_app:app    (then open http://127.0.0.1:8000/)
 """The seed's example in Quart: publish the time every 5 s to /events/my-channel."""
 
 import asyncio

@@ -21,7 +21,7 @@ import pytest
 
 from ssehub import Hub, HubClosed
 from ssehub import hub as hub_module
-from ssehub.subscription import CloseReason
+from ssehub.subscription import CloseReason, Subscription
 from tests._support.waiting import eventually
 
 
@@ -302,3 +302,128 @@ async def test_a_default_sigterm_ends_the_process_after_the_grace_if_a_stream_st
     assert 0.3 <= waited < 3.0
     assert kills.kills == [(os.getpid(), signal.SIGTERM)]
     await hub.shutdown(timeout=0.1)
+
+
+class ParentFlag:
+    """A server parent's exit flag (hypercorn's ``multiprocessing`` event): counts its looks."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self.looks = 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.set
+
+
+def _launched_by(module: str) -> Any:
+    """A function as a server's spawned worker process runs it: defined in ``module``."""
+
+    def worker(**kwargs: Any) -> None:
+        """Stands for the worker function."""
+
+    worker.__module__ = module
+    return worker
+
+
+@pytest.fixture
+def worker_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """This process as a spawned worker of hypercorn's default mode: `multiprocessing` names
+    the target it runs and the keywords it got, the parent's exit flag among them."""
+    import multiprocessing
+
+    class Process:
+        _target = _launched_by("hypercorn.asyncio.run")
+        _kwargs: dict[str, object] = {"config": object(), "shutdown_event": ParentFlag()}
+
+    monkeypatch.setattr(multiprocessing, "current_process", Process)
+    yield Process
+
+
+async def test_in_a_hypercorn_worker_the_parents_exit_flag_ends_the_streams(
+    worker_process: Any,
+) -> None:
+    # hypercorn's workers ignore SIGINT and hear of either signal only from a flag their parent
+    # sets: the hub looks at it as often as hypercorn does (tests/integrations/test_shutdown.py
+    # signals real hypercorn processes).
+    flag: ParentFlag = worker_process._kwargs["shutdown_event"]
+    hub = Hub()
+    await hub.start()
+    sub = await hub.subscribe("/news")
+    await eventually(lambda: flag.looks >= 2, timeout=2.0)
+    assert not sub.closed and not hub.draining
+    flag.set = True
+    await eventually(lambda: sub.closed, timeout=1.0)
+    assert sub.close_reason == CloseReason.SHUTDOWN and hub.draining
+    looks = flag.looks
+    await asyncio.sleep(3 * hub_module.PARENT_EXIT_POLL)
+    assert flag.looks == looks  # once set, the hub stops looking
+    await hub.shutdown()
+
+
+async def test_the_parents_flag_is_polled_no_more_after_shutdown(worker_process: Any) -> None:
+    flag: ParentFlag = worker_process._kwargs["shutdown_event"]
+    hub = Hub()
+    await hub.start()
+    await eventually(lambda: flag.looks >= 1, timeout=2.0)
+    await hub.shutdown()
+    looks = flag.looks
+    await asyncio.sleep(3 * hub_module.PARENT_EXIT_POLL)
+    assert flag.looks == looks
+
+
+async def test_a_per_request_stream_binds_the_hub_and_it_watches_the_flag(
+    worker_process: Any,
+) -> None:
+    flag: ParentFlag = worker_process._kwargs["shutdown_event"]
+    hub = Hub()
+    stream = Subscription("", max_buffer=1024)  # a per-request stream: the hub never starts
+    hub.attach(stream)
+    flag.set = True
+    await eventually(lambda: stream.closed, timeout=1.0)
+    assert stream.close_reason == CloseReason.SHUTDOWN
+    hub.detach(stream)
+    await hub.shutdown()
+
+
+@pytest.mark.parametrize(
+    "process",
+    [
+        pytest.param({"target": "myapp.workers", "flag": True}, id="another-launcher"),
+        pytest.param({"target": "hypercorn.asyncio.run", "flag": False}, id="no-flag"),
+        pytest.param({"target": "hypercorn.asyncio.run", "kwargs": None}, id="no-keywords"),
+    ],
+)
+async def test_a_flag_the_hub_does_not_know_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, process: dict[str, Any]
+) -> None:
+    import multiprocessing
+
+    flag = ParentFlag()
+    flag.set = True
+    keywords: dict[str, object] | None = {"shutdown_event": flag if process.get("flag") else 1}
+    if "kwargs" in process:
+        keywords = process["kwargs"]
+
+    class Process:
+        _target = _launched_by(process["target"])
+        _kwargs = keywords
+
+    monkeypatch.setattr(multiprocessing, "current_process", Process)
+    hub = Hub()
+    await hub.start()
+    sub = await hub.subscribe("/news")
+    await asyncio.sleep(3 * hub_module.PARENT_EXIT_POLL)
+    assert not sub.closed and not hub.draining and flag.looks == 0
+    await hub.shutdown()
+
+
+async def test_opting_out_leaves_the_parents_flag_alone(worker_process: Any) -> None:
+    flag: ParentFlag = worker_process._kwargs["shutdown_event"]
+    flag.set = True
+    hub = Hub(end_streams_on_signal=False)
+    await hub.start()
+    sub = await hub.subscribe("/news")
+    await asyncio.sleep(3 * hub_module.PARENT_EXIT_POLL)
+    assert not sub.closed and flag.looks == 0
+    await hub.shutdown()

@@ -251,6 +251,30 @@ class _DefaultExit:
         os.kill(os.getpid(), signum)
 
 
+PARENT_EXIT_POLL = 0.1
+"""Seconds between two looks at the exit flag of a server's parent process (see
+`_parent_exit_flag`)."""
+
+
+def _parent_exit_flag() -> Any | None:
+    """The flag by which a server's parent process tells this worker process to exit, where
+    no signal reaches the worker: hypercorn's default mode ignores SIGINT in its workers and
+    sets a `multiprocessing` event instead (its workers poll it, so does the hub). None
+    elsewhere, and whenever the worker's launch does not look as expected."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None:  # a spawned worker has imported it: this process is no worker
+        return None
+    process = multiprocessing.current_process()
+    target = getattr(process, "_target", None)
+    kwargs = getattr(process, "_kwargs", None)
+    if not isinstance(kwargs, dict):
+        return None
+    if not str(getattr(target, "__module__", "")).startswith("hypercorn."):
+        return None
+    flag = kwargs.get("shutdown_event")
+    return flag if callable(getattr(flag, "is_set", None)) else None
+
+
 class Hub:
     """A Server-Sent Events hub: isolated channels, broadcast and ``Last-Event-ID`` replay.
 
@@ -381,6 +405,7 @@ class Hub:
         # Set by a SIGINT/SIGTERM: new streams are refused, the open ones are being ended.
         self._draining = False
         self._signal_links: dict[int, _SignalLink] = {}
+        self._parent_exit: asyncio.TimerHandle | None = None
         if end_streams_on_signal:
             self._link_signals()
 
@@ -460,6 +485,7 @@ class Hub:
             # On the main thread's loop the hub serves in a server's process; the server may
             # have installed its signal handlers since the hub was made.
             self._link_signals()
+            self._watch_parent_exit()
         self._starting = loop.create_future()
         try:
             await self.backend.start(
@@ -542,6 +568,9 @@ class Hub:
                 await self.backend.close()
         finally:
             self._unlink_signals()
+            if self._parent_exit is not None:
+                self._parent_exit.cancel()
+                self._parent_exit = None
             self._shutdown_done.set()
             thread = self._thread
             loop = self._loop
@@ -573,6 +602,7 @@ class Hub:
                 return
             if self.end_streams_on_signal:
                 self._link_signals()
+                self._watch_parent_exit()
 
     def detach(self, sub: Subscription) -> None:
         """Forget a stream `attach` gave the hub (its writer calls this when it ends)."""
@@ -601,6 +631,28 @@ class Hub:
             link = _SignalLink(self, current)
             signal.signal(signum, link)
             self._signal_links[signum] = link
+
+    def _watch_parent_exit(self) -> None:
+        # In a worker process that hears of exit signals only from its parent (hypercorn's
+        # default mode), look at the parent's exit flag on the hub's loop, as the server does.
+        if self._parent_exit is not None or self._loop is None:
+            return
+        flag = _parent_exit_flag()
+        if flag is not None:
+            self._parent_exit = self._loop.call_later(
+                PARENT_EXIT_POLL, self._parent_exit_tick, flag
+            )
+
+    def _parent_exit_tick(self, flag: Any) -> None:
+        self._parent_exit = None
+        if self._closed or self._loop is None:
+            return
+        if flag.is_set():
+            self._exit_signal()
+        else:
+            self._parent_exit = self._loop.call_later(
+                PARENT_EXIT_POLL, self._parent_exit_tick, flag
+            )
 
     def _unlink_signals(self) -> None:
         # Put back the handlers this hub replaced where its link is still in front; a link

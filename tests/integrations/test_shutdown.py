@@ -217,15 +217,26 @@ CASES: list[Case] = [
     ("uvicorn-litestar", lambda port: documented("litestar_app.py", port), "sigterm"),
     ("uvicorn-django-asgi", lambda port: documented("django_asgi_app.py", port), "ctrl-c"),
     ("uvicorn-django-asgi", lambda port: documented("django_asgi_app.py", port), "sigterm"),
-    # hypercorn serving in its own process (``--workers 0``): Quart's documented server, and
-    # FastAPI under it. (Its default worker process ignores SIGINT and hears of SIGTERM only
-    # through its parent: streams there end at ``--graceful-timeout``; see the README.)
+    # hypercorn: Quart's documented server, as its example runs it (the default mode), and
+    # FastAPI serving in hypercorn's own process (``--workers 0``).
     ("hypercorn-quart", lambda port: documented("quart_app.py", port), "ctrl-c"),
     (
         "hypercorn-fastapi",
         lambda port: other(
             "hypercorn", "--workers", "0", "--bind", f"127.0.0.1:{port}", "fastapi_app:app"
         ),
+        "sigterm",
+    ),
+    # hypercorn's default mode: the app runs in a worker process that ignores SIGINT and hears
+    # of either signal only through a flag its parent sets, which the hub watches.
+    (
+        "hypercorn-default-fastapi",
+        lambda port: other("hypercorn", "--bind", f"127.0.0.1:{port}", "fastapi_app:app"),
+        "ctrl-c",
+    ),
+    (
+        "hypercorn-default-fastapi",
+        lambda port: other("hypercorn", "--bind", f"127.0.0.1:{port}", "fastapi_app:app"),
         "sigterm",
     ),
     # gunicorn's async workers.
@@ -319,6 +330,11 @@ GENERATOR_CASES: list[Case] = [
             "hypercorn", "--workers", "0", "--bind", f"127.0.0.1:{port}", "generator_stream:app"
         ),
         "ctrl-c",
+    ),
+    (
+        "hypercorn-default-generator",
+        lambda port: other("hypercorn", "--bind", f"127.0.0.1:{port}", "generator_stream:app"),
+        "sigterm",
     ),
     (
         "gunicorn-uvicorn-worker-generator",
