@@ -287,9 +287,10 @@ async def asend_event(
 def events_view(hub: Hub | None = None, *, disconnect_check: float = 1.0) -> View:
     """A sync view (WSGI) that streams the channel django-eventstream's URLs would.
 
-    The channel is the URL's ``channels`` keyword (as ``path("events/", events_view(),
+    The channels are the URL's ``channels`` keyword (as ``path("events/", events_view(),
     {"channels": ["test"]})``), else the ``channel`` keyword of the URL pattern, else
-    ``?channel=``. One channel per stream: a request for several gets 400. ``hub`` defaults to
+    ``?channel=`` (repeatable). Several channels are read by one stream, each event once, as
+    django-eventstream does; a request that names none gets 400. ``hub`` defaults to
     `configured_hub` (looked up per request).
     """
 
@@ -303,14 +304,17 @@ def events_view(hub: Hub | None = None, *, disconnect_check: float = 1.0) -> Vie
             channels = [kwargs["channel"]]
         if not channels:
             channels = request.GET.getlist("channel")
-        if len(channels) != 1:
+        if not channels:
             return HttpResponse(
-                json.dumps({"error": "name exactly one channel (ssehub streams one per request)"}),
+                json.dumps({"error": "name a channel: the URL's channels, or ?channel="}),
                 status=400,
                 content_type="application/json",
             )
         return stream_response(
-            target, request, channel=channels[0], disconnect_check=disconnect_check
+            target,
+            request,
+            channel=channels[0] if len(channels) == 1 else channels,
+            disconnect_check=disconnect_check,
         )
 
     return view
