@@ -102,6 +102,23 @@ async def test_uri_templates_and_star_match_channels_that_appear_later(hub: Hub)
     assert hub.channels() == []
 
 
+async def test_a_channels_client_count_includes_the_streams_that_read_it_through_a_selector(
+    hub: Hub,
+) -> None:
+    # The publish answers' "clients" come from here: a stream on "*" or a template is a client
+    # of every channel it matches, once, as is one that names the channel among others.
+    await hub.subscribe("/rooms/1")
+    await hub.subscribe(["/rooms/{id}"])
+    await hub.subscribe(["*"])
+    await hub.subscribe(["/rooms/1", "/rooms/{id}"])
+    await hub.subscribe(["/news", "/rooms/1"])
+    assert hub.client_count("/rooms/1") == 5
+    assert hub.client_count("/rooms/2") == 3
+    assert hub.client_count("/news") == 2
+    assert hub.client_count("/rooms/1/members") == 1
+    assert hub.client_count() == 5
+
+
 async def test_a_mixed_subscription_gets_an_event_once_even_when_two_selectors_match(
     hub: Hub,
 ) -> None:

@@ -1352,10 +1352,17 @@ class Hub:
         return self._observers
 
     def client_count(self, channel: str | None = None) -> int:
-        """Open streams on ``channel``, or on every channel when None (O(1) either way)."""
+        """Open streams on ``channel``, or on every channel when None.
+
+        A stream counts for ``channel`` when it reads it by name, or through ``*`` or a template
+        that matches it. O(1), plus one match per open stream that reads through ``*`` or a
+        template."""
         if channel is not None:
             ch = self._channels.get(channel)
-            return len(ch) if ch is not None else 0
+            count = len(ch) if ch is not None else 0
+            if self._wild:
+                count += sum(1 for selectors in self._wild.values() if selectors.matches(channel))
+            return count
         return self._clients
 
     def published_count(self, channel: str) -> int:

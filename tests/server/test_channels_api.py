@@ -83,6 +83,22 @@ async def test_post_events_reaches_a_subscriber_of_both_channels_once(hub: HubPr
         assert (await both.next_event()).data == "after"  # not a second "hi"
 
 
+async def test_post_events_counts_the_streams_that_match_through_a_template(
+    hub: HubProcess,
+) -> None:
+    room, news = "/events/t2b/rooms/1", "/events/t2b/news"
+    async with (
+        httpx.AsyncClient(base_url=hub.url) as c,
+        open_sse(hub.url + "/events", params=[("channel", "/events/t2b/rooms/{id}")]),
+        open_sse(hub.url + room),
+    ):
+        await wait_streams(c, 2)
+        answer = await c.post("/events", json={"channels": [room, news], "data": "x"})
+        assert answer.json()["clients"] == {room: 2, news: 0}
+        single = await c.post(room, json={"data": "y"})
+        assert single.json()["clients"] == 2
+
+
 async def test_one_last_event_id_resumes_every_channel_in_publish_order(hub: HubProcess) -> None:
     a, b, room = "/events/t3/a", "/events/t3/b", "/events/t3/rooms/1"
     params = [("channel", a), ("channel", b), ("channel", "/events/t3/rooms/{id}")]
