@@ -116,6 +116,12 @@ async def test_resumed_says_whether_history_held_the_id_and_is_none_without_a_re
     await hub.shutdown()
 
 
+def test_a_stream_made_without_the_hub_has_no_payload_and_did_not_resume() -> None:
+    # A per-request `EventStream`'s subscription: `Hub.subscribe` sets neither.
+    sub = Subscription("/per-request", max_buffer=1024)
+    assert (sub.payload, sub.resumed, sub.last_event_id) == (None, None, None)
+
+
 # -- a backend that returns plain ids ----------------------------------------------------
 
 
