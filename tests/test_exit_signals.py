@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ssehub import Hub, HubClosed
+from ssehub import Hub, HubClosed, Subscription
 from ssehub import hub as hub_module
 from ssehub.subscription import CloseReason, Subscription
 from tests._support.waiting import eventually
@@ -192,6 +192,35 @@ async def test_a_signal_before_the_hub_ever_ran_reaches_the_server_and_drains_th
     await hub.shutdown()
 
 
+async def test_a_hub_that_never_started_ends_its_attached_streams_on_the_signal(
+    server_handlers: dict[int, ServerHandler],
+) -> None:
+    # A hub that serves only per-request streams never starts: the first `attach` binds it to
+    # the loop writing the stream and links it in front of a handler installed since it was
+    # made (the server's own, set up after the app).
+    hub = Hub()
+    later = ServerHandler()
+    signal.signal(signal.SIGTERM, later)
+    sub = Subscription("/per-request", max_buffer=1024)
+    hub.attach(sub)
+    signal.raise_signal(signal.SIGTERM)
+    assert later.calls == [signal.SIGTERM]
+    await eventually(lambda: sub.closed, timeout=1.0)
+    assert sub.close_reason == CloseReason.SHUTDOWN
+    await hub.shutdown()
+    assert signal.getsignal(signal.SIGTERM) is later
+
+
+async def test_a_stream_attached_after_shutdown_links_no_signal(
+    server_handlers: dict[int, ServerHandler],
+) -> None:
+    hub = Hub()
+    await hub.shutdown()  # never started
+    hub.attach(Subscription("/per-request", max_buffer=1024))
+    assert signal.getsignal(signal.SIGTERM) is server_handlers[signal.SIGTERM]
+    assert signal.getsignal(signal.SIGINT) is server_handlers[signal.SIGINT]
+
+
 async def test_an_ignored_sigint_leaves_sigterm_linked(
     server_handlers: dict[int, ServerHandler],
 ) -> None:
@@ -253,10 +282,13 @@ class Kills:
         self.kills: list[tuple[int, int]] = []
         self.handlers: list[tuple[int, object]] = []
         self.killed = threading.Event()
+        self.at = 0.0  # time.monotonic() of the (first) kill
         monkeypatch.setattr(os, "kill", self._kill)
         monkeypatch.setattr(signal, "signal", self._signal)
 
     def _kill(self, pid: int, signum: int) -> None:
+        if not self.kills:
+            self.at = time.monotonic()
         self.kills.append((pid, signum))
         self.killed.set()
 
@@ -264,29 +296,72 @@ class Kills:
         self.handlers.append((signum, handler))
 
 
+@pytest.fixture
+def exit_thread_ended(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """After the test, wait for the default-SIGTERM stand-in's thread before `monkeypatch` puts
+    the real `os.kill` back: it never kills the test run (after a failed test)."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name == "ssehub-exit":
+            thread.join(timeout=10)
+
+
+@pytest.mark.usefixtures("exit_thread_ended")
+@pytest.mark.parametrize("kind", ["channel", "attached"])
 async def test_a_default_sigterm_ends_the_process_by_the_signal_once_the_streams_ended(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     # waitress sets no SIGTERM handler: the hub's stands in for the default action, which it
     # puts back at once (a second SIGTERM ends the process as before), then kills the process
-    # with the same signal when its streams are gone.
+    # with the same signal when its streams are gone: channel streams, or per-request ones
+    # (waitress serves `EventStream`s, which the hub only knows by `attach`).
+    monkeypatch.setattr(hub_module, "DEFAULT_EXIT_GRACE", 3.0)  # the streams end first
     hub = Hub(end_streams_on_signal=False)
     await hub.start()
-    sub = await hub.subscribe("/news")
+    if kind == "channel":
+        sub = await hub.subscribe("/news")
+    else:
+        sub = Subscription("/per-request", max_buffer=1024)
+        hub.attach(sub)
     kills = Kills(monkeypatch)
-    exit_ = hub_module._DefaultExit(hub)
-    started = time.monotonic()
-    exit_(signal.SIGTERM, None)
+    before = set(threading.enumerate())
+    hub_module._DefaultExit(hub)(signal.SIGTERM, None)
     assert kills.handlers == [(signal.SIGTERM, signal.SIG_DFL)]
+    # It waits in a daemon thread: a process that ends by itself meanwhile (its main thread
+    # returns) is not held up until the kill.
+    assert [t.daemon for t in set(threading.enumerate()) - before] == [True]
     await asyncio.sleep(0.2)
     assert kills.kills == []  # a stream is still open
-    hub.unsubscribe(sub)
+    if kind == "channel":
+        hub.unsubscribe(sub)
+    else:
+        hub.detach(sub)
+    ended = time.monotonic()
     assert await asyncio.to_thread(kills.killed.wait, 5)
     assert kills.kills == [(os.getpid(), signal.SIGTERM)]
-    assert time.monotonic() - started < hub_module.DEFAULT_EXIT_GRACE + 0.5
+    # Soon after (it polls every 10 ms, then gives the server 50 ms to write the last bytes);
+    # the bound is loose for a loaded machine, and still well under a second.
+    assert kills.at - ended < 0.6
     await hub.shutdown(timeout=0.1)
 
 
+@pytest.mark.usefixtures("exit_thread_ended")
+async def test_a_default_sigterm_with_no_stream_open_ends_the_process_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "DEFAULT_EXIT_GRACE", 3.0)
+    hub = Hub(end_streams_on_signal=False)
+    await hub.start()
+    kills = Kills(monkeypatch)
+    started = time.monotonic()
+    hub_module._DefaultExit(hub)(signal.SIGTERM, None)
+    assert await asyncio.to_thread(kills.killed.wait, 5)
+    assert kills.at - started < 0.6
+    assert kills.kills == [(os.getpid(), signal.SIGTERM)]
+    await hub.shutdown(timeout=0.1)
+
+
+@pytest.mark.usefixtures("exit_thread_ended")
 async def test_a_default_sigterm_ends_the_process_after_the_grace_if_a_stream_stays(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

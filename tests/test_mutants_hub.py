@@ -99,6 +99,29 @@ async def test_a_channel_whose_history_is_trimmed_away_at_once_publishes_fine() 
     await hub.shutdown()
 
 
+async def test_resumed_says_whether_history_held_the_id_and_is_none_without_a_resume() -> None:
+    hub = Hub()
+    first = await hub.publish("/a", "one")
+    await hub.publish("/a", "two")
+    fresh = await hub.subscribe("/a")
+    held = await hub.subscribe("/a", last_event_id=first)
+    gone = await hub.subscribe("/a", last_event_id="not-in-history")
+    assert fresh.resumed is None
+    assert held.resumed is True
+    assert [m.data for m in _events(held)] == ["two"]
+    assert gone.resumed is False
+    events = _events(gone)
+    assert events[0].event == GAP_EVENT
+    assert [m.data for m in events[1:]] == ["one", "two"]
+    await hub.shutdown()
+
+
+def test_a_stream_made_without_the_hub_has_no_payload_and_did_not_resume() -> None:
+    # A per-request `EventStream`'s subscription: `Hub.subscribe` sets neither.
+    sub = Subscription("/per-request", max_buffer=1024)
+    assert (sub.payload, sub.resumed, sub.last_event_id) == (None, None, None)
+
+
 # -- a backend that returns plain ids ----------------------------------------------------
 
 

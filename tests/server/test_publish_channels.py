@@ -98,3 +98,79 @@ def test_private_in_a_channel_publish_and_in_each_item_of_a_batch() -> None:
         parse_body(JSON, b'[{"data": "p"}, {"data": "s", "private": "true"}]')
     assert caught.value.status == 400
     assert caught.value.message.startswith('item 1: "private" must be true or false')
+
+
+# -- what each refusal says (the body of the 4xx the publisher reads) -----------------------
+
+
+def test_a_body_that_is_not_json_is_told_what_to_send() -> None:
+    error = _channels_error(b'{"channels": ["/events/a"], "data": "x"}', TEXT)
+    assert (error.status, error.message) == (
+        415,
+        "POST /events takes a JSON object (Content-Type: application/json): "
+        '{"channels": ["/events/a", "/events/b"], "data": "..."}',
+    )
+
+
+@pytest.mark.parametrize(("body", "kind"), [([], "list"), ("text", "str"), (7, "int")])
+def test_a_body_that_is_not_an_object_names_what_it_got(body: object, kind: str) -> None:
+    error = _channels_error(body)
+    assert error.status == 400
+    assert f"got {kind} (a batch goes to POST /events/<channel>)" in error.message
+
+
+def test_unknown_fields_are_all_named_and_the_allowed_ones_listed() -> None:
+    error = _channels_error({"channels": ["/events/a"], "data": "x", "b": 1, "a": 2})
+    assert error.message == (
+        "unknown field(s) 'a', 'b'; allowed: channels, data, event, id, retry, private"
+    )
+
+
+def test_a_body_with_every_allowed_field_is_accepted() -> None:
+    body = {
+        "channels": ["/events/a"],
+        "data": "x",
+        "event": "e",
+        "id": "7",
+        "retry": 1000,
+        "private": False,
+    }
+    publication = parse_channels(JSON, json.dumps(body).encode())
+    assert publication == Publication(("/events/a",), Message("x", event="e", id="7", retry=1000))
+    # The same fields (but channels) make a message on its channel's own route too.
+    del body["channels"]
+    assert parse_body(JSON, json.dumps(body).encode()) == publication.message
+
+
+def test_the_413_for_too_many_channels_says_what_to_do() -> None:
+    channels = [f"/events/c{i}" for i in range(MAX_CHANNELS + 1)]
+    error = _channels_error({"channels": channels, "data": "x"})
+    assert error.message.endswith("; split it into several requests")
+
+
+def test_a_channel_given_twice_is_the_one_named() -> None:
+    error = _channels_error({"channels": ["/events/a", "/events/b", "/events/b"], "data": "x"})
+    assert error.message == "channels must be distinct: '/events/b' is given twice"
+
+
+@pytest.mark.parametrize(("channel", "kind"), [(7, "int"), (None, "NoneType"), ([], "list")])
+def test_a_channel_that_is_not_a_string_is_named_by_its_type(channel: object, kind: str) -> None:
+    error = _channels_error({"channels": ["/events/a", channel], "data": "x"})
+    assert error.message == f"channels[1]: a channel name is a string, got {kind}"
+
+
+@pytest.mark.parametrize("channel", ["/events/{id}", "/events/{id", "/events/id}", "/events/}{"])
+def test_a_name_with_either_brace_is_a_selector_and_refused(channel: str) -> None:
+    error = _channels_error({"channels": [channel], "data": "x"})
+    assert (error.status, error.message) == (
+        400,
+        f"channels[0]: {channel!r} is a selector, not a channel name: publish to channels by name",
+    )
+
+
+@pytest.mark.parametrize(("private", "kind"), [("yes", "str"), (1, "int"), (None, "NoneType")])
+def test_a_private_flag_that_is_not_a_boolean_is_named_by_its_type(
+    private: object, kind: str
+) -> None:
+    error = _channels_error({"channels": ["/events/a"], "data": "x", "private": private})
+    assert error.message == f'"private" must be true or false, got {kind}'
