@@ -21,7 +21,7 @@ import pytest
 
 from ssehub import Hub, HubClosed, Subscription
 from ssehub import hub as hub_module
-from ssehub.subscription import CloseReason, Subscription
+from ssehub.subscription import CloseReason
 from tests._support.waiting import eventually
 
 
