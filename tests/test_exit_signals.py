@@ -9,6 +9,7 @@ test_shutdown.py.)
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -461,16 +462,36 @@ async def test_a_per_request_stream_binds_the_hub_and_it_watches_the_flag(
     await hub.shutdown()
 
 
+async def test_the_hub_watches_the_flag_once_however_often_it_is_bound(
+    worker_process: Any,
+) -> None:
+    flag: ParentFlag = worker_process._kwargs["shutdown_event"]
+    hub = Hub()
+    stream = Subscription("", max_buffer=1024)
+    hub.attach(stream)  # binds the hub and starts watching...
+    await hub.start()  # ...and so does starting it: still one look per period
+    await eventually(lambda: flag.looks >= 1, timeout=2.0)
+    looks, started = flag.looks, time.monotonic()
+    await asyncio.sleep(6 * hub_module.PARENT_EXIT_POLL)
+    periods = (time.monotonic() - started) / hub_module.PARENT_EXIT_POLL
+    # A late timer only looks less often (a loaded machine); twice as often is a second watch.
+    assert flag.looks - looks <= periods + 1
+    hub.detach(stream)
+    await hub.shutdown()
+
+
 @pytest.mark.parametrize(
     "process",
     [
         pytest.param({"target": "myapp.workers", "flag": True}, id="another-launcher"),
+        # A `multiprocessing.Process` subclass that overrides run() has no target at all.
+        pytest.param({"target": None, "flag": True}, id="no-target"),
         pytest.param({"target": "hypercorn.asyncio.run", "flag": False}, id="no-flag"),
         pytest.param({"target": "hypercorn.asyncio.run", "kwargs": None}, id="no-keywords"),
     ],
 )
 async def test_a_flag_the_hub_does_not_know_is_left_alone(
-    monkeypatch: pytest.MonkeyPatch, process: dict[str, Any]
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, process: dict[str, Any]
 ) -> None:
     import multiprocessing
 
@@ -481,15 +502,18 @@ async def test_a_flag_the_hub_does_not_know_is_left_alone(
         keywords = process["kwargs"]
 
     class Process:
-        _target = _launched_by(process["target"])
+        _target = None if process["target"] is None else _launched_by(process["target"])
         _kwargs = keywords
 
     monkeypatch.setattr(multiprocessing, "current_process", Process)
+    caplog.set_level(logging.DEBUG)
     hub = Hub()
     await hub.start()
     sub = await hub.subscribe("/news")
     await asyncio.sleep(3 * hub_module.PARENT_EXIT_POLL)
     assert not sub.closed and not hub.draining and flag.looks == 0
+    # Nothing was tried on it either (a failing look would be logged by the loop).
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     await hub.shutdown()
 
 

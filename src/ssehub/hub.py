@@ -635,23 +635,23 @@ class Hub:
     def _watch_parent_exit(self) -> None:
         # In a worker process that hears of exit signals only from its parent (hypercorn's
         # default mode), look at the parent's exit flag on the hub's loop, as the server does.
-        if self._parent_exit is not None or self._loop is None:
+        loop = self._loop
+        if self._parent_exit is not None or loop is None:
             return
         flag = _parent_exit_flag()
         if flag is not None:
-            self._parent_exit = self._loop.call_later(
-                PARENT_EXIT_POLL, self._parent_exit_tick, flag
+            self._parent_exit = loop.call_later(
+                PARENT_EXIT_POLL, self._parent_exit_tick, flag, loop
             )
 
-    def _parent_exit_tick(self, flag: Any) -> None:
-        self._parent_exit = None
-        if self._closed or self._loop is None:
-            return
+    def _parent_exit_tick(self, flag: Any, loop: asyncio.AbstractEventLoop) -> None:
+        # Until the flag is set (then the streams end) or `shutdown` cancels the next look.
         if flag.is_set():
+            self._parent_exit = None
             self._exit_signal()
         else:
-            self._parent_exit = self._loop.call_later(
-                PARENT_EXIT_POLL, self._parent_exit_tick, flag
+            self._parent_exit = loop.call_later(
+                PARENT_EXIT_POLL, self._parent_exit_tick, flag, loop
             )
 
     def _unlink_signals(self) -> None:
