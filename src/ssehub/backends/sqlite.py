@@ -230,7 +230,10 @@ class SqliteBackend(MemoryBackend):
             raise
         except sqlite3.Error as exc:
             db.close()
-            raise HistoryFileCorrupt(f"the history file {path} cannot be used: {exc}") from None
+            raise HistoryFileCorrupt(
+                f"{path} is damaged or not an ssehub history file ({exc}); restore it from a "
+                "backup, or move it away to start with an empty history"
+            ) from None
         return db
 
     @staticmethod
