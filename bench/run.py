@@ -17,10 +17,12 @@ import os
 import platform
 import re
 import selectors
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -71,15 +73,20 @@ class Server:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    data: Path | None = None  # the --data directory of a durable server (removed at stop)
 
     def start(self) -> None:
         """Start it and wait until it accepts connections and answers a subscribe."""
         self.port = free_port()
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log = LOGS / f"server-{self.spec.key}.log"
+        argv = self.spec.command(self.port)
+        if self.spec.data:
+            self.data = Path(tempfile.mkdtemp(prefix=f"bench-{self.spec.key}-"))
+            argv += ["--data", str(self.data)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                self.spec.command(self.port),
+                argv,
                 cwd=C.REPO,
                 env=C.child_env(self.spec.env),
                 stdout=log,
@@ -160,6 +167,15 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        if self.data is not None:
+            shutil.rmtree(self.data, ignore_errors=True)
+            self.data = None
+
+    def data_bytes(self) -> int:
+        """Bytes of every file in the ``--data`` directory now (history file, WAL, lock)."""
+        if self.data is None:
+            return 0
+        return sum(f.stat().st_size for f in self.data.iterdir() if f.is_file())
 
     def log_tail(self) -> str:
         """The end of its log, for error messages."""
@@ -293,6 +309,7 @@ def collect(server: Server, results: list[dict[str, Any]], cpu0: float) -> dict[
         "verified": all(v["verified"] for v in verify) if verify else None,
         "verify_problems": [v["why"] for v in verify if not v["verified"]],
         "loop": results[0].get("loop"),
+        **({"data_bytes": server.data_bytes()} if server.data is not None else {}),
     }
 
 
@@ -762,6 +779,94 @@ def selector_ratios(records: list[Record]) -> list[SelectorRatio]:
     return out
 
 
+@dataclass(frozen=True)
+class DataRatio:
+    """W1 on the durable hub (``--data``) against the in-memory one: same subscribers, same
+    publishers, same run (issue 15)."""
+
+    subscribers: int
+    publishers: int
+    data: float  # median delivered events/s with --data
+    memory: float | None  # None: the in-memory hub has no figure at this size in the run
+    target: float | None  # the least data / memory that passes; None: not checked
+    data_bytes: int | None  # the --data directory's size after the last run
+
+    @property
+    def ratio(self) -> float | None:
+        """``--data`` / in-memory, or None without an in-memory figure."""
+        return self.data / self.memory if self.memory else None
+
+    def problem(self) -> str | None:
+        """Why this fails the bench, or None when it passes or is not checked."""
+        if self.target is None:
+            return None
+        who = f"W1 {self.subscribers} subs, {self.publishers} pub with --data"
+        if self.ratio is None:
+            return f"{who}: no in-memory figure at that size in the same run to compare"
+        if self.ratio < self.target:
+            return (
+                f"{who}: {self.data:,.0f} events/s is {self.ratio:.2f}x the in-memory hub's "
+                f"{self.memory:,.0f}, below the target of {self.target:.2f}x"
+            )
+        return None
+
+
+def data_ratios(records: list[Record]) -> list[DataRatio]:
+    """W1 with ``--data`` against W1 in memory at every size both ran (one source each)."""
+    memory: dict[tuple[str, int, int], float] = {}
+    for rec in records:
+        if rec.case.workload == "W1" and rec.runs and rec.server.key == C.DATA_REFERENCE:
+            key = (rec.source, rec.case.param["subscribers"], rec.case.param["publishers"])
+            memory[key] = stats([r["rate"] for r in rec.runs])[0]
+    out = []
+    for rec in records:
+        if rec.case.workload != "W1" or not rec.runs or rec.server.key != C.DATA_SERVER:
+            continue
+        n, p = rec.case.param["subscribers"], rec.case.param["publishers"]
+        sizes = [r["data_bytes"] for r in rec.runs if "data_bytes" in r]
+        out.append(
+            DataRatio(
+                n,
+                p,
+                stats([r["rate"] for r in rec.runs])[0],
+                memory.get((rec.source, n, p)),
+                C.DATA_TARGET_RATIO if n == C.DATA_SUBSCRIBERS else None,
+                sizes[-1] if sizes else None,
+            )
+        )
+    return out
+
+
+def data_table(records: list[Record]) -> str:
+    """W1 with --data / in memory, with issue 15's target; empty without --data figures."""
+    ratios = data_ratios(records)
+    if not ratios:
+        return ""
+    rows = [
+        "W1 on the durable hub (--data, --fsync batch) against the in-memory hub, same run:",
+        "",
+        "| Subscribers | Publishers | --data events/s | in-memory events/s | --data / memory "
+        "| --data dir after the run | Target |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in ratios:
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
+        memory = "not measured" if r.memory is None else fmt(r.memory)
+        size = "" if r.data_bytes is None else f"{r.data_bytes / 1024:,.0f} KiB"
+        if r.target is None:
+            verdict = "not checked"
+        elif r.ratio is None:
+            verdict = "CHECK FAILED: no in-memory figure"
+        else:
+            met = r.ratio >= r.target
+            verdict = f"≥ {r.target:.2f}x: " + ("met" if met else "MISSED, CHECK FAILED")
+        rows.append(
+            f"| {r.subscribers} | {r.publishers} | {fmt(r.data)} | {memory} | {ratio} | {size} "
+            f"| {verdict} |"
+        )
+    return "\n".join(rows)
+
+
 def void_runs(records: list[Record]) -> list[str]:
     """Every failed run and every measurement that could not be made, one line each."""
     out = []
@@ -775,8 +880,10 @@ def void_runs(records: list[Record]) -> list[str]:
 
 
 def missed_targets(records: list[Record]) -> list[str]:
-    """Every checked target a run missed (W5 against W1), one line each."""
-    return [p for r in selector_ratios(records) if (p := r.problem()) is not None]
+    """Every checked target a run missed (W5 against W1, --data against memory), one line
+    each."""
+    checked: list[SelectorRatio | DataRatio] = [*selector_ratios(records), *data_ratios(records)]
+    return [p for r in checked if (p := r.problem()) is not None]
 
 
 def failures(records: list[Record]) -> list[str]:
@@ -1025,6 +1132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table(merged))
         if selector_table(merged):
             print("\n" + selector_table(merged))
+        if data_table(merged):
+            print("\n" + data_table(merged))
         if args.plot:
             plot(merged, args.plot)
         return report_failures(merged)
@@ -1058,6 +1167,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(records))
     if selector_table(records):
         print("\n" + selector_table(records))
+    if data_table(records):
+        print("\n" + data_table(records))
     outputs = [args.json] if args.json else []
     if args.save:
         RESULTS.mkdir(exist_ok=True)
