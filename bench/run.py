@@ -1102,6 +1102,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(C.WORKLOADS),
         help="e.g. W1,W3 (W5 brings W1 at W5's size: its target is a ratio to it)",
     )
+    parser.add_argument(
+        "--w1-subscribers",
+        metavar="N,N",
+        help="W1 sizes to run, e.g. 1000 (default: every size in bench.config.W1_SUBSCRIBERS)",
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument(
@@ -1139,6 +1144,11 @@ def main(argv: list[str] | None = None) -> int:
         return report_failures(merged)
     if args.smoke:
         C.apply_smoke()
+    if args.w1_subscribers:
+        try:
+            C.W1_SUBSCRIBERS = tuple(int(n) for n in args.w1_subscribers.split(",") if n.strip())
+        except ValueError:
+            parser.error(f"--w1-subscribers: not a list of numbers: {args.w1_subscribers!r}")
     runs = args.runs or C.RUNS
     limit = raise_nofile_limit()
 
