@@ -107,7 +107,7 @@ async def test_retention_by_count_bytes_and_age_holds_across_restarts(tmp_path: 
     path = tmp_path / "h.sqlite3"
     async with running(path, history=3) as backend:
         ids = [await backend.publish("/a", Message(f"m{i}")) for i in range(10)]
-        assert rows(path) == 3
+    assert rows(path) == 3
     async with running(path, history=3) as backend:
         assert backend.retained("/a")[0] == 3
         trimmed = await backend.replay("/a", ids[6])  # the newest trimmed: nothing missed
@@ -154,8 +154,8 @@ async def test_the_file_stays_bounded_when_history_is(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
             sizes.append(size())
         assert backend.written == 3 * 2000
-    # 12 MB published, 200 events (400 KB) retained: the file reuses its space and the log is
-    # cut back after each checkpoint.
+    # 12 MB published, 200 events (400 KB) retained, deletions written in groups of at most
+    # 256 events: the file reuses its space, the log is cut back after each checkpoint.
     assert max(sizes) < 2 * WAL_LIMIT, sizes
     assert sizes[2] <= sizes[0] + 256 * 1024, sizes
     assert rows(path) == 200

@@ -77,11 +77,15 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53534548
 """Marks an SQLite file as an ssehub history file (``PRAGMA application_id``, "SSEH")."""
 
-WAL_LIMIT = 4 * 1024 * 1024
+WAL_LIMIT = 8 * 1024 * 1024
 """Bytes the write-ahead log is truncated back to after a checkpoint (``journal_size_limit``)."""
 
-_MAX_GROUP = 4096  # operations written in one transaction at most
-_CHECKPOINT_PAGES = 1000  # SQLite's automatic checkpoint, in WAL pages (about 4 MiB)
+_MAX_GROUP = 4096  # operations the writer thread writes in one transaction at most
+_REMOVE_DELAY = 1.0  # seconds deletions wait, to be written together (on the loop)...
+_REMOVE_BATCH = 256  # ... or until this many are due: then they go with the next events
+# SQLite's automatic checkpoint, in WAL pages (of 4 KiB): it fsyncs (with fsync="batch"), so
+# not too often; a commit of small events is one page.
+_CHECKPOINT_PAGES = 2000
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -91,9 +95,9 @@ CREATE TABLE events (
     id TEXT NOT NULL,
     data BLOB NOT NULL,
     time REAL NOT NULL,
-    private INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX events_channel_ord ON events (channel, ord);
+    private INTEGER NOT NULL,
+    PRIMARY KEY (channel, ord)
+) WITHOUT ROWID;
 CREATE TABLE channels (
     name TEXT PRIMARY KEY,
     trimmed_id TEXT NOT NULL,
@@ -151,8 +155,21 @@ class SqliteBackend(MemoryBackend):
         """Events written so far."""
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        # fsync="always" commits on a writer thread (the fsync must not stall the loop); the
+        # other modes commit on the loop, once per loop turn, and "batch" fsyncs the log from a
+        # thread of its own every sync_interval.
+        self._threaded = fsync == "always"
         self._ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._pending: list[_Write] = []
+        self._pending_removes: list[_Remove] = []
+        self._flush_handle: asyncio.Handle | None = None  # writes the events, next loop turn
+        self._remove_handle: asyncio.Handle | None = None  # writes the deletions, later
+        self._removes_due = False  # enough deletions wait: write them with the next events
+        self._syncer: threading.Thread | None = None
+        self._syncer_stop = threading.Event()
+        self._unsynced = False
+        self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._keeps_history = True
         self._writing: dict[tuple[str, str], asyncio.Future[PublishResult]] = {}
@@ -296,10 +313,20 @@ class SqliteBackend(MemoryBackend):
         except sqlite3.Error as exc:
             self.release()
             raise HistoryFileCorrupt(f"cannot read the history file {self.path}: {exc}") from None
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"ssehub-sqlite-{self.path.name}", daemon=True
-        )
-        self._writer.start()
+        if self._threaded:
+            self._writer = threading.Thread(
+                target=self._write_loop, name=f"ssehub-sqlite-{self.path.name}", daemon=True
+            )
+            self._writer.start()
+        else:
+            if self.fsync == "batch":
+                self._syncer = threading.Thread(
+                    target=self._sync_loop, name=f"ssehub-fsync-{self.path.name}", daemon=True
+                )
+                self._syncer.start()
+            if self._pending_removes:
+                self._flush(removes=True)  # what retention removed from the restored history
+        self._running = True
 
     def _load(self) -> None:
         db = self._db
@@ -310,8 +337,9 @@ class SqliteBackend(MemoryBackend):
             prefix = self.id_prefix
             db.execute("INSERT OR REPLACE INTO meta VALUES ('prefix', ?)", (prefix,))
         newest = db.execute("SELECT max(ord) FROM events").fetchone()[0] or 0
-        order = max(int(meta.get("order") or 0), newest)
+        deleted = db.execute("SELECT max(trimmed_ord) FROM channels").fetchone()[0] or 0
         forgotten = int(meta.get("forgotten") or 0)
+        order = max(newest, deleted, forgotten)
         with_events = {row[0] for row in db.execute("SELECT DISTINCT channel FROM events")}
         # Channels holding events last, so that they are not among the tombstones forgotten.
         trimmed = sorted(
@@ -346,7 +374,7 @@ class SqliteBackend(MemoryBackend):
         return its id once written. Raises `ssehub.BackendUnavailable` (nothing stored or
         delivered) when the write fails, and as `MemoryBackend.publish` does otherwise."""
         loop = self._loop
-        if loop is None or self._writer is None or self._stopped:
+        if loop is None or not self._running:
             raise HubClosed("the durable backend is not running (start it, or it was closed)")
         names = (channel,) if isinstance(channel, str) else channel
         if message.id is not None:
@@ -365,7 +393,13 @@ class SqliteBackend(MemoryBackend):
         keys = [(name, admitted.event_id) for name in names] if message.id is not None else []
         for key in keys:
             self._writing[key] = future
-        self._ops.put(_Write(admitted, time.time(), future))
+        write = _Write(admitted, time.time(), future)
+        if self._threaded:
+            self._ops.put(write)
+        else:
+            self._pending.append(write)
+            if self._flush_handle is None:
+                self._flush_handle = loop.call_soon(self._flush_writes)
         try:
             # Shielded: a publisher that gives up does not take back an event being written.
             return await asyncio.shield(future)
@@ -375,13 +409,60 @@ class SqliteBackend(MemoryBackend):
                     del self._writing[key]
 
     def _removed(self, channel: str, event_id: str, order: int) -> None:
-        if not self._stopped:
-            self._ops.put(_Remove(channel, event_id, order))
+        if self._stopped:
+            return
+        remove = _Remove(channel, event_id, order)
+        if self._threaded or self._loop is None:
+            self._ops.put(remove)  # at start-up (restoring), the queue waits for the writer
+            return
+        self._pending_removes.append(remove)
+        if len(self._pending_removes) >= _REMOVE_BATCH:
+            self._removes_due = True
+        if self._remove_handle is None:
+            # Deletions need no hurry (a restart applies retention again): written together
+            # once a second, they touch each page once, and commits of events stay one page.
+            self._remove_handle = self._loop.call_later(_REMOVE_DELAY, self._flush_removes)
+
+    def _flush_writes(self) -> None:
+        self._flush_handle = None
+        self._flush(removes=self._removes_due)
+
+    def _flush_removes(self) -> None:
+        self._remove_handle = None
+        self._flush(removes=True)
+
+    def _flush(self, *, removes: bool) -> None:
+        # On the loop: one transaction for every event published since the last loop turn
+        # (and the deletions due).
+        db = self._db
+        writes, self._pending = self._pending, []
+        gone: list[_Remove] = []
+        if removes:
+            gone, self._pending_removes = self._pending_removes, []
+            self._removes_due = False
+        if db is None or not (writes or gone):
+            return
+        error: sqlite3.Error | None = None
+        try:
+            self._commit(db, writes, gone)
+            self._unsynced = True
+        except sqlite3.Error as exc:
+            error = exc
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        self._committed(writes, error)
 
     async def close(self) -> None:
         """Write what is queued, stop the writer, checkpoint and close the file, release the
         lock."""
         await super().close()
+        self._running = False
+        for handle in (self._flush_handle, self._remove_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._remove_handle = None
+        if not self._threaded:
+            self._flush(removes=True)
         writer = self._writer
         if writer is not None and writer.is_alive():
             self._ops.put(None)
@@ -391,12 +472,23 @@ class SqliteBackend(MemoryBackend):
 
     def release(self) -> None:
         """Stop the writer and close the file now (blocking; what `close` ends with). For a
-        process that exits without shutting its hub down; the backend cannot be used after."""
+        process that exits without shutting its hub down; the backend cannot be used after.
+        Events not yet written are dropped (their publishers were never answered)."""
         self._stopped = True
+        self._running = False
+        for handle in (self._flush_handle, self._remove_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._remove_handle = None
+        self._pending = []
         writer = self._writer
         if writer is not None and writer.is_alive() and writer is not threading.current_thread():
             self._ops.put(None)
             writer.join()
+        syncer = self._syncer
+        if syncer is not None and syncer.is_alive():
+            self._syncer_stop.set()
+            syncer.join()
         db, self._db = self._db, None
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -417,19 +509,36 @@ class SqliteBackend(MemoryBackend):
 
     # -- the writer thread ----------------------------------------------------------------
 
+    def _sync_loop(self) -> None:
+        # fsync="batch": the log is fsynced every sync_interval when something was written.
+        # fsync is per file, so a descriptor of our own makes SQLite's writes durable; SQLite's
+        # own checkpoints still fsync the log and the database as they copy one to the other.
+        wal = f"{self.path}-wal"
+        fd: int | None = None
+        try:
+            while not self._syncer_stop.wait(self.sync_interval):
+                if not self._unsynced:
+                    continue
+                self._unsynced = False
+                try:
+                    if fd is None:
+                        fd = os.open(wal, os.O_RDONLY)
+                    os.fsync(fd)
+                except OSError:
+                    self._unsynced = True  # tried again next time
+        finally:
+            if fd is not None:
+                os.close(fd)
+
     def _write_loop(self) -> None:
+        # fsync="always": every commit is fsynced (synchronous=FULL) off the loop.
         db = self._db
         assert db is not None
         ops = self._ops
-        synced = time.monotonic()
-        dirty = False
         running = True
         while running:
-            group: list[_Op] = []
-            # Nothing within the interval: only the periodic fsync below is due.
-            with contextlib.suppress(queue.Empty):
-                group.append(ops.get(timeout=self.sync_interval if dirty else None))
-            while group and len(group) < _MAX_GROUP:
+            group: list[_Op] = [ops.get()]
+            while len(group) < _MAX_GROUP:
                 try:
                     group.append(ops.get_nowait())
                 except queue.Empty:
@@ -441,22 +550,12 @@ class SqliteBackend(MemoryBackend):
             if writes or removes:
                 try:
                     self._commit(db, writes, removes)
-                    dirty = True
                 except sqlite3.Error as exc:
                     error = exc
                     with contextlib.suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
             if writes:
                 self._answer(writes, error)
-            if dirty and self.fsync == "batch" and time.monotonic() - synced >= self.sync_interval:
-                # A checkpoint fsyncs the log, then the database: what was answered up to now
-                # survives a power loss.
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                synced = time.monotonic()
-                dirty = False
-            elif dirty and self.fsync != "batch":
-                dirty = False
 
     def _commit(self, db: sqlite3.Connection, writes: list[_Write], removes: list[_Remove]) -> None:
         rows = []
@@ -472,10 +571,10 @@ class SqliteBackend(MemoryBackend):
         for remove in removes:
             trimmed[remove.channel] = (remove.event_id, remove.order)
         db.execute("BEGIN IMMEDIATE")
+        # The publish counter is not written apart: the newest order is in ``events``, or in
+        # ``channels`` once deleted (one page per commit, most often, for a small event).
         if rows:
             db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
-            newest = max(write.event.order for write in writes)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('order', ?)", (newest,))
         for channel, (event_id, order) in trimmed.items():
             db.execute("DELETE FROM events WHERE channel = ? AND ord <= ?", (channel, order))
             db.execute(
