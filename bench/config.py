@@ -67,8 +67,9 @@ W5_TARGET_RATIO: float | None = 0.7
 
 # --- durable history (issue 15): W1 on `ssehub serve --data DIR` against the in-memory hub ---
 # The servers compared (keys of SERVERS), measured alternately in the same run; the target is
-# checked at DATA_SUBSCRIBERS subscribers, for every W1 publisher count, and the ratio printed
-# at every W1 size both ran. None: print the ratio, check nothing (smoke sizes).
+# checked for DATA_SERVER (--fsync batch) at DATA_SUBSCRIBERS subscribers, for every W1
+# publisher count; the ratio is printed for every --data server (ssehub-data-always and
+# ssehub-data-off too) at every W1 size. None: print the ratios, check nothing (smoke sizes).
 DATA_SERVER = "ssehub-data"
 DATA_REFERENCE = "ssehub"
 DATA_SUBSCRIBERS = 1_000
@@ -157,24 +158,27 @@ SERVERS: tuple[ServerSpec, ...] = (
         requires=("ssehub.server",),
         selectors=True,
     ),
-    ServerSpec(
-        DATA_SERVER,
-        "ssehub --data (durable, fsync batch)",
-        (
-            "{python}",
-            "-m",
-            "ssehub",
-            "serve",
-            "--fsync",
-            "batch",
-            "--host",
-            "{host}",
-            "--port",
-            "{port}",
-        ),
-        requires=("ssehub.server", "ssehub.backends.sqlite"),
-        selectors=True,
-        data=True,
+    *(
+        ServerSpec(
+            DATA_SERVER if fsync == "batch" else f"{DATA_SERVER}-{fsync}",
+            f"ssehub --data (durable, fsync {fsync})",
+            (
+                "{python}",
+                "-m",
+                "ssehub",
+                "serve",
+                "--fsync",
+                fsync,
+                "--host",
+                "{host}",
+                "--port",
+                "{port}",
+            ),
+            requires=("ssehub.server", "ssehub.backends.sqlite"),
+            selectors=True,
+            data=True,
+        )
+        for fsync in ("batch", "always", "off")
     ),
     ServerSpec(
         "ssehub-uvicorn",

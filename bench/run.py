@@ -511,8 +511,17 @@ class Case:
     reference: Case | None = None
 
     def runs_on(self, spec: C.ServerSpec) -> bool:
-        """Whether ``spec`` can run this case (W5 needs channel selectors)."""
-        return spec.selectors or not self.selectors
+        """Whether ``spec`` runs this case (W5 needs channel selectors; the durable servers run
+        W1 only, where they are compared with the in-memory hub)."""
+        return self.why_not(spec) is None
+
+    def why_not(self, spec: C.ServerSpec) -> str | None:
+        """Why ``spec`` does not run this case, or None when it does."""
+        if spec.data and self.workload != "W1":
+            return "skipped: --data is measured on W1 only"
+        if self.selectors and not spec.selectors:
+            return "skipped: no channel selectors (GET /events?channel=)"
+        return None
 
 
 RATE = (("rate", "delivered events/s", True),)
@@ -634,8 +643,7 @@ def run_all(
                     (c.label, spec.key): Record(c, spec) for c in alternating for spec in servers
                 }
                 for rec in recs.values():
-                    if not rec.case.runs_on(rec.server):
-                        rec.skipped = "skipped: no channel selectors (GET /events?channel=)"
+                    rec.skipped = rec.case.why_not(rec.server)
                 records.extend(recs.values())
                 for run in range(runs):
                     for c in alternating:
@@ -784,6 +792,7 @@ class DataRatio:
     """W1 on the durable hub (``--data``) against the in-memory one: same subscribers, same
     publishers, same run (issue 15)."""
 
+    server: str
     subscribers: int
     publishers: int
     data: float  # median delivered events/s with --data
@@ -800,7 +809,7 @@ class DataRatio:
         """Why this fails the bench, or None when it passes or is not checked."""
         if self.target is None:
             return None
-        who = f"W1 {self.subscribers} subs, {self.publishers} pub with --data"
+        who = f"W1 {self.subscribers} subs, {self.publishers} pub on {self.server}"
         if self.ratio is None:
             return f"{who}: no in-memory figure at that size in the same run to compare"
         if self.ratio < self.target:
@@ -809,6 +818,11 @@ class DataRatio:
                 f"{self.memory:,.0f}, below the target of {self.target:.2f}x"
             )
         return None
+
+
+def n_of(rec: Record) -> int:
+    """The subscribers of ``rec``'s case."""
+    return int(rec.case.param["subscribers"])
 
 
 def data_ratios(records: list[Record]) -> list[DataRatio]:
@@ -820,17 +834,19 @@ def data_ratios(records: list[Record]) -> list[DataRatio]:
             memory[key] = stats([r["rate"] for r in rec.runs])[0]
     out = []
     for rec in records:
-        if rec.case.workload != "W1" or not rec.runs or rec.server.key != C.DATA_SERVER:
+        if rec.case.workload != "W1" or not rec.runs or not rec.server.data:
             continue
+        checked = rec.server.key == C.DATA_SERVER and n_of(rec) == C.DATA_SUBSCRIBERS
         n, p = rec.case.param["subscribers"], rec.case.param["publishers"]
         sizes = [r["data_bytes"] for r in rec.runs if "data_bytes" in r]
         out.append(
             DataRatio(
+                rec.server.name,
                 n,
                 p,
                 stats([r["rate"] for r in rec.runs])[0],
                 memory.get((rec.source, n, p)),
-                C.DATA_TARGET_RATIO if n == C.DATA_SUBSCRIBERS else None,
+                C.DATA_TARGET_RATIO if checked else None,
                 sizes[-1] if sizes else None,
             )
         )
@@ -843,11 +859,11 @@ def data_table(records: list[Record]) -> str:
     if not ratios:
         return ""
     rows = [
-        "W1 on the durable hub (--data, --fsync batch) against the in-memory hub, same run:",
+        "W1 on the durable hub (--data) against the in-memory hub, same run:",
         "",
-        "| Subscribers | Publishers | --data events/s | in-memory events/s | --data / memory "
-        "| --data dir after the run | Target |",
-        "|---:|---:|---:|---:|---:|---:|---|",
+        "| Server | Subscribers | Publishers | --data events/s | in-memory events/s "
+        "| --data / memory | --data dir after the run | Target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in ratios:
         ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
@@ -861,8 +877,8 @@ def data_table(records: list[Record]) -> str:
             met = r.ratio >= r.target
             verdict = f"≥ {r.target:.2f}x: " + ("met" if met else "MISSED, CHECK FAILED")
         rows.append(
-            f"| {r.subscribers} | {r.publishers} | {fmt(r.data)} | {memory} | {ratio} | {size} "
-            f"| {verdict} |"
+            f"| {r.server} | {r.subscribers} | {r.publishers} | {fmt(r.data)} | {memory} "
+            f"| {ratio} | {size} | {verdict} |"
         )
     return "\n".join(rows)
 

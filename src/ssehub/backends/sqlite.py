@@ -7,15 +7,20 @@ durable hub fans out and replays exactly as the in-memory one does. What this mo
   is committed to the file; only then is it retained in memory and delivered. A hub killed with
   ``kill -9`` loses no event it answered for (each commit is in the operating system's hands).
   Whether a *power loss* keeps it too depends on ``fsync`` (`FSYNC_MODES`).
-- **Group commit.** One writer thread drains a queue of accepted events and writes everything
-  queued in one transaction: concurrent publishes share one commit (one fsync with
-  ``fsync="always"``), never one per event or per subscriber.
+- **Group commit.** Every event published during one turn of the event loop is written in one
+  transaction at the end of it: concurrent publishes share one commit, never one per event or
+  per subscriber. With ``fsync="batch"`` or ``"off"`` the commit runs on the loop (it is a
+  write to the OS, tens of microseconds; ``batch`` fsyncs the log from a thread of its own
+  every `SqliteBackend.sync_interval`); with ``"always"`` a writer thread drains a queue and
+  fsyncs each of its commits, so the loop never waits on the disk. Deletions (retention) are
+  written together about once a second, so a commit of small events is one page.
 - **Ids continue.** The id prefix and the publish counter are kept in the file: after a restart
   ids keep counting up from where they were, and a client resuming with an id from before the
   restart is replayed exactly (no gap event) while its event is retained.
 - **Bounded file.** An event leaving memory's history (count, bytes, age, hub-wide bound) is
-  deleted from the file too; SQLite reuses the freed pages, and the write-ahead log is
-  truncated back to `WAL_LIMIT` after each checkpoint.
+  deleted from the file too (within a second, or 256 events); SQLite reuses the freed pages,
+  and the write-ahead log is checkpointed every ~8 MiB and truncated back to `WAL_LIMIT`. The
+  file holds the retained history, plus what SQLite keeps free for reuse, plus the log.
 - **Refusals at start.** A file that is unreadable, damaged or not ssehub's raises
   `HistoryFileCorrupt` / `HistoryFileError`; a file another hub holds (an exclusive ``flock`` on
   ``<file>.lock``) raises `HistoryFileLocked`. Nothing starts with a silently empty history.
@@ -63,10 +68,10 @@ FSYNC_MODES = ("always", "batch", "off")
 
 - ``always``: every group commit is fsynced before its publishes are answered (SQLite's
   ``synchronous=FULL``): an answered event survives a power loss too. One fsync per commit.
-- ``batch`` (the default): commits are written to the operating system at once and fsynced
-  together at most `SqliteBackend.sync_interval` seconds later (``synchronous=NORMAL`` and a
-  checkpoint): a power loss or OS crash may lose the events answered in that last interval,
-  never the file.
+- ``batch`` (the default): commits are written to the operating system at once and the log is
+  fsynced by a thread at most `SqliteBackend.sync_interval` seconds later
+  (``synchronous=NORMAL``; checkpoints fsync too): a power loss or OS crash may lose the
+  events answered in that last interval, never the file.
 - ``off``: no fsync at all (``synchronous=OFF``); the OS writes when it likes. A power loss
   may lose recent events and can damage the file (the hub then refuses to start on it).
 """
