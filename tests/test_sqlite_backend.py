@@ -246,3 +246,41 @@ def test_bad_settings_are_refused_with_what_is_allowed(tmp_path: Path) -> None:
         SqliteBackend(tmp_path / "h", fsync="sometimes")
     with pytest.raises(ValueError, match="sync_interval must be positive"):
         SqliteBackend(tmp_path / "h", sync_interval=0)
+
+
+async def test_over_http_a_failed_write_is_answered_503_with_a_json_reason(tmp_path: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    from ssehub import Hub
+    from ssehub.server.app import HubServer
+
+    path = tmp_path / "h.sqlite3"
+    backend = SqliteBackend(path)
+    app = HubServer(Hub(backend=backend, keepalive=None))
+    await app.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            kept = await client.post("/events/a", content="kept")
+            assert kept.status_code == 200
+            with sqlite3.connect(path) as probe:
+                pages = probe.execute("PRAGMA page_count").fetchone()[0]
+            probe.close()
+            backend._db.execute(f"PRAGMA max_page_count={pages}")  # type: ignore[union-attr]
+            refused = await client.post("/events/a", content="x" * 200_000)
+            assert refused.status_code == 503
+            assert "could not be written" in refused.json()["error"]
+        replay = await backend.replay("/events/a", kept.json()["id"])
+        assert replay.found and replay.events == ()
+    finally:
+        await app.close()
+
+
+async def test_without_history_nothing_is_written_and_ids_never_repeat(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    async with running(path, history=0) as backend:
+        first = await backend.publish("/a", Message("gone"))
+        assert backend.written == 0
+    await asyncio.sleep(0.002)  # the next run's prefix is its start time, in milliseconds
+    async with running(path, history=0) as backend:
+        second = await backend.publish("/a", Message("gone too"))
+    assert first != second and rows(path) == 0

@@ -338,7 +338,9 @@ class SqliteBackend(MemoryBackend):
         assert db is not None
         meta = dict(db.execute("SELECT key, value FROM meta"))
         prefix = meta.get("prefix")
-        if not isinstance(prefix, str):
+        if not isinstance(prefix, str) or not self._keeps_history:
+            # Without history (``history=0``) nothing is written, so the counter cannot be
+            # kept: a fresh prefix then keeps this run's ids apart from the earlier ones.
             prefix = self.id_prefix
             db.execute("INSERT OR REPLACE INTO meta VALUES ('prefix', ?)", (prefix,))
         newest = db.execute("SELECT max(ord) FROM events").fetchone()[0] or 0
