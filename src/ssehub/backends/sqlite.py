@@ -7,15 +7,14 @@ durable hub fans out and replays exactly as the in-memory one does. What this mo
   is committed to the file; only then is it retained in memory and delivered. A hub killed with
   ``kill -9`` loses no event it answered for (each commit is in the operating system's hands).
   Whether a *power loss* keeps it too depends on ``fsync`` (`FSYNC_MODES`).
-- **Group commit.** The first event published in a turn of the event loop is written at once
-  (a lone publisher waits for nothing more than the write); the others published during that
-  turn are written in one transaction at its end: two commits a turn at most, however many
-  publishes, never one per event or per subscriber. With ``fsync="batch"`` or ``"off"`` the
-  commit runs on the loop (a write to the OS, tens of microseconds; ``batch`` fsyncs the log
-  from a thread of its own every `SqliteBackend.sync_interval`). With ``"always"`` a writer
-  thread drains a queue and fsyncs each of its commits (everything queued meanwhile goes in
-  the next one), so the loop never waits on the disk. Deletions (retention) are written
-  together about once a second, so a commit of small events is one page.
+- **Group commit.** Every event published during one turn of the event loop is written in one
+  transaction at the end of it (the next callback), never one commit per event or per
+  subscriber. With ``fsync="batch"`` or ``"off"`` the commit runs on the loop (a write to the
+  OS, tens of microseconds; ``batch`` fsyncs the log from a thread of its own every
+  `SqliteBackend.sync_interval`). With ``"always"`` a writer thread drains a queue and fsyncs
+  each of its commits (everything queued meanwhile goes in the next one), so the loop never
+  waits on the disk. Deletions (retention) are written together about once a second, so a
+  commit of small events is one page.
 - **Ids continue.** The id prefix and the publish counter are kept in the file: after a restart
   ids keep counting up from where they were, and a client resuming with an id from before the
   restart is replayed exactly (no gap event) while its event is retained.
@@ -173,7 +172,6 @@ class SqliteBackend(MemoryBackend):
         self._flush_handle: asyncio.Handle | None = None  # writes the events, next loop turn
         self._remove_handle: asyncio.Handle | None = None  # writes the deletions, later
         self._removes_due = False  # enough deletions wait: write them with the next events
-        self._committed_this_turn = False  # a publish was committed during this loop turn
         self._syncer: threading.Thread | None = None
         self._syncer_stop = threading.Event()
         self._unsynced = False
@@ -408,20 +406,8 @@ class SqliteBackend(MemoryBackend):
             self._ops.put(write)
         else:
             self._pending.append(write)
-            if not self._committed_this_turn:
-                # The first publish of a loop turn is committed at once, as the memory backend
-                # would deliver it (a lone publisher waits no turn); those that follow in the
-                # same turn are committed together once it ends: two commits a turn at most.
-                self._committed_this_turn = True
-                loop.call_soon(self._next_turn)
-                self._flush(removes=self._removes_due)
-            elif self._flush_handle is None:
+            if self._flush_handle is None:
                 self._flush_handle = loop.call_soon(self._flush_writes)
-        if future.done():
-            for key in keys:
-                if self._writing.get(key) is future:
-                    del self._writing[key]
-            return future.result()
         try:
             # Shielded: a publisher that gives up does not take back an event being written.
             return await asyncio.shield(future)
@@ -444,9 +430,6 @@ class SqliteBackend(MemoryBackend):
             # Deletions need no hurry (a restart applies retention again): written together
             # once a second, they touch each page once, and commits of events stay one page.
             self._remove_handle = self._loop.call_later(_REMOVE_DELAY, self._flush_removes)
-
-    def _next_turn(self) -> None:
-        self._committed_this_turn = False
 
     def _flush_writes(self) -> None:
         self._flush_handle = None
@@ -616,12 +599,14 @@ class SqliteBackend(MemoryBackend):
             loop.call_soon_threadsafe(self._committed, writes, error)
 
     def _committed(self, writes: list[_Write], error: sqlite3.Error | None) -> None:
-        # On the loop, in commit order: retain and deliver, then answer each publisher.
+        # On the loop, in commit order: answer each publisher, then retain and deliver, with no
+        # await between (the publishers run after the delivery). Answering first puts their
+        # responses ahead of the subscribers' writes that the delivery schedules.
         for write in writes:
             if error is None:
-                result = self.accept(write.event)
                 if not write.future.done():
-                    write.future.set_result(result)
+                    write.future.set_result(PublishResult(write.event.event_id))
+                self.accept(write.event)
             elif not write.future.done():
                 write.future.set_exception(
                     BackendUnavailable(f"the event could not be written to {self.path}: {error}")
