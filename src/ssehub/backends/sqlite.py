@@ -7,14 +7,17 @@ durable hub fans out and replays exactly as the in-memory one does. What this mo
   is committed to the file; only then is it retained in memory and delivered. A hub killed with
   ``kill -9`` loses no event it answered for (each commit is in the operating system's hands).
   Whether a *power loss* keeps it too depends on ``fsync`` (`FSYNC_MODES`).
-- **Group commit.** Every event published during one turn of the event loop is written in one
-  transaction at the end of it (the next callback), never one commit per event or per
-  subscriber. With ``fsync="batch"`` or ``"off"`` the commit runs on the loop (a write to the
-  OS, tens of microseconds; ``batch`` fsyncs the log from a thread of its own every
-  `SqliteBackend.sync_interval`). With ``"always"`` a writer thread drains a queue and fsyncs
-  each of its commits (everything queued meanwhile goes in the next one), so the loop never
-  waits on the disk. Deletions (retention) are written together about once a second, so a
-  commit of small events is one page.
+- **Group commit.** With ``fsync="batch"`` or ``"off"`` a commit runs on the loop and is a
+  write to the OS (tens of microseconds; ``batch`` fsyncs the log from a thread of its own
+  every `SqliteBackend.sync_interval`): the first `AT_ONCE` publishes of a loop turn are each
+  written at once, so a publisher waits no loop turn, and the rest of the turn's publishes are
+  written in one transaction by a callback that runs before the server writes the turn's
+  deliveries (each socket still gets the turn's events in one write). A turn makes
+  ``AT_ONCE + 1`` commits at most, however many publishes. With ``"always"`` a writer thread
+  drains a queue and fsyncs each of its commits (everything queued meanwhile goes in the next
+  one), so the loop never waits on the disk and publishers share each fsync. Deletions
+  (retention) are written together about once a second, so a commit of small events is one
+  page.
 - **Ids continue.** The id prefix and the publish counter are kept in the file: after a restart
   ids keep counting up from where they were, and a client resuming with an id from before the
   restart is replayed exactly (no gap event) while its event is retained.
@@ -62,7 +65,14 @@ try:
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["APPLICATION_ID", "FSYNC_MODES", "SCHEMA_VERSION", "WAL_LIMIT", "SqliteBackend"]
+__all__ = [
+    "APPLICATION_ID",
+    "AT_ONCE",
+    "FSYNC_MODES",
+    "SCHEMA_VERSION",
+    "WAL_LIMIT",
+    "SqliteBackend",
+]
 
 FSYNC_MODES = ("always", "batch", "off")
 """When the file is flushed to the disk (every mode survives ``kill -9`` of the hub):
@@ -85,6 +95,12 @@ APPLICATION_ID = 0x53534548
 
 WAL_LIMIT = 8 * 1024 * 1024
 """Bytes the write-ahead log is truncated back to after a checkpoint (``journal_size_limit``)."""
+
+AT_ONCE = 8
+"""Publishes of one loop turn written each at once, with ``fsync="batch"`` or ``"off"`` (a
+commit is then a write to the OS, tens of µs): the rest of the turn's publishes wait for one
+group commit at the turn's end. So a commit costs no publisher a loop turn until publishes
+crowd, and a turn never makes more than ``AT_ONCE + 1`` commits."""
 
 _MAX_GROUP = 4096  # operations the writer thread writes in one transaction at most
 _REMOVE_DELAY = 1.0  # seconds deletions wait, to be written together (on the loop)...
@@ -172,6 +188,7 @@ class SqliteBackend(MemoryBackend):
         self._flush_handle: asyncio.Handle | None = None  # writes the events, next loop turn
         self._remove_handle: asyncio.Handle | None = None  # writes the deletions, later
         self._removes_due = False  # enough deletions wait: write them with the next events
+        self._at_once = 0  # publishes of this loop turn written at once
         self._syncer: threading.Thread | None = None
         self._syncer_stop = threading.Event()
         self._unsynced = False
@@ -407,7 +424,21 @@ class SqliteBackend(MemoryBackend):
         else:
             self._pending.append(write)
             if self._flush_handle is None:
+                # The first publish of a loop turn schedules the turn's group commit first, so
+                # that it runs before the server's write pass that the deliveries schedule: the
+                # turn's events reach each socket in one write, however they were committed.
                 self._flush_handle = loop.call_soon(self._flush_writes)
+                self._at_once = 0
+            if self._at_once < AT_ONCE and len(self._pending) == 1:
+                # Written at once, as memory would deliver it (nothing of this turn waits
+                # before it): the publisher is answered without waiting a loop turn.
+                self._at_once += 1
+                self._flush(removes=self._removes_due)
+        if future.done():
+            for key in keys:
+                if self._writing.get(key) is future:
+                    del self._writing[key]
+            return future.result()
         try:
             # Shielded: a publisher that gives up does not take back an event being written.
             return await asyncio.shield(future)
