@@ -98,12 +98,13 @@ async def test_retention_by_count_holds_across_restarts(
     assert "events=1 channels=1" in fourth.log()
 
 
+@pytest.mark.parametrize("fsync", ["batch", "always", "off"])
 def test_concurrent_publishers_lose_no_answered_event_when_the_hub_is_killed(
-    start_hub: HubFactory, tmp_path: Path
+    start_hub: HubFactory, tmp_path: Path, fsync: str
 ) -> None:
     data = str(tmp_path / "data")
     channel = "/events/busy"
-    first = start_hub("--data", data, "--history", "100000")
+    first = start_hub("--data", data, "--history", "100000", "--fsync", fsync)
     (marker,) = asyncio.run(publish(first.url, channel, ["marker"]))
     answered: list[str] = []
     lock = threading.Lock()
