@@ -284,3 +284,29 @@ async def test_without_history_nothing_is_written_and_ids_never_repeat(tmp_path:
     async with running(path, history=0) as backend:
         second = await backend.publish("/a", Message("gone too"))
     assert first != second and rows(path) == 0
+
+
+async def test_batch_fsyncs_the_log_within_its_interval_and_only_after_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    backend = SqliteBackend(tmp_path / "h.sqlite3", fsync="batch", sync_interval=0.05)
+    await backend.start(lambda *args: None, history=10, history_ttl=None)
+    try:
+        await asyncio.sleep(0.2)
+        assert synced == []  # nothing written, nothing to fsync
+        await backend.publish("/a", Message("x"))
+        for _ in range(200):  # up to 2 s on a loaded machine
+            if synced:
+                break
+            await asyncio.sleep(0.01)
+        assert synced
+    finally:
+        await backend.close()
