@@ -265,11 +265,6 @@ class MemoryBackend(Backend):
         """What every id this backend assigns starts with (``"<boot-ms>-"``)."""
         return self._prefix
 
-    @property
-    def last_order(self) -> int:
-        """The order (position) of the newest event admitted so far (0: none)."""
-        return self._seq
-
     def restore_tombstone(self, channel: str, event_id: str, order: int) -> None:
         """Remember ``event_id`` (at ``order``) as the newest event removed from ``channel``
         before a restart: a client resuming from it has missed nothing. Call before
