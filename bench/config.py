@@ -65,6 +65,16 @@ W5_OWN_EVENTS = 40  # in groups of W5_OWN_CHANNELS: one to each own channel of a
 # None: print the ratio, check nothing (smoke sizes are too small to compare speeds).
 W5_TARGET_RATIO: float | None = 0.7
 
+# --- durable history (issue 15): W1 on `ssehub serve --data DIR` against the in-memory hub ---
+# The servers compared (keys of SERVERS), measured alternately in the same run; the target is
+# checked for DATA_SERVER (--fsync batch) at DATA_SUBSCRIBERS subscribers, for every W1
+# publisher count; the ratio is printed for every --data server (ssehub-data-always and
+# ssehub-data-off too) at every W1 size. None: print the ratios, check nothing (smoke sizes).
+DATA_SERVER = "ssehub-data"
+DATA_REFERENCE = "ssehub"
+DATA_SUBSCRIBERS = 1_000
+DATA_TARGET_RATIO: float | None = 0.8
+
 # --- the load generator -------------------------------------------------------------------
 SUBSCRIBERS_PER_LOADGEN = 5_000  # above this, subscribers are split over several processes
 CONNECT_CONCURRENCY = 200  # subscribe requests in flight at once per loadgen process
@@ -104,6 +114,7 @@ SMOKE = {
     "W5_SUBSCRIBERS": 10,
     "W5_OWN_EVENTS": 8,
     "W5_TARGET_RATIO": None,
+    "DATA_TARGET_RATIO": None,
     "STALL_S": 3.0,
     "RUN_DEADLINE_S": 20.0,
     "BETWEEN_RUNS_S": 0.1,
@@ -131,6 +142,8 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
     # Answers ``GET /events?channel=A&channel=B`` with one stream of every named channel (W5).
     selectors: bool = False
+    # Started with ``--data DIR``, DIR a fresh temporary directory each time (durable history).
+    data: bool = False
 
     def command(self, port: int) -> list[str]:
         """The command line that starts this server on ``port``."""
@@ -144,6 +157,28 @@ SERVERS: tuple[ServerSpec, ...] = (
         ("{python}", "-m", "ssehub", "serve", "--host", "{host}", "--port", "{port}"),
         requires=("ssehub.server",),
         selectors=True,
+    ),
+    *(
+        ServerSpec(
+            DATA_SERVER if fsync == "batch" else f"{DATA_SERVER}-{fsync}",
+            f"ssehub --data (durable, fsync {fsync})",
+            (
+                "{python}",
+                "-m",
+                "ssehub",
+                "serve",
+                "--fsync",
+                fsync,
+                "--host",
+                "{host}",
+                "--port",
+                "{port}",
+            ),
+            requires=("ssehub.server", "ssehub.backends.sqlite"),
+            selectors=True,
+            data=True,
+        )
+        for fsync in ("batch", "always", "off")
     ),
     ServerSpec(
         "ssehub-uvicorn",

@@ -17,10 +17,12 @@ import os
 import platform
 import re
 import selectors
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -71,15 +73,20 @@ class Server:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    data: Path | None = None  # the --data directory of a durable server (removed at stop)
 
     def start(self) -> None:
         """Start it and wait until it accepts connections and answers a subscribe."""
         self.port = free_port()
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log = LOGS / f"server-{self.spec.key}.log"
+        argv = self.spec.command(self.port)
+        if self.spec.data:
+            self.data = Path(tempfile.mkdtemp(prefix=f"bench-{self.spec.key}-"))
+            argv += ["--data", str(self.data)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                self.spec.command(self.port),
+                argv,
                 cwd=C.REPO,
                 env=C.child_env(self.spec.env),
                 stdout=log,
@@ -160,6 +167,15 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        if self.data is not None:
+            shutil.rmtree(self.data, ignore_errors=True)
+            self.data = None
+
+    def data_bytes(self) -> int:
+        """Bytes of every file in the ``--data`` directory now (history file, WAL, lock)."""
+        if self.data is None:
+            return 0
+        return sum(f.stat().st_size for f in self.data.iterdir() if f.is_file())
 
     def log_tail(self) -> str:
         """The end of its log, for error messages."""
@@ -293,6 +309,7 @@ def collect(server: Server, results: list[dict[str, Any]], cpu0: float) -> dict[
         "verified": all(v["verified"] for v in verify) if verify else None,
         "verify_problems": [v["why"] for v in verify if not v["verified"]],
         "loop": results[0].get("loop"),
+        **({"data_bytes": server.data_bytes()} if server.data is not None else {}),
     }
 
 
@@ -494,8 +511,17 @@ class Case:
     reference: Case | None = None
 
     def runs_on(self, spec: C.ServerSpec) -> bool:
-        """Whether ``spec`` can run this case (W5 needs channel selectors)."""
-        return spec.selectors or not self.selectors
+        """Whether ``spec`` runs this case (W5 needs channel selectors; the durable servers run
+        W1 only, where they are compared with the in-memory hub)."""
+        return self.why_not(spec) is None
+
+    def why_not(self, spec: C.ServerSpec) -> str | None:
+        """Why ``spec`` does not run this case, or None when it does."""
+        if spec.data and self.workload != "W1":
+            return "skipped: --data is measured on W1 only"
+        if self.selectors and not spec.selectors:
+            return "skipped: no channel selectors (GET /events?channel=)"
+        return None
 
 
 RATE = (("rate", "delivered events/s", True),)
@@ -617,8 +643,7 @@ def run_all(
                     (c.label, spec.key): Record(c, spec) for c in alternating for spec in servers
                 }
                 for rec in recs.values():
-                    if not rec.case.runs_on(rec.server):
-                        rec.skipped = "skipped: no channel selectors (GET /events?channel=)"
+                    rec.skipped = rec.case.why_not(rec.server)
                 records.extend(recs.values())
                 for run in range(runs):
                     for c in alternating:
@@ -762,6 +787,102 @@ def selector_ratios(records: list[Record]) -> list[SelectorRatio]:
     return out
 
 
+@dataclass(frozen=True)
+class DataRatio:
+    """W1 on the durable hub (``--data``) against the in-memory one: same subscribers, same
+    publishers, same run (issue 15)."""
+
+    server: str
+    subscribers: int
+    publishers: int
+    data: float  # median delivered events/s with --data
+    memory: float | None  # None: the in-memory hub has no figure at this size in the run
+    target: float | None  # the least data / memory that passes; None: not checked
+    data_bytes: int | None  # the --data directory's size after the last run
+
+    @property
+    def ratio(self) -> float | None:
+        """``--data`` / in-memory, or None without an in-memory figure."""
+        return self.data / self.memory if self.memory else None
+
+    def problem(self) -> str | None:
+        """Why this fails the bench, or None when it passes or is not checked."""
+        if self.target is None:
+            return None
+        who = f"W1 {self.subscribers} subs, {self.publishers} pub on {self.server}"
+        if self.ratio is None:
+            return f"{who}: no in-memory figure at that size in the same run to compare"
+        if self.ratio < self.target:
+            return (
+                f"{who}: {self.data:,.0f} events/s is {self.ratio:.2f}x the in-memory hub's "
+                f"{self.memory:,.0f}, below the target of {self.target:.2f}x"
+            )
+        return None
+
+
+def n_of(rec: Record) -> int:
+    """The subscribers of ``rec``'s case."""
+    return int(rec.case.param["subscribers"])
+
+
+def data_ratios(records: list[Record]) -> list[DataRatio]:
+    """W1 with ``--data`` against W1 in memory at every size both ran (one source each)."""
+    memory: dict[tuple[str, int, int], float] = {}
+    for rec in records:
+        if rec.case.workload == "W1" and rec.runs and rec.server.key == C.DATA_REFERENCE:
+            key = (rec.source, rec.case.param["subscribers"], rec.case.param["publishers"])
+            memory[key] = stats([r["rate"] for r in rec.runs])[0]
+    out = []
+    for rec in records:
+        if rec.case.workload != "W1" or not rec.runs or not rec.server.data:
+            continue
+        checked = rec.server.key == C.DATA_SERVER and n_of(rec) == C.DATA_SUBSCRIBERS
+        n, p = rec.case.param["subscribers"], rec.case.param["publishers"]
+        sizes = [r["data_bytes"] for r in rec.runs if "data_bytes" in r]
+        out.append(
+            DataRatio(
+                rec.server.name,
+                n,
+                p,
+                stats([r["rate"] for r in rec.runs])[0],
+                memory.get((rec.source, n, p)),
+                C.DATA_TARGET_RATIO if checked else None,
+                sizes[-1] if sizes else None,
+            )
+        )
+    return out
+
+
+def data_table(records: list[Record]) -> str:
+    """W1 with --data / in memory, with issue 15's target; empty without --data figures."""
+    ratios = data_ratios(records)
+    if not ratios:
+        return ""
+    rows = [
+        "W1 on the durable hub (--data) against the in-memory hub, same run:",
+        "",
+        "| Server | Subscribers | Publishers | --data events/s | in-memory events/s "
+        "| --data / memory | --data dir after the run | Target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in ratios:
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
+        memory = "not measured" if r.memory is None else fmt(r.memory)
+        size = "" if r.data_bytes is None else f"{r.data_bytes / 1024:,.0f} KiB"
+        if r.target is None:
+            verdict = "not checked"
+        elif r.ratio is None:
+            verdict = "CHECK FAILED: no in-memory figure"
+        else:
+            met = r.ratio >= r.target
+            verdict = f"≥ {r.target:.2f}x: " + ("met" if met else "MISSED, CHECK FAILED")
+        rows.append(
+            f"| {r.server} | {r.subscribers} | {r.publishers} | {fmt(r.data)} | {memory} "
+            f"| {ratio} | {size} | {verdict} |"
+        )
+    return "\n".join(rows)
+
+
 def void_runs(records: list[Record]) -> list[str]:
     """Every failed run and every measurement that could not be made, one line each."""
     out = []
@@ -775,8 +896,10 @@ def void_runs(records: list[Record]) -> list[str]:
 
 
 def missed_targets(records: list[Record]) -> list[str]:
-    """Every checked target a run missed (W5 against W1), one line each."""
-    return [p for r in selector_ratios(records) if (p := r.problem()) is not None]
+    """Every checked target a run missed (W5 against W1, --data against memory), one line
+    each."""
+    checked: list[SelectorRatio | DataRatio] = [*selector_ratios(records), *data_ratios(records)]
+    return [p for r in checked if (p := r.problem()) is not None]
 
 
 def failures(records: list[Record]) -> list[str]:
@@ -995,6 +1118,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(C.WORKLOADS),
         help="e.g. W1,W3 (W5 brings W1 at W5's size: its target is a ratio to it)",
     )
+    parser.add_argument(
+        "--w1-subscribers",
+        metavar="N,N",
+        help="W1 sizes to run, e.g. 1000 (default: every size in bench.config.W1_SUBSCRIBERS)",
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument(
@@ -1025,11 +1153,18 @@ def main(argv: list[str] | None = None) -> int:
         print(table(merged))
         if selector_table(merged):
             print("\n" + selector_table(merged))
+        if data_table(merged):
+            print("\n" + data_table(merged))
         if args.plot:
             plot(merged, args.plot)
         return report_failures(merged)
     if args.smoke:
         C.apply_smoke()
+    if args.w1_subscribers:
+        try:
+            C.W1_SUBSCRIBERS = tuple(int(n) for n in args.w1_subscribers.split(",") if n.strip())
+        except ValueError:
+            parser.error(f"--w1-subscribers: not a list of numbers: {args.w1_subscribers!r}")
     runs = args.runs or C.RUNS
     limit = raise_nofile_limit()
 
@@ -1058,6 +1193,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(records))
     if selector_table(records):
         print("\n" + selector_table(records))
+    if data_table(records):
+        print("\n" + data_table(records))
     outputs = [args.json] if args.json else []
     if args.save:
         RESULTS.mkdir(exist_ok=True)

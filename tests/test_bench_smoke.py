@@ -39,14 +39,27 @@ def test_bench_smoke_runs_every_server_and_delivers_every_event(tmp_path: Path) 
     report = json.loads(out.read_text())
     servers = {r["server"] for r in report["results"]}
     # Every server in bench/config.py is installed by the dev extras, so every one must run.
-    assert servers == {"ssehub", "ssehub-uvicorn", "ssehub-starlette", "sse-starlette", "bare"}
+    durable = {"ssehub-data", "ssehub-data-always", "ssehub-data-off"}
+    assert servers == {
+        "ssehub",
+        "ssehub-uvicorn",
+        "ssehub-starlette",
+        "sse-starlette",
+        "bare",
+        *durable,
+    }
     assert {r["workload"] for r in report["results"]} == {"W1", "W2", "W3", "W4", "W5"}
     w5 = {r["server"] for r in report["results"] if r["workload"] == "W5" and r["runs"]}
     assert w5 == {"ssehub", "ssehub-uvicorn", "ssehub-starlette"}
     assert "W5 (one stream, several channels) against W1" in proc.stdout  # the ratio table
+    assert "W1 on the durable hub (--data) against the in-memory hub" in proc.stdout
     for result in report["results"]:
         who = f"{result['workload']} {result['case']} on {result['server_name']}"
         assert result["error"] is None, who + ": " + str(result["error"])
+        if result["server"] in durable and result["workload"] != "W1":
+            assert result["skipped"] == "skipped: --data is measured on W1 only", who
+            assert not result["runs"], who
+            continue
         if result["server"] not in w5 and result["workload"] == "W5":
             assert result["skipped"] == "skipped: no channel selectors (GET /events?channel=)"
             assert not result["runs"], who

@@ -3,6 +3,10 @@
 These are fast, in-process tests (no sockets), in the mutation lane of scripts/mutate: each one
 pins down a behaviour a user relies on that the broader tests in test_hub.py let slip (see
 tests/mutation-survivors.md).
+
+Every test runs twice: on the default backend (memory), and with the durable backend
+(`ssehub.SqliteBackend`, on a file of the test's own) as the default, so the durable hub keeps
+the whole contract.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import asyncio
 import inspect
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +36,21 @@ from ssehub import (
 from ssehub.backends.base import Deliver, PublishResult, encode_event
 from ssehub.errors import SubscriptionDenied
 from ssehub.subscription import ThreadedSubscription
+from tests._support.backends import SqliteBackends
+
+
+@pytest.fixture(autouse=True, params=["memory", "sqlite"])
+def default_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[str]:
+    """The backend a `Hub` made without one gets: memory, or a durable one on a file."""
+    if request.param == "memory":
+        yield "memory"
+        return
+    made = SqliteBackends(tmp_path)
+    monkeypatch.setattr("ssehub.hub.MemoryBackend", made)
+    yield "sqlite"
+    made.release()
 
 
 def events_of(sub: Subscription) -> list[Message]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 # The protocol adapters register themselves as Hub.asgi and Hub.wsgi when imported.
 from ssehub import asgi as asgi
 from ssehub import wsgi as wsgi
-from ssehub.backends import Backend, MemoryBackend, PublishResult, Replay
+from ssehub.backends import Backend, MemoryBackend, PublishResult, Replay, SqliteBackend
 from ssehub.errors import (
     BackendUnavailable,
     EventTooLarge,
+    HistoryFileCorrupt,
+    HistoryFileError,
+    HistoryFileLocked,
     HubClosed,
     InvalidMessage,
     InvalidSelector,
@@ -34,6 +37,9 @@ __all__ = [
     "EventParser",
     "EventStream",
     "EventTooLarge",
+    "HistoryFileCorrupt",
+    "HistoryFileError",
+    "HistoryFileLocked",
     "Hub",
     "HubClosed",
     "InvalidMessage",
@@ -47,6 +53,7 @@ __all__ = [
     "SSEHubError",
     "Selector",
     "Selectors",
+    "SqliteBackend",
     "Subscription",
     "SubscriptionDenied",
     "ThreadedSubscription",

@@ -5,6 +5,9 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailable",
     "EventTooLarge",
+    "HistoryFileCorrupt",
+    "HistoryFileError",
+    "HistoryFileLocked",
     "HubClosed",
     "InvalidMessage",
     "InvalidSelector",
@@ -55,3 +58,19 @@ class InvalidToken(SSEHubError, PermissionError):
     """A JWT that was presented but cannot be trusted or used: malformed, too large, expired, not
     yet valid, badly signed, signed with an algorithm that is not allowed, or holding a claim of
     the wrong shape. The message says which; it never holds the token."""
+
+
+class HistoryFileError(SSEHubError, RuntimeError):
+    """The history file of a durable backend (``ssehub serve --data DIR``, `SqliteBackend`)
+    cannot be used: it cannot be created, opened or read (the message says which file and
+    why). Raised at start, never later: a hub does not start with an empty history instead."""
+
+
+class HistoryFileLocked(HistoryFileError):
+    """Another hub (another process, or another backend in this one) holds the history file:
+    two hubs writing one history would assign the same ids."""
+
+
+class HistoryFileCorrupt(HistoryFileError):
+    """The history file is damaged, is not an ssehub history file, or was written by a newer
+    ssehub; nothing was changed in it."""

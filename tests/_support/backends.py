@@ -1,12 +1,14 @@
 """Memory backends that behave as others may: a feed behind history, publishes landing during a
-replay, positions shaped like Redis', none at all. For the hub's replay/live seam."""
+replay, positions shaped like Redis', none at all. For the hub's replay/live seam. And
+`SqliteBackends`, which makes durable backends for the contract tests."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeAlias
 
-from ssehub import MemoryBackend, Message, Replay
+from ssehub import MemoryBackend, Message, Replay, SqliteBackend
 from ssehub.backends.base import Deliver, Position
 from ssehub.selectors import Selectors
 
@@ -18,6 +20,7 @@ __all__ = [
     "LaggingFeed",
     "NoPositions",
     "PublishDuringReplay",
+    "SqliteBackends",
 ]
 
 Queued = tuple[str | tuple[str, ...], str, bytes, Position | None, bool]
@@ -182,3 +185,21 @@ class LaggingEpochPositions(LaggingFeed):
     ) -> Replay:
         replay = await super().replay_selected(selectors, last_event_id, private=private)
         return _head(replay, 5)
+
+
+class SqliteBackends:
+    """Makes `ssehub.SqliteBackend`s on files of one directory, and releases every one it made
+    (for tests that run the memory backend's contract on the durable one)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.made: list[SqliteBackend] = []
+
+    def __call__(self) -> SqliteBackend:
+        backend = SqliteBackend(self.directory / f"history-{len(self.made)}.sqlite3")
+        self.made.append(backend)
+        return backend
+
+    def release(self) -> None:
+        for backend in self.made:
+            backend.release()

@@ -49,6 +49,8 @@ EVERY_FLAG = {
     "--log-level": ["--log-level", "debug"],
     "--access-log": ["--access-log"],
     "--presence": ["--presence"],
+    "--data": ["--data", "/var/lib/ssehub"],
+    "--fsync": ["--fsync", "always"],
 }
 
 

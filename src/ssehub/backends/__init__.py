@@ -1,4 +1,5 @@
-"""Where events are stored and how they travel between hubs: `MemoryBackend` by default.
+"""Where events are stored and how they travel between hubs: `MemoryBackend` by default,
+`SqliteBackend` for history that survives a restart (one machine, no server).
 
 `ssehub.backends.redis` (imported as ``ssehub.redis``) holds the Redis backend; nothing imports
 it unless asked, so importing ssehub never needs redis-py.
@@ -8,5 +9,14 @@ from __future__ import annotations
 
 from ssehub.backends.base import Backend, Deliver, Position, PublishResult, Replay
 from ssehub.backends.memory import MemoryBackend
+from ssehub.backends.sqlite import SqliteBackend
 
-__all__ = ["Backend", "Deliver", "MemoryBackend", "Position", "PublishResult", "Replay"]
+__all__ = [
+    "Backend",
+    "Deliver",
+    "MemoryBackend",
+    "Position",
+    "PublishResult",
+    "Replay",
+    "SqliteBackend",
+]

@@ -20,6 +20,8 @@ import itertools
 import sys
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ssehub.backends.base import (
     Backend,
@@ -34,7 +36,14 @@ from ssehub.backends.base import (
 from ssehub.selectors import Selectors
 from ssehub.wire import Message
 
-__all__ = ["CHANNEL_OVERHEAD", "EVENT_OVERHEAD", "TOMBSTONES", "MemoryBackend"]
+__all__ = [
+    "CHANNEL_OVERHEAD",
+    "EVENT_OVERHEAD",
+    "TOMBSTONES",
+    "Admitted",
+    "MemoryBackend",
+    "Removed",
+]
 
 EVENT_OVERHEAD = 160
 """Bytes a retained event is counted beyond its encoded size (its entry, its index slot)."""
@@ -48,6 +57,23 @@ resuming from the very last event of a channel whose history expired is not told
 
 _NO_BOUND = sys.maxsize
 _SWEEP_BATCH = 2000  # evictions or stale keys handled per slice of work, so no slice is long
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An event `MemoryBackend.admit` gave its id and place, not yet retained nor delivered."""
+
+    channel: str | tuple[str, ...]
+    event_id: str
+    data: bytes
+    order: int
+    """The process-wide publish counter of the event (its position, when history is kept)."""
+    private: bool
+
+
+Removed = Callable[[str, str, int], None]
+"""A hook ``removed(channel, event_id, order)``: the event left ``channel``'s history (trimmed,
+expired or evicted), always a channel's oldest retained event first."""
 
 
 class _History:
@@ -100,6 +126,7 @@ class MemoryBackend(Backend):
         self._max_event: int | None = None
         self._prefix = f"{int(time.time() * 1000)}-"
         self._seq = 0
+        self._accepted = 0  # the order of the newest event retained or delivered
         # (time of the oldest retained event, tie-breaker, history): the hub-wide age order.
         self._heap: list[tuple[float, int, _History]] = []
         self._ticket = itertools.count()
@@ -115,6 +142,9 @@ class MemoryBackend(Backend):
         """Events held in history now, every channel."""
         self.evicted = 0
         """Events removed to keep the whole hub under ``history_memory``."""
+        self.on_remove: Removed | None = None
+        """Called for each event that leaves a channel's history (a backend that persists
+        history deletes it there too); None: nobody is told."""
 
     async def start(
         self,
@@ -154,6 +184,20 @@ class MemoryBackend(Backend):
         ``max_event`` bytes once encoded. Returns ``PublishResult(id, duplicate=True)``, storing
         and delivering nothing, when the message's own id is in the channel's retained history.
         """
+        admitted = self.admit(channel, message, private=private)
+        if isinstance(admitted, PublishResult):
+            return admitted
+        return self.accept(admitted)
+
+    def admit(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> Admitted | PublishResult:
+        """The first half of `publish`: give the event its id and order, retain and deliver
+        nothing; `accept` does, and must be called with the events in the order admitted.
+
+        For a backend that stores each event elsewhere before it counts as published. Returns
+        ``PublishResult(id, duplicate=True)`` for a duplicate, raises as `publish` does.
+        """
         names = (channel,) if isinstance(channel, str) else channel
         if message.id is not None and self._limit > 0:
             for name in names:
@@ -169,12 +213,18 @@ class MemoryBackend(Backend):
         max_event = self._max_event
         if max_event is not None and len(data) > max_event:
             raise too_large(len(data), max_event)
+        return Admitted(channel, event_id, data, self._seq, private)
+
+    def accept(self, event: Admitted) -> PublishResult:
+        """The second half of `publish`: retain ``event`` (an `admit` result) and deliver it."""
+        channel, event_id, data, private = event.channel, event.event_id, event.data, event.private
+        self._accepted = event.order
         position = None
         if self._limit > 0:
             # The process-wide publish counter orders events within a channel, and never goes
             # back: a channel whose history was freed and made anew keeps counting up.
-            position = (self._seq,)
-            for name in names:
+            position = (event.order,)
+            for name in (channel,) if isinstance(channel, str) else channel:
                 self._retain(name, event_id, data, position, private)
         if self._deliver is not None:
             if private:
@@ -183,8 +233,57 @@ class MemoryBackend(Backend):
                 self._deliver(channel, event_id, data, position)
         return PublishResult(event_id)
 
+    def restore(
+        self,
+        channel: str,
+        event_id: str,
+        data: bytes,
+        order: int,
+        private: bool,
+        age: float,
+    ) -> None:
+        """Put back into ``channel``'s history an event kept from before a restart, published
+        ``age`` seconds ago (a persisting backend's start-up; nothing is delivered).
+
+        Call after `start`, oldest event first across every channel; the retention settings
+        apply as they would have. See `restore_counter` and `restore_tombstone`.
+        """
+        self._retain(channel, event_id, data, (order,), private, time.monotonic() - age)
+        self._accepted = max(self._accepted, order)
+
+    def restore_counter(self, prefix: str, order: int, forgotten: int = 0) -> None:
+        """Continue a run before a restart: assign ids ``prefix + n`` after ``order`` (the
+        last order it gave); ``forgotten`` is the newest order of the channels it no longer
+        remembered (a resume from before it is told of a gap)."""
+        self._prefix = prefix
+        self._seq = max(self._seq, order)
+        self._accepted = max(self._accepted, order)
+        self._forgotten_order = max(self._forgotten_order, forgotten)
+
+    @property
+    def id_prefix(self) -> str:
+        """What every id this backend assigns starts with (``"<boot-ms>-"``)."""
+        return self._prefix
+
+    def restore_tombstone(self, channel: str, event_id: str, order: int) -> None:
+        """Remember ``event_id`` (at ``order``) as the newest event removed from ``channel``
+        before a restart: a client resuming from it has missed nothing. Call before
+        `restore`ing the channel's events, oldest tombstone first."""
+        tombstones = self._tombstones
+        tombstones[channel] = (event_id, order)
+        tombstones.move_to_end(channel)
+        if len(tombstones) > TOMBSTONES:
+            _, (_, forgotten) = tombstones.popitem(last=False)
+            self._forgotten_order = max(self._forgotten_order, forgotten)
+
     def _retain(
-        self, channel: str, event_id: str, data: bytes, position: Position, private: bool
+        self,
+        channel: str,
+        event_id: str,
+        data: bytes,
+        position: Position,
+        private: bool,
+        now: float | None = None,
     ) -> None:
         hist = self._histories.get(channel)
         if hist is None:
@@ -194,7 +293,8 @@ class MemoryBackend(Backend):
             if last is not None:
                 hist.trimmed = (-1, last[0])  # every event of the new history comes after it
                 hist.trimmed_order = last[1]
-        now = time.monotonic()
+        if now is None:
+            now = time.monotonic()
         entries = hist.entries
         if not hist.queued:
             if len(self._heap) > 2 * len(self._histories) + 1024:
@@ -233,6 +333,8 @@ class MemoryBackend(Backend):
         hist.size -= cost
         self.retained_bytes -= cost
         self.retained_events -= 1
+        if self.on_remove is not None:
+            self.on_remove(hist.name, event_id, order)
 
     def _free(self, hist: _History) -> None:
         # The history retains nothing: drop it (a later publish starts a new one).
@@ -390,7 +492,7 @@ class MemoryBackend(Backend):
         for hist in histories:
             if not hist.entries and not hist.freed:
                 self._free(hist)
-        return Replay(events, found=found, head=(self._seq,))
+        return Replay(events, found=found, head=(self._accepted,))
 
     def _order_of(self, event_id: str, histories: list[_History]) -> int | None:
         # Where the event ``event_id`` stands in the publish order: the newest retained event of

@@ -24,6 +24,7 @@ from importlib import metadata
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from ssehub.backends.sqlite import FSYNC_MODES
 from ssehub.hub import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_MEMORY
 from ssehub.server.app import DEFAULT_METRICS_CHANNELS
 from ssehub.server.config import (
@@ -410,6 +411,23 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="share events and history through Redis (e.g. redis://127.0.0.1:6379/0), so "
         "several hub processes and machines serve the same channels",
     )
+    events.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="keep history in DIR (created if missing; an SQLite file, history.sqlite3): a "
+        "publish is answered once written, and after a restart, even kill -9, ids continue and "
+        "clients resume exactly. One hub per DIR (a second one is refused); not with --redis",
+    )
+    events.add_argument(
+        "--fsync",
+        choices=FSYNC_MODES,
+        default="batch",
+        help="with --data, when writes reach the disk: 'always' fsyncs each group commit "
+        "before answering (survives power loss), 'batch' fsyncs at most a second later "
+        "(a power loss may lose that last second), 'off' never (the OS decides); every mode "
+        "survives kill -9 of the hub",
+    )
     limits = serve.add_argument_group(
         "connection limits",
         "what one client may hold; a client past a limit gets the status given, then its "
@@ -586,6 +604,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_http_server(config)
         make_auth(config)  # a bad key or a missing PyJWT stops here, before any worker starts
         configure_logging(config.log_level)
+        if config.data is not None and config.redis:
+            raise CLIError(
+                "give --data DIR or --redis URL, not both: with Redis, history lives in Redis"
+            )
+        if config.data is not None and config.workers > 1:
+            raise CLIError(
+                "--data serves one hub process: several workers cannot share one history file "
+                "(use --redis URL to run --workers > 1)"
+            )
         if config.workers > 1:
             if not config.redis:
                 raise CLIError(

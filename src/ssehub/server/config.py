@@ -97,6 +97,8 @@ class ServeConfig:
     body_timeout: float
     idle_timeout: float
     redis: str | None
+    data: str | None
+    fsync: str
     publish_token: str | None
     subscribe_token: str | None
     admin_token: str | None

@@ -285,4 +285,6 @@ class Dashboard:
 
 def _backend_name(hub: Hub) -> str:
     name = type(hub.backend).__name__
-    return {"MemoryBackend": "memory", "RedisBackend": "redis"}.get(name, name)
+    return {"MemoryBackend": "memory", "RedisBackend": "redis", "SqliteBackend": "sqlite"}.get(
+        name, name
+    )

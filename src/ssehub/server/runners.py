@@ -22,9 +22,12 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 from types import FrameType
 
 from ssehub.backends.base import Backend
+from ssehub.backends.sqlite import SqliteBackend
+from ssehub.errors import HistoryFileError
 from ssehub.hub import Hub
 from ssehub.server.app import HubServer
 from ssehub.server.auth import Auth
@@ -35,6 +38,7 @@ from ssehub.subscription import CloseReason, Subscription
 
 __all__ = [
     "FD_RESERVE",
+    "HISTORY_FILE",
     "JWT_INSTALL",
     "UVICORN_INSTALL",
     "StreamLog",
@@ -46,6 +50,7 @@ __all__ = [
     "make_backend",
     "max_clients",
     "on_client_gone",
+    "open_history",
     "serve_native",
     "serve_one",
     "serve_uvicorn",
@@ -109,6 +114,34 @@ def make_backend(redis_url: str | None) -> Backend | None:
     except ValueError as exc:
         raise CLIError(f"--redis: not a Redis URL ({redact_url(redis_url)!r}): {exc}") from None
     backend: Backend = RedisBackend(redis_url)
+    return backend
+
+
+HISTORY_FILE = "history.sqlite3"
+"""The history file ``ssehub serve --data DIR`` keeps in DIR (with its ``.lock``, WAL and
+shared-memory files beside it)."""
+
+
+def open_history(data: str | None, fsync: str) -> Backend | None:
+    """The durable backend of ``--data DIR`` (None without it), its file opened, locked and
+    checked; CLIError, in one line, when DIR or the file cannot be used or another hub holds
+    it."""
+    if data is None:
+        return None
+    directory = Path(data)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(
+            f"--data: cannot create the directory {data!r}: {exc.strerror or exc}"
+        ) from None
+    if not directory.is_dir():
+        raise CLIError(f"--data: {data!r} is not a directory")
+    backend = SqliteBackend(directory / HISTORY_FILE, fsync=fsync)
+    try:
+        backend.open()
+    except HistoryFileError as exc:
+        raise CLIError(f"--data: {exc}") from None
     return backend
 
 
@@ -233,7 +266,7 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         retry=config.retry,
         keepalive=config.keepalive or None,
         max_buffer=config.max_buffer,
-        backend=make_backend(config.redis),
+        backend=make_backend(config.redis) or open_history(config.data, config.fsync),
         on_connect=None if streams is None else streams.opened,
         on_disconnect=on_client_gone if streams is None else streams.ended,
         # The server orders its own stop (in-flight publishes first, then the streams).
@@ -294,7 +327,7 @@ def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | Non
         url(config.host, port),
         os.getpid(),
         config.http,
-        "redis" if config.redis else "memory",
+        "redis" if config.redis else "sqlite" if config.data is not None else "memory",
         config.history,
         config.keepalive or "off",
         auth_summary(config),
@@ -302,6 +335,15 @@ def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | Non
         app.max_clients,
         "on" if app.mercure else "off",
     )
+    backend = app.hub.backend
+    if isinstance(backend, SqliteBackend):
+        log.info(
+            "event=history path=%s fsync=%s events=%d channels=%d",
+            backend.path,
+            backend.fsync,
+            backend.retained_events,
+            backend.retained_channels,
+        )
     if ready_fd is not None:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
