@@ -8,6 +8,7 @@ from ssehub import wsgi as wsgi
 from ssehub.backends import Backend, MemoryBackend, PublishResult, Replay
 from ssehub.errors import (
     BackendUnavailable,
+    BroadcastIncomplete,
     EventTooLarge,
     HubClosed,
     InvalidMessage,
@@ -29,6 +30,7 @@ __all__ = [
     "Access",
     "Backend",
     "BackendUnavailable",
+    "BroadcastIncomplete",
     "Channel",
     "CloseReason",
     "EventParser",

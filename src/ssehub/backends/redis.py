@@ -54,7 +54,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from importlib import resources
@@ -66,7 +66,7 @@ try:
     from redis.asyncio.connection import AbstractConnection, ConnectionPool
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoScriptError, RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("ssehub.redis needs redis-py: pip install 'ssehub[redis]'") from exc
 
@@ -147,6 +147,10 @@ def _entry_event(entry: Any) -> tuple[str, str, bytes, str, bool]:
     return sid, sse.decode(), data, fields.get(b"e", b"").decode(), fields.get(b"p") == b"1"
 
 
+def _no_script(answer: Any) -> bool:
+    return isinstance(answer, NoScriptError)
+
+
 def _redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -164,6 +168,9 @@ def _glob_escape(text: str) -> str:
 
 _PAGE = 1000
 """Entries read from a stream at a time by a refill."""
+
+DEFAULT_KEY_TTL = 24 * 3600.0
+"""Seconds after its last publish that an idle channel's keys expire by default (24 h)."""
 
 REMIND_EVERY = 60.0
 """Seconds between two ``event=redis_down`` reminders while Redis stays unreachable."""
@@ -312,6 +319,9 @@ class RedisBackend(Backend):
         ping_interval: seconds of silence on the feed after which it is pinged; no answer within
             ``timeout`` more seconds counts as a broken connection.
         max_backoff: the longest wait between two reconnection attempts of the feed.
+        key_ttl: seconds after its last publish that an idle channel's keys expire (its
+            history goes with them; a client resuming from one of its ids is told about the
+            gap); ``0`` keeps them forever. With ``history_ttl``, the shorter of the two.
 
     `publish` raises `BackendUnavailable` when Redis cannot be reached (the event is then not
     stored; after a timeout it may have been). Open streams stay open through a Redis outage;
@@ -328,11 +338,14 @@ class RedisBackend(Backend):
         connect_timeout: float = 2.0,
         ping_interval: float = 5.0,
         max_backoff: float = 2.0,
+        key_ttl: float = DEFAULT_KEY_TTL,
     ) -> None:
         if not prefix or any(not (c.isalnum() or c in "_-.:/") for c in prefix):
             raise ValueError(
                 f"prefix must be non-empty letters, digits and _-.:/ only, got {prefix!r}"
             )
+        if not key_ttl >= 0:
+            raise ValueError(f"key_ttl must be seconds >= 0 (0: keep forever), got {key_ttl!r}")
         for name, value in (
             ("timeout", timeout),
             ("connect_timeout", connect_timeout),
@@ -353,6 +366,8 @@ class RedisBackend(Backend):
         self._maxlen = 1000
         self._max_event: int | None = None
         self._ttl_ms = 0
+        self._key_ttl_ms = math.ceil(key_ttl * 1000)
+        self._expire_ms = self._key_ttl_ms
         self._client: aioredis.Redis | None = None
         self._feed_pool: ConnectionPool | None = None
         self._feed_task: asyncio.Task[None] | None = None
@@ -423,6 +438,8 @@ class RedisBackend(Backend):
         self._max_event = max_event
         self._maxlen = history
         self._ttl_ms = 0 if history_ttl is None else max(1, math.ceil(history_ttl * 1000))
+        expiries = [ms for ms in (self._ttl_ms, self._key_ttl_ms) if ms > 0]
+        self._expire_ms = min(expiries) if expiries else 0
         common: dict[str, Any] = {
             "socket_connect_timeout": self._connect_timeout,
             "retry": Retry(NoBackoff(), 0),
@@ -486,8 +503,67 @@ class RedisBackend(Backend):
         Raises `BackendUnavailable` when Redis cannot be reached or refuses the write.
         """
         self._require_client()
-        assert self._publish_script is not None
         names = (channel,) if isinstance(channel, str) else channel
+        keys, args = self._publish_call(names, message, private)
+        try:
+            assert self._publish_script is not None
+            sid, duplicate, _ = await self._publish_script(keys=keys, args=args)
+        except _DEAD as exc:
+            raise self._unavailable("could not store the event", exc) from exc
+        return self._published(message, sid, duplicate)
+
+    async def publish_each(
+        self, channels: Sequence[str], message: Message
+    ) -> list[PublishResult | BackendUnavailable]:
+        """Publish ``message`` to each of ``channels`` as a separate event, pipelined: one round
+        trip for the lot (one per node on a Cluster), one script per channel."""
+        client = self._require_client()
+        assert self._publish_script is not None
+        sha = self._publish_script.sha
+        calls = [self._publish_call((name,), message, False) for name in channels]
+        results: list[PublishResult | BackendUnavailable | None] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(2):
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for i in pending:
+                        keys, args = calls[i]
+                        pipe.evalsha(sha, len(keys), *keys, *args)
+                    answers: list[Any] = await pipe.execute(raise_on_error=False)
+            except _DEAD as exc:
+                failed = self._unavailable("could not store the event", exc)
+                for i in pending:
+                    results[i] = failed
+                break
+            again: list[int] = []
+            for i, answer in zip(pending, answers, strict=True):
+                if isinstance(answer, NoScriptError) and not attempt:
+                    again.append(i)  # the script ran nothing there
+                elif isinstance(answer, BaseException):
+                    results[i] = self._unavailable("could not store the event", answer)
+                else:
+                    results[i] = self._published(message, answer[0], answer[1])
+            if not again:
+                break
+            # A node that restarted or was promoted lost the script cache: load it, once.
+            pending = again
+            try:
+                await self._load_publish_script()
+            except _DEAD as exc:
+                failed = self._unavailable("could not store the event", exc)
+                for i in pending:
+                    results[i] = failed
+                break
+        return [result for result in results if result is not None]
+
+    async def _load_publish_script(self) -> None:
+        assert self._publish_script is not None
+        await self._require_client().script_load(self._publish_script.script)
+
+    def _publish_call(
+        self, names: tuple[str, ...], message: Message, private: bool
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of publish.lua for one event to ``names`` (one slot)."""
         head, body = _split(message)
         uid = message.id
         max_event = self._max_event
@@ -501,33 +577,45 @@ class RedisBackend(Backend):
             keys.append(self.stream_key(name))
             keys.append(self.index_key(name))
         keys.append(self.counter_key())
-        try:
-            sid, duplicate, _ = await self._publish_script(
-                keys=keys,
-                args=[
-                    self._maxlen,
-                    self._ttl_ms,
-                    self._feed_channel,
-                    body,
-                    head,
-                    uid if uid is not None else "",
-                    "1" if uid is not None else "0",
-                    _new_epoch(),
-                    "1" if private else "0",
-                    self._top_g,
-                    *names,
-                ],
-            )
-        except _DEAD as exc:
-            raise BackendUnavailable(
-                f"could not store the event on Redis at {self._safe_url}: {exc}"
-            ) from exc
+        args: list[Any] = [
+            self._maxlen,
+            self._ttl_ms,
+            self._feed_channel,
+            body,
+            head,
+            uid if uid is not None else "",
+            "1" if uid is not None else "0",
+            _new_epoch(),
+            "1" if private else "0",
+            self._top_g,
+            self._expire_ms,
+            "PUBLISH",
+            *names,
+        ]
+        return keys, args
+
+    def _published(self, message: Message, sid: bytes, duplicate: Any) -> PublishResult:
         text = sid.decode()
         if not duplicate:
             g = _sid_key(text)[1]
             if g > self._top_g:
                 self._top_g = g
+        uid = message.id
         return PublishResult(uid if uid is not None else text, duplicate=bool(duplicate))
+
+    def _unavailable(self, doing: str, exc: BaseException) -> BackendUnavailable:
+        """`BackendUnavailable` for ``exc``, in words: a Cluster's redirection (``MOVED``,
+        ``ASK``) or refusal (``CLUSTERDOWN``) is never shown raw to a publisher."""
+        text = str(exc) or type(exc).__name__
+        word = text.split(" ", 1)[0]
+        if word in ("MOVED", "ASK"):
+            text = (
+                "the channel's slot is served by another Redis Cluster node (the server answered "
+                f"{word}): use a redis+cluster:// URL, or retry once the cluster settles"
+            )
+        elif word in ("CLUSTERDOWN", "TRYAGAIN"):
+            text = "the Redis Cluster cannot serve the channel's slot now (failover, resharding)"
+        return BackendUnavailable(f"{doing} on Redis at {self._safe_url}: {text}")
 
     # -- replay ------------------------------------------------------------------------------
 
@@ -685,13 +773,13 @@ class RedisBackend(Backend):
                 g = _sid_key(sid)[1]
                 if start < g <= head:
                     picked.setdefault((sid, data), (g, sse))
-        if self._ttl_ms and not whole and found:
+        if self._expire_ms and not whole and found:
             # A channel whose stream expired whole left no trace: if the id's event is older
             # than history_ttl, such a channel may have held events after it.
             if not now:
                 seconds, micros = await client.time()
                 now = seconds * 1000 + micros // 1000
-            if ms0 < now - self._ttl_ms:
+            if ms0 < now - self._expire_ms:
                 found = False
         if head > self._top_g:
             self._top_g = head
@@ -1189,7 +1277,7 @@ class RedisBackend(Backend):
                 start = "(" + watch.last_raw
                 raw_epoch, _ = await self._head_script(
                     keys=[self.stream_key(channel), self.index_key(channel)],
-                    args=[watch.epoch or "", watch.last_raw, _new_epoch(), self._ttl_ms],
+                    args=[watch.epoch or "", watch.last_raw, _new_epoch(), self._expire_ms],
                 )
                 if self._watched.get(channel) is not watch:
                     continue

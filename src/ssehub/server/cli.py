@@ -408,7 +408,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=None,
         metavar="URL",
         help="share events and history through Redis (e.g. redis://127.0.0.1:6379/0), so "
-        "several hub processes and machines serve the same channels",
+        "several hub processes and machines serve the same channels; a Redis Cluster node is "
+        "detected (or say redis+cluster://host:port), and redis+sentinel://host:port[,host:port]"
+        "/service follows a Sentinel-managed primary",
+    )
+    events.add_argument(
+        "--redis-key-ttl",
+        type=_seconds,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="with --redis: an idle channel's keys (its history) expire this many seconds "
+        "after its last publish; 0 keeps them forever (default: 86400, one day)",
     )
     limits = serve.add_argument_group(
         "connection limits",
