@@ -76,13 +76,22 @@ def _port(text: str) -> int:
     return value
 
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+_SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 
 def _redis_url(text: str) -> str:
     """A Redis URL (``redis://``, ``rediss://`` or ``unix://``), checked before any connection;
     the message never shows its password."""
     shown = repr(redact_url(text))
+    scheme = text.partition("://")[0]
+    if scheme in _SENTINEL_SCHEMES:
+        hosts, _, service = text.partition("://")[2].rpartition("@")[2].partition("/")
+        if not hosts or not service.strip("/"):
+            raise argparse.ArgumentTypeError(
+                f"{shown} is not a Sentinel URL: redis+sentinel://host:port[,host:port]/service"
+            )
+        return text
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -90,7 +99,8 @@ def _redis_url(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{shown} is not a Redis URL: {exc}") from None
     if parts.scheme not in _REDIS_SCHEMES:
         raise argparse.ArgumentTypeError(
-            f"{shown} is not a Redis URL: it must start with redis://, rediss:// or unix://"
+            f"{shown} is not a Redis URL: it must start with redis://, rediss://, unix://, "
+            "redis+cluster:// or redis+sentinel://"
         )
     if parts.scheme == "unix":
         if not parts.path:

@@ -107,13 +107,14 @@ def make_backend(redis_url: str | None, key_ttl: float | None = None) -> Backend
     from redis.connection import parse_url
 
     try:
-        parse_url(redis_url)  # type: ignore[no-untyped-call]
+        if "+" not in redis_url.partition("://")[0]:  # +cluster and +sentinel are ssehub's
+            parse_url(redis_url)  # type: ignore[no-untyped-call]
+        if key_ttl is None:
+            backend: Backend = RedisBackend(redis_url)
+        else:
+            backend = RedisBackend(redis_url, key_ttl=key_ttl)
     except ValueError as exc:
         raise CLIError(f"--redis: not a Redis URL ({redact_url(redis_url)!r}): {exc}") from None
-    if key_ttl is None:
-        backend: Backend = RedisBackend(redis_url)
-    else:
-        backend = RedisBackend(redis_url, key_ttl=key_ttl)
     return backend
 
 

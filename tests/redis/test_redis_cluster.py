@@ -1,0 +1,277 @@
+"""Redis Cluster: hubs on different nodes of a real local 3-primary cluster share every channel.
+
+One cluster (3 primaries, a replica each) serves the module; the test that kills a primary
+starts a cluster of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import httpx
+import pytest
+from redis.crc import key_slot
+
+from ssehub import BackendUnavailable, Hub, Message, Subscription
+from ssehub.redis import RedisBackend
+from ssehub.server.app import HubServer
+from tests._support.asgi_server import run_uvicorn
+from tests._support.redis_cluster import RedisClusterServers
+from tests._support.waiting import eventually
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(120)]
+
+_prefixes = itertools.count()
+
+MakeHub = Callable[..., Awaitable[Hub]]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterServers]:
+    """3 primaries with a replica each, for the whole module."""
+    with RedisClusterServers(primaries=3, replicas=1) as servers:
+        yield servers
+
+
+@pytest.fixture
+async def make_hub(cluster: RedisClusterServers) -> AsyncIterator[MakeHub]:
+    """Makes started hubs on the module's cluster (under a prefix of the test's own)."""
+    prefix = f"c{next(_prefixes)}"
+    hubs: list[Hub] = []
+
+    async def make(url: str | None = None, **options: object) -> Hub:
+        hub = Hub(backend=RedisBackend(url or cluster.nodes[0].url, prefix=prefix), **options)  # type: ignore[arg-type]
+        await hub.start()
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        await hub.shutdown(timeout=1)
+
+
+def spread(prefix: str, per_range: int = 4, base: str = "/room/") -> list[str]:
+    """Channel names whose keys fall in each third of the slots (each primary's range)."""
+    names: list[str] = []
+    counts = [0, 0, 0]
+    for i in range(10_000):
+        name = f"{base}{i}"
+        third = key_slot(f"{prefix}:{{{name}}}".encode()) * 3 // 16384
+        if counts[third] < per_range:
+            counts[third] += 1
+            names.append(name)
+        if min(counts) == per_range:
+            return names
+    raise AssertionError("no spread of names")
+
+
+class Reader:
+    """Reads a subscription's events (data and id) as an adapter would."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self.raw = bytearray()
+
+    def events(self) -> list[tuple[str, str]]:
+        found = []
+        for block in bytes(self.raw).split(b"\n\n"):
+            fields = dict(line.split(b": ", 1) for line in block.split(b"\n") if b": " in line)
+            if b"data" in fields:
+                found.append((fields.get(b"id", b"").decode(), fields[b"data"].decode()))
+        return found
+
+    async def until(self, count: int, timeout: float = 20.0) -> list[tuple[str, str]]:
+        async with asyncio.timeout(timeout):
+            while len(self.events()) < count:
+                chunk = await self.sub.next_chunk()
+                if chunk is None:
+                    raise EOFError("the subscription ended")
+                self.raw += chunk
+        return self.events()
+
+    async def settle(self, seconds: float = 0.3) -> list[tuple[str, str]]:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    chunk = await self.sub.next_chunk()
+                    if chunk is None:
+                        break
+                    self.raw += chunk
+        return self.events()
+
+
+async def test_a_cluster_node_url_is_detected_and_every_slot_is_healthy(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    hub = await make_hub(cluster.nodes[2].url)
+    health = await hub.backend.health()
+    assert health["ok"] is True and health["mode"] == "cluster", health
+    forced = await make_hub("redis+cluster://" + cluster.nodes[1].url.split("://", 1)[1])
+    assert (await forced.backend.health())["mode"] == "cluster"
+
+
+async def test_two_hubs_on_different_nodes_deliver_every_channel_once_in_order(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    a = await make_hub(cluster.nodes[0].url)
+    b = await make_hub(cluster.nodes[1].url)
+    backend = a.backend
+    assert isinstance(backend, RedisBackend)
+    names = spread(backend.prefix)
+    assert len(names) >= 12
+    readers = [(name, Reader(await hub.subscribe(name))) for name in names for hub in (a, b)]
+    sent: dict[str, list[str]] = {name: [] for name in names}
+    for n in range(8):
+        for name in names:
+            event_id = await (a, b)[n % 2].publish(name, f"{name} {n}")
+            sent[name].append(event_id)
+    for name, reader in readers:
+        got = await reader.until(8)
+        assert [data for _, data in got] == [f"{name} {n}" for n in range(8)]
+        assert [event_id for event_id, _ in got] == sent[name]
+    for _, reader in readers:
+        assert len(await reader.settle(0.2)) == 8  # nothing twice
+
+
+async def test_a_resume_through_another_node_is_exact(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    a = await make_hub(cluster.nodes[0].url)
+    b = await make_hub(cluster.nodes[2].url)
+    assert isinstance(a.backend, RedisBackend)
+    for name in spread(a.backend.prefix):
+        ids = [await a.publish(name, f"{name} {n}") for n in range(6)]
+        reader = Reader(await b.subscribe(name, last_event_id=ids[2]))
+        got = await reader.until(3)
+        assert got == [(ids[n], f"{name} {n}") for n in (3, 4, 5)]  # no false gap
+        later = await a.publish(name, f"{name} 6")
+        assert (await reader.until(4))[3] == (later, f"{name} 6")
+        assert len(await reader.settle(0.1)) == 4
+
+
+async def test_broadcast_reaches_every_channel_on_every_primary(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    a = await make_hub(cluster.nodes[0].url)
+    b = await make_hub(cluster.nodes[1].url)
+    assert isinstance(a.backend, RedisBackend)
+    names = spread(a.backend.prefix)
+    for name in names:
+        await b.publish(name, "history")  # a's broadcast finds the channels by their history
+    readers = [(name, Reader(await b.subscribe(name))) for name in names]
+    ids = await a.broadcast("to all")
+    assert set(names) <= set(ids)
+    for name, reader in readers:
+        # The history event may reach the new subscriber live (it was on its way).
+        async with asyncio.timeout(20):
+            while (ids[name], "to all") not in reader.events():
+                await reader.until(len(reader.events()) + 1)
+        assert [e for e in await reader.settle(0.1) if e[1] == "to all"] == [(ids[name], "to all")]
+
+
+async def test_broadcast_over_ten_thousand_channels_is_pipelined_across_nodes(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    a = await make_hub(cluster.nodes[0].url)
+    names = [f"/many/{i}" for i in range(10_000)]
+    for start in range(0, len(names), 1000):
+        results = await a.backend.publish_each(names[start : start + 1000], Message("seed"))
+        assert not [r for r in results if isinstance(r, BackendUnavailable)]
+    started = time.perf_counter()
+    ids = await a.broadcast("all")
+    took = time.perf_counter() - started
+    print(f"cluster broadcast to {len(ids)} channels: {took:.3f} s")
+    assert set(names) <= set(ids)
+    assert took < 10, took  # loose: a shared 2-core machine; the README has the figures
+
+
+async def test_a_primary_failover_mid_stream_loses_no_accepted_event(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    a = await make_hub(cluster.nodes[0].url)
+    b = await make_hub(cluster.nodes[1].url)
+    assert isinstance(a.backend, RedisBackend)
+    names = spread(a.backend.prefix)
+    readers = [(name, Reader(await hub.subscribe(name))) for name in names for hub in (a, b)]
+    accepted: dict[str, list[str]] = {name: [] for name in names}
+    refused = 0
+    stop = asyncio.Event()
+
+    async def publisher() -> None:
+        nonlocal refused
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            for name in names:
+                try:
+                    await (a, b)[n % 2].publish(name, f"{n}")
+                    accepted[name].append(f"{n}")
+                except BackendUnavailable as exc:
+                    assert "MOVED" not in str(exc) and "ASK " not in str(exc)
+                    refused += 1
+            await asyncio.sleep(0.005)
+
+    task = asyncio.ensure_future(publisher())
+    try:
+        await eventually(lambda: min(len(v) for v in accepted.values()) >= 5, timeout=20)
+        replica = cluster.replica_nodes()[0]
+        await asyncio.to_thread(cluster.failover, replica)
+        before = min(len(v) for v in accepted.values())
+        await eventually(lambda: min(len(v) for v in accepted.values()) >= before + 10, 30)
+    finally:
+        stop.set()
+        await task
+    for name, reader in readers:
+        wanted = accepted[name]
+        async with asyncio.timeout(30):
+            while not set(wanted) <= {data for _, data in reader.events()}:
+                await reader.until(len(reader.events()) + 1)
+        got = [int(data) for _, data in await reader.settle(0.3)]
+        assert got == sorted(set(got)), f"{name}: out of order or twice: {got}"
+        assert set(wanted) <= {str(n) for n in got}
+
+
+async def test_an_unreachable_primary_makes_healthz_503_and_publishes_503_without_moved() -> None:
+    with RedisClusterServers(primaries=3, replicas=0) as small:
+        hub = Hub(backend=RedisBackend(small.nodes[0].url, prefix="down", timeout=1.0))
+        app = HubServer(hub)
+        await app.start()
+        async with (
+            contextlib.AsyncExitStack() as stack,
+            run_uvicorn(app) as url,
+            httpx.AsyncClient(timeout=15) as client,
+        ):
+            stack.push_async_callback(hub.shutdown, 1)
+            deadline = time.monotonic() + 20
+            while (health := await client.get(url + "/healthz")).status_code != 200:
+                assert time.monotonic() < deadline, health.text
+                await asyncio.sleep(0.1)
+            assert isinstance(hub.backend, RedisBackend)
+            names = spread("down", per_range=1, base="/events/room/")
+            for name in names:
+                assert (await client.post(url + name, content="x")).status_code == 200
+            small.nodes[2].kill()
+            deadline = time.monotonic() + 30
+            while True:
+                health = await client.get(url + "/healthz")
+                if health.status_code == 503:
+                    break
+                assert time.monotonic() < deadline, health.text
+                await asyncio.sleep(0.1)
+            reason = health.json()["backend"]["error"]
+            assert "Redis" in reason and "MOVED" not in reason, reason
+            statuses = set()
+            for name in names:
+                reply = await client.post(url + name, content="y")
+                statuses.add(reply.status_code)
+                if reply.status_code != 200:
+                    assert reply.status_code == 503, reply.text
+                    text = reply.json()["error"]
+                    assert "MOVED" not in text and "ASK " not in text, text
+            assert 503 in statuses
+            reply = await client.post(url + "/broadcast", content="z")
+            assert reply.status_code == 503 and "MOVED" not in reply.text, reply.text
