@@ -461,6 +461,7 @@ class RedisBackend(Backend):
         self._node_pools: dict[tuple[str, int], ConnectionPool] = {}
         self._node_clients: dict[tuple[str, int], aioredis.Redis] = {}
         self._cluster_nodes: dict[int, Any] = {}
+        self._sentinel: Sentinel | None = None
         self._common: dict[str, Any] = {}
         self._feed_task: asyncio.Task[None] | None = None
         self._feed_up = False
@@ -574,7 +575,7 @@ class RedisBackend(Backend):
             )
             self._keep_nodes(self._client)
         elif target.mode == "sentinel":
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinel = self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 list(target.sentinels),
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._connect_timeout,
@@ -626,6 +627,9 @@ class RedisBackend(Backend):
         for node in self._cluster_nodes.values():
             with contextlib.suppress(Exception):
                 await node.disconnect()
+        if self._sentinel is not None:
+            for sentinel_client in self._sentinel.sentinels:
+                await sentinel_client.aclose()
         if self._feed_pool is not None:
             await self._feed_pool.disconnect()
         for pool in self._node_pools.values():
