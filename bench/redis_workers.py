@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cluster", action="store_true", help="also run on a local 3-primary Redis Cluster"
     )
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the raw runs there")
     args = parser.parse_args(argv)
     if args.smoke:
         args.subscribers, args.runs = 20, 1
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     rows = []
+    raw: dict[str, Any] = {"cores": os.cpu_count(), "argv": sys.argv[1:], "runs": {}}
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
         configs: list[tuple[str | None, int, bool]] = [(None, 1, False)]
@@ -124,9 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             results = measure(
                 url, workers, args.subscribers, args.publishers, args.runs, cluster=cluster
             )
+            raw["runs"][label] = results
             rates = [r["rate"] for r in results]
             complete = all(r["complete"] and r["verified"] is not False for r in results)
             rows.append((label, statistics.median(rates), min(rates), max(rates), complete))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(raw, out, indent=1, default=str)
+            out.write("\n")
     base = rows[0][1]
     print("| configuration | delivered events/s (median) | min | max | vs in-memory | complete |")
     print("|---|---:|---:|---:|---:|---|")

@@ -32,8 +32,15 @@ How it stores and carries events (see the README's Redis section for the key nam
   across channels (`RedisBackend.replay_selected`) reads the counter first, then each matched
   stream's events after the client's ``g`` up to it: the hub drops live events up to that ``g``
   for that client, and those after it reach the client live.
-- Events of several channels touch keys in several Redis Cluster slots: Cluster is not
-  supported yet (one script publishes to every channel of an event).
+- On a Redis Cluster (a node is detected at start, or ``redis+cluster://``), each slot has its
+  own counter and its own shard channel as feed (``{prefix}:seq:{<tag>}``,
+  ``{prefix}:feed:{<tag>}``, ``<tag>`` a hash tag of the slot), so that one script per publish
+  runs on the channel's slot and ``SPUBLISH`` carries the event to that node only; each hub
+  subscribes (``SSUBSCRIBE``) on every primary to the slots it serves. ``g`` orders the events
+  of one slot; a publish to channels of several slots is one script per slot. After a
+  failover the feed subscribes again on the new map and refills per slot, as after an outage.
+  ``redis+sentinel://host:port[,host:port]/service`` follows a Sentinel's primary.
+- Idle channels' keys expire ``key_ttl`` after their last publish (bounded keys).
 - Each channel has an epoch (a random token in the index hash, set when its stream is made and
   stored in each entry). When a hub's feed reconnects and finds the stream's newest id below the
   last one it delivered (Redis restarted from an older snapshot, or lost its data), or finds a
@@ -415,6 +422,9 @@ class RedisBackend(Backend):
     later. All methods must be called on the hub's event loop.
     """
 
+    broadcast_batch = 1000
+    """Channels a broadcast sends in one pipeline (per node on a Cluster)."""
+
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
@@ -717,8 +727,9 @@ class RedisBackend(Backend):
         assert self._publish_script is not None
         sha = self._publish_script.sha
         calls: list[tuple[str, tuple[Any, ...]]] = []
+        encoded = self._encoded(message)
         for name in channels:
-            keys, args = self._publish_call((name,), message, False)
+            keys, args = self._publish_call((name,), message, False, encoded)
             calls.append((keys[0], ("EVALSHA", sha, len(keys), *keys, *args)))
         results: list[PublishResult | BackendUnavailable] = []
         for name, answer in zip(channels, await self._pipelined(calls), strict=True):
@@ -728,10 +739,8 @@ class RedisBackend(Backend):
                 results.append(self._published(message, answer[0], answer[1], self._shard(name)))
         return results
 
-    def _publish_call(
-        self, names: tuple[str, ...], message: Message, private: bool
-    ) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of publish.lua for one event to ``names`` (one slot)."""
+    def _encoded(self, message: Message) -> tuple[bytes, bytes]:
+        """The event's bytes around its id line (`_split`), checked against ``max_event``."""
         head, body = _split(message)
         uid = message.id
         max_event = self._max_event
@@ -740,23 +749,41 @@ class RedisBackend(Backend):
             size = len(head) + len(body) + 5 + (len(uid.encode()) if uid is not None else 41)
             if size > max_event:
                 raise too_large(size, max_event)
+        return head, body
+
+    def _publish_call(
+        self,
+        names: tuple[str, ...],
+        message: Message,
+        private: bool,
+        encoded: tuple[bytes, bytes] | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of publish.lua for one event to ``names`` (one slot)."""
+        head, body = self._encoded(message) if encoded is None else encoded
+        uid = message.id
         keys: list[str] = []
         for name in names:
             keys.append(self.stream_key(name))
             keys.append(self.index_key(name))
         first = names[0]
-        keys.append(self.counter_key(first))
+        if self._cluster:
+            shard = self._slot(first)
+            tag = _slot_tags()[shard]
+            counter, feed = f"{self.prefix}:seq:{{{tag}}}", f"{self.prefix}:feed:{{{tag}}}"
+        else:
+            shard, counter, feed = 0, self.counter_key(), self._feed_channel
+        keys.append(counter)
         args: list[Any] = [
             self._maxlen,
             self._ttl_ms,
-            self.feed_key(first),
+            feed,
             body,
             head,
             uid if uid is not None else "",
             "1" if uid is not None else "0",
             _new_epoch(),
             "1" if private else "0",
-            self._top_g.get(self._shard(first), 0),
+            self._top_g.get(shard, 0),
             self._expire_ms,
             "SPUBLISH" if self._cluster else "PUBLISH",
             *names,
