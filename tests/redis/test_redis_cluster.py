@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from ssehub import BackendUnavailable, Hub, Message, Subscription
+from ssehub import BackendUnavailable, BroadcastIncomplete, Hub, Message, Subscription
 from ssehub.redis import RedisBackend
 from ssehub.server.app import HubServer
 from tests._support.asgi_server import run_uvicorn
@@ -187,6 +189,43 @@ async def test_broadcast_over_ten_thousand_channels_is_pipelined_across_nodes(
     print(f"cluster broadcast to {len(ids)} channels: {took:.3f} s")
     assert set(names) <= set(ids)
     assert took < 10, took  # loose: a shared 2-core machine; the README has the figures
+
+
+async def test_a_broadcast_one_primary_refuses_names_exactly_the_channels_that_failed(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    a = await make_hub(cluster.nodes[0].url)
+    backend = a.backend
+    assert isinstance(backend, RedisBackend)
+    names = spread(backend.prefix)
+    for name in names:
+        await a.publish(name, "history")
+    finder = RedisCluster.from_url(cluster.url)
+    try:
+        await finder.initialize()
+        node = finder.get_node_from_key(backend.stream_key(names[0]))
+        assert node is not None
+        served = {
+            name for name in names if finder.get_node_from_key(backend.stream_key(name)) == node
+        }
+    finally:
+        await finder.aclose()
+    full = aioredis.Redis(host=node.host, port=int(node.port))
+    try:
+        # That primary refuses every write (out of memory); the others take theirs.
+        await full.config_set("maxmemory", 1)
+        with pytest.raises(BroadcastIncomplete) as refused:
+            await a.broadcast("to all")
+        assert set(refused.value.failed) == served
+        assert set(refused.value.ids) == set(names) - served
+        assert "maxmemory" in str(refused.value) and "MOVED" not in str(refused.value)
+    finally:
+        await full.config_set("maxmemory", 0)
+        await full.aclose()
+    for name in names:
+        replay = await backend.replay(name, "0-0")
+        datas = [data for _, data in replay.events]
+        assert datas[-1].endswith(b"data: history\n\n" if name in served else b"data: to all\n\n")
 
 
 async def test_a_primary_failover_mid_stream_loses_no_accepted_event(
