@@ -155,6 +155,39 @@ async def test_a_resume_through_another_node_is_exact(
         assert len(await reader.settle(0.1)) == 4
 
 
+async def test_one_event_to_channels_of_several_slots_reaches_each_channel_once(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    a = await make_hub(cluster.nodes[0].url)
+    b = await make_hub(cluster.nodes[1].url)
+    assert isinstance(a.backend, RedisBackend)
+    names = spread(a.backend.prefix, per_range=1)
+    readers = [(name, Reader(await b.subscribe(name))) for name in names]
+    await a.publish(names, "to three slots")  # one script per slot
+    for name, reader in readers:
+        got = await reader.until(1)
+        assert [data for _, data in got] == ["to three slots"], name
+        assert len(await reader.settle(0.1)) == 1
+
+
+async def test_a_template_subscriber_gets_every_slots_events_in_each_channels_order(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    a = await make_hub(cluster.nodes[0].url)
+    b = await make_hub(cluster.nodes[2].url)
+    assert isinstance(a.backend, RedisBackend)
+    names = spread(a.backend.prefix)
+    reader = Reader(await b.subscribe(["/room/{id}"]))
+    for n in range(3):
+        for name in names:
+            await a.publish(name, f"{name} {n}")
+    got = [data for _, data in await reader.until(3 * len(names))]
+    assert sorted(got) == sorted(f"{name} {n}" for name in names for n in range(3))
+    for name in names:
+        assert [d for d in got if d.startswith(name + " ")] == [f"{name} {n}" for n in range(3)]
+    assert len(await reader.settle(0.2)) == 3 * len(names)
+
+
 async def test_broadcast_reaches_every_channel_on_every_primary(
     cluster: RedisClusterServers, make_hub: MakeHub
 ) -> None:
