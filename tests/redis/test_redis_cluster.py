@@ -188,6 +188,25 @@ async def test_a_template_subscriber_gets_every_slots_events_in_each_channels_or
     assert len(await reader.settle(0.2)) == 3 * len(names)
 
 
+async def test_a_template_stream_resumes_across_slots_by_the_ids_time(
+    cluster: RedisClusterServers, make_hub: MakeHub
+) -> None:
+    a = await make_hub(cluster.nodes[0].url)
+    b = await make_hub(cluster.nodes[1].url)
+    assert isinstance(a.backend, RedisBackend)
+    names = spread(a.backend.prefix, per_range=2)
+    sent: list[tuple[str, str]] = []
+    for n in range(3):
+        for name in names:
+            sent.append((await a.publish(name, f"{name} {n}"), f"{name} {n}"))
+            await asyncio.sleep(0.003)  # a millisecond of its own (see the README: resuming)
+    middle = len(sent) // 2
+    reader = Reader(await b.subscribe(["/room/{id}"], last_event_id=sent[middle][0]))
+    got = await reader.until(len(sent) - middle - 1)
+    assert sorted(data for _, data in got) == sorted(data for _, data in sent[middle + 1 :])
+    assert len(await reader.settle(0.2)) == len(sent) - middle - 1
+
+
 async def test_broadcast_reaches_every_channel_on_every_primary(
     cluster: RedisClusterServers, make_hub: MakeHub
 ) -> None:
