@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from ssehub.server.app import HubServer
 from tests._support.asgi_server import run_uvicorn
 from tests._support.redis_cluster import RedisClusterServers
 from tests._support.waiting import eventually
+from tests.server.hub_process import HubProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -366,3 +368,19 @@ async def test_an_unreachable_primary_makes_healthz_503_and_publishes_503_withou
             assert 503 in statuses
             reply = await client.post(url + "/broadcast", content="z")
             assert reply.status_code == 503 and "MOVED" not in reply.text, reply.text
+
+
+async def test_ssehub_serve_on_any_node_serves_every_slot(
+    cluster: RedisClusterServers, tmp_path: Path
+) -> None:
+    hub = HubProcess(["--redis", cluster.nodes[1].url, "--redis-key-ttl", "60"], tmp_path)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            health = await client.get(hub.url + "/healthz")
+            assert health.status_code == 200, health.text
+            assert health.json()["backend"]["mode"] == "cluster"
+            for name in spread("ssehub", per_range=2, base="/events/cli/"):
+                reply = await client.post(hub.url + name, content="stored")
+                assert reply.status_code == 200, reply.text
+    finally:
+        assert hub.stop() == 0, hub.log()

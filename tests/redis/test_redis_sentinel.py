@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from ssehub import BackendUnavailable, Hub, Subscription
 from ssehub.redis import RedisBackend
 from tests._support.redis_cluster import RedisSentinels
 from tests._support.waiting import eventually
+from tests.server.hub_process import HubProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -95,3 +98,18 @@ async def test_a_sentinel_url_follows_the_primary_through_a_failover(
     finally:
         for hub in hubs:
             await hub.shutdown(timeout=1)
+
+
+async def test_ssehub_serve_takes_a_sentinel_url_and_reports_the_mode(
+    sentinels: RedisSentinels, tmp_path: Path
+) -> None:
+    hub = HubProcess(["--redis", sentinels.url], tmp_path)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            health = await client.get(hub.url + "/healthz")
+            assert health.status_code == 200, health.text
+            assert health.json()["backend"]["mode"] == "sentinel"
+            reply = await client.post(hub.url + "/events/cli", content="through the primary")
+            assert reply.status_code == 200, reply.text
+    finally:
+        assert hub.stop() == 0, hub.log()
