@@ -384,3 +384,23 @@ async def test_ssehub_serve_on_any_node_serves_every_slot(
                 assert reply.status_code == 200, reply.text
     finally:
         assert hub.stop() == 0, hub.log()
+
+
+async def test_a_node_down_when_the_hub_starts_is_reported_not_half_served() -> None:
+    with RedisClusterServers(primaries=3, replicas=0) as small:
+        first = small.nodes[0]
+        first.stop()
+        hub = Hub(backend=RedisBackend(first.url, prefix="late", timeout=1.0))
+        await hub.start()
+        try:
+            first.start()  # it comes back with its nodes.conf: the same Cluster node
+            deadline = time.monotonic() + 30
+            while True:
+                health = await hub.backend.health()
+                if "Redis Cluster node" in health.get("error", ""):
+                    break
+                assert time.monotonic() < deadline, health
+                await asyncio.sleep(0.1)
+            assert health["ok"] is False
+        finally:
+            await hub.shutdown(timeout=1)

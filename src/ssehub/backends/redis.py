@@ -1472,6 +1472,16 @@ class RedisBackend(Backend):
             conn: AbstractConnection = self._feed_pool.make_connection()  # type: ignore[no-untyped-call]
             feeds.append((conn, {}))
             await conn.connect()  # type: ignore[no-untyped-call]
+            if self._target.mode == "auto":
+                # A Cluster node that did not answer when the hub started would take only its
+                # own slots' publishes: say so (health answers 503) rather than serve part.
+                await conn.send_command("INFO", "cluster")
+                info = await conn.read_response(timeout=self._timeout)
+                if isinstance(info, bytes) and b"cluster_enabled:1" in info:
+                    raise ConnectionError(
+                        "the server is a Redis Cluster node, and was not reachable when the hub "
+                        "started: restart the hub, or use a redis+cluster:// URL"
+                    )
             await conn.send_command("SUBSCRIBE", self._feed_channel)
             reply = await conn.read_response(timeout=self._timeout)
             if reply is None:
