@@ -404,7 +404,10 @@ class RedisBackend(Backend):
 
     Args:
         url: the Redis URL, e.g. ``redis://localhost:6379/0`` (``rediss://`` for TLS; a password
-            in the URL is never shown in `health` or errors).
+            in the URL is never shown in `health` or errors). A Redis Cluster node's URL uses the
+            whole Cluster (detected at start; ``redis+cluster://host:port`` says so up front);
+            ``redis+sentinel://host:port[,host:port]/service[/db]`` follows the primary a
+            Sentinel names for ``service``.
         prefix: the first part of every key and of the feed channel; hubs that share a prefix
             share channels. Letters, digits and ``_-.:/`` only.
         timeout: seconds a Redis command may take before it counts as failed.
@@ -417,9 +420,10 @@ class RedisBackend(Backend):
             gap); ``0`` keeps them forever. With ``history_ttl``, the shorter of the two.
 
     `publish` raises `BackendUnavailable` when Redis cannot be reached (the event is then not
-    stored; after a timeout it may have been). Open streams stay open through a Redis outage;
-    the feed reconnects and resumes from the last event it delivered. Requires Redis 6.2 or
-    later. All methods must be called on the hub's event loop.
+    stored; after a timeout it may have been). Open streams stay open through a Redis outage
+    or failover; the feed reconnects and resumes from the last event it delivered. Requires
+    Redis 6.2 or later (7.0 for a Cluster: sharded pub/sub). All methods must be called on the
+    hub's event loop.
     """
 
     broadcast_batch = 1000
