@@ -717,10 +717,10 @@ class RedisBackend(Backend):
         keys, args = self._publish_call(names, message, private)
         try:
             assert self._publish_script is not None
-            sid, duplicate, _ = await self._publish_script(keys=keys, args=args)
+            answer = await self._publish_script(keys=keys, args=args)
         except _DEAD as exc:
             raise self._unavailable("could not store the event", exc) from exc
-        return self._published(message, sid, duplicate, self._shard(names[0]))
+        return self._published(message, answer, self._shard(names[0]))
 
     async def publish_each(
         self, channels: Sequence[str], message: Message
@@ -740,7 +740,7 @@ class RedisBackend(Backend):
             if isinstance(answer, BaseException):
                 results.append(self._unavailable("could not store the event", answer))
             else:
-                results.append(self._published(message, answer[0], answer[1], self._shard(name)))
+                results.append(self._published(message, answer, self._shard(name)))
         return results
 
     def _encoded(self, message: Message) -> tuple[bytes, bytes]:
@@ -794,8 +794,9 @@ class RedisBackend(Backend):
         ]
         return keys, args
 
-    def _published(self, message: Message, sid: bytes, duplicate: Any, shard: int) -> PublishResult:
-        text = sid.decode()
+    def _published(self, message: Message, answer: bytes, shard: int) -> PublishResult:
+        """The result of publish.lua's answer: ``<stream id>``, or ``<stream id> dup``."""
+        text, _, duplicate = answer.decode().partition(" ")
         if not duplicate:
             g = _sid_key(text)[1]
             if g > self._top_g.get(shard, 0):

@@ -2,7 +2,8 @@
 -- feed, body, head, uid, has_uid, new_epoch, private, floor, expire_ms (0: keys kept forever),
 -- the feed's command (PUBLISH, or SPUBLISH on a Cluster), channel_1, ..., channel_n.
 -- One event to n channels: XADD (the same stream id in every stream), exact trim, PUBLISH on the
--- feed, atomically; returns {stream id, duplicate, epoch of the first channel}. A uid still in
+-- feed, atomically; returns the stream id, with ' dup' after it for a duplicate (one bulk
+-- string: a broadcast parses 10,000 of them). A uid still in
 -- the retained history of any of the channels is a duplicate: nothing is stored or published.
 -- Each channel's epoch (index field "\ne", see head.lua) is made when its stream is.
 --
@@ -39,7 +40,7 @@ if maxlen > 0 then
     for i = 1, n do
       local known = redis.call('HGET', KEYS[2 * i], uid)
       if known and #redis.call('XRANGE', KEYS[2 * i - 1], known, known) == 1 then
-        return {known, 1, epochs[i]}
+        return known .. ' dup'
       end
     end
   end
@@ -128,4 +129,4 @@ else
   redis.call(fan_out, feed, table.concat(header, ' ') .. '\n' .. table.concat(names)
     .. (has_uid and uid or '') .. event)
 end
-return {sid, 0, epochs[1]}
+return sid
