@@ -88,6 +88,9 @@ class RedisClusterServers:
                     str(_NODE_TIMEOUT_MS),
                     "--cluster-require-full-coverage",
                     "yes",
+                    # A replica's first sync starts at once (the default waits 5 s for more).
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ),
             )
             self.nodes.append(node)
@@ -102,7 +105,23 @@ class RedisClusterServers:
             timeout=60,
         )
         self.wait_ok()
+        self.wait_synced()
         return self
+
+    def wait_synced(self, timeout: float = 30.0) -> None:
+        """Wait until every replica's link to its primary is up (a replica that never synced
+        cannot take over)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            links = [
+                _info(node.port, "INFO", "replication").get("master_link_status")
+                for node in self.replica_nodes()
+            ]
+            if all(link == "up" for link in links):
+                return
+            if time.monotonic() > deadline:
+                raise RedisServerError(f"the replicas did not sync: {links}")
+            time.sleep(0.1)
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Wait until every running node says ``cluster_state:ok`` and knows every node."""

@@ -476,6 +476,8 @@ class RedisBackend(Backend):
         self._node_clients: dict[tuple[str, int], aioredis.Redis] = {}
         self._cluster_nodes: dict[int, Any] = {}
         self._sentinel: Sentinel | None = None
+        self._relearning: asyncio.Task[None] | None = None
+        self._relearned = 0.0
         self._common: dict[str, Any] = {}
         self._feed_task: asyncio.Task[None] | None = None
         self._feed_up = False
@@ -634,6 +636,10 @@ class RedisBackend(Backend):
         for watch in self._watched.values():
             if watch.resolving is not None:
                 watch.resolving.cancel()
+        if self._relearning is not None:
+            self._relearning.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._relearning
         if self._client is not None:
             if isinstance(self._client, RedisCluster):
                 self._keep_nodes(self._client)
@@ -812,6 +818,30 @@ class RedisBackend(Backend):
         finally:
             self._keep_nodes(client)
 
+    def _relearn_slots(self) -> None:
+        """After a failed command on a Cluster, learn the slot map again in the background (at
+        most twice a second): redis-py, which must not retry a publish, would otherwise keep
+        sending a dead primary's slots to it until the feed reconnects."""
+        if self._relearning is not None or self._closing:
+            return
+        if time.monotonic() - self._relearned < 0.5:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._relearning = loop.create_task(self._relearn(), name="ssehub-redis-slots")
+
+    async def _relearn(self) -> None:
+        try:
+            client = self._client
+            if isinstance(client, RedisCluster):
+                with contextlib.suppress(*_DEAD):
+                    await self._refresh_slots(client)
+        finally:
+            self._relearned = time.monotonic()
+            self._relearning = None
+
     def _keep_nodes(self, client: RedisCluster) -> None:
         # redis-py drops a node that left the slot map without closing the connections in use
         # to it: remember every node, so that `close` closes them all.
@@ -825,6 +855,7 @@ class RedisBackend(Backend):
         ``ASK``) or refusal (``CLUSTERDOWN``) is never shown raw to a publisher."""
         if isinstance(self._client, RedisCluster):
             self._keep_nodes(self._client)
+            self._relearn_slots()
         text = str(exc) or type(exc).__name__
         word = text.split(" ", 1)[0]
         if word in ("MOVED", "ASK"):
