@@ -8,6 +8,7 @@ from ssehub import wsgi as wsgi
 from ssehub.backends import Backend, MemoryBackend, PublishResult, Replay, SqliteBackend
 from ssehub.errors import (
     BackendUnavailable,
+    BroadcastIncomplete,
     EventTooLarge,
     HistoryFileCorrupt,
     HistoryFileError,
@@ -32,6 +33,7 @@ __all__ = [
     "Access",
     "Backend",
     "BackendUnavailable",
+    "BroadcastIncomplete",
     "Channel",
     "CloseReason",
     "EventParser",

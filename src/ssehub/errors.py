@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailable",
+    "BroadcastIncomplete",
     "EventTooLarge",
     "HistoryFileCorrupt",
     "HistoryFileError",
@@ -37,6 +38,25 @@ class HubClosed(SSEHubError, RuntimeError):
 
 class BackendUnavailable(SSEHubError, ConnectionError):
     """The backend (e.g. Redis) cannot be reached; the event was not stored."""
+
+
+class BroadcastIncomplete(BackendUnavailable):
+    """A broadcast that the backend stored on some channels only.
+
+    ``ids`` holds the id of each channel that got the event, ``failed`` the reason for each
+    channel that did not (the event is not stored there: publish it again, with a message id
+    to make the retry idempotent).
+    """
+
+    def __init__(self, ids: dict[str, str], failed: dict[str, str]) -> None:
+        shown = ", ".join(list(failed)[:20]) + (", ..." if len(failed) > 20 else "")
+        reason = next(iter(failed.values()), "")
+        super().__init__(
+            f"the broadcast was not stored on {len(failed)} of {len(ids) + len(failed)} "
+            f"channels ({shown}): {reason}"
+        )
+        self.ids = ids
+        self.failed = failed
 
 
 class SubscriptionDenied(SSEHubError, PermissionError):

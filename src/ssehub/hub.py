@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from ssehub.backends.base import Backend, PublishResult
 from ssehub.backends.memory import MemoryBackend
 from ssehub.errors import (
+    BackendUnavailable,
+    BroadcastIncomplete,
     HubClosed,
     InvalidMessage,
     InvalidSelector,
@@ -739,13 +741,7 @@ class Hub:
             result = await self.backend.publish(target, message)
         if not isinstance(result, PublishResult):
             result = PublishResult(result)
-        if not result.duplicate:
-            self.published_total += 1
-            # A channel's counter lives as long as its state: local subscribers or retained
-            # history.
-            for name in (target,) if isinstance(target, str) else target:
-                if name in self._channels or self.backend.retains(name):
-                    self._published[name] = self._published.get(name, 0) + 1
+        self._count_published(target, result)
         return result
 
     async def broadcast(
@@ -755,26 +751,55 @@ class Hub:
         ``exclude`` (reserved channels, such as the standalone hub's presence channel); ids by
         channel.
 
-        Lets the event loop run other work every `BROADCAST_SLICE` seconds, so a broadcast over
-        many channels never stalls the streams. Raises as `publish` does (`EventTooLarge` before
-        any channel got the event).
+        The backend stores the channels a batch at a time (``Backend.broadcast_batch``: a few
+        round trips to Redis, not one per channel), the event loop runs other work every
+        `BROADCAST_SLICE` seconds between two batches,
+        so a broadcast over many channels never stalls the streams. Raises as `publish` does
+        (`EventTooLarge` before any channel got the event), and `BroadcastIncomplete` (a
+        `BackendUnavailable`, with the ids stored and the channels that failed) when the
+        backend could store it on some channels only.
         """
         await self._ready()
         if not isinstance(message, Message):
             message = Message(message)
+        elif message.id is not None and (problem := id_problem(message.id)) is not None:
+            raise InvalidMessage(f"id {message.id!r} cannot be resumed from: {problem}")
         names = dict.fromkeys(self._channels)
         names.update(dict.fromkeys(await self.backend.channels()))
         for name in exclude:
             names.pop(name, None)
+        ordered = list(names)
+        ids: dict[str, PublishResult] = {}
+        failed: dict[str, str] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BROADCAST_SLICE
-        ids: dict[str, PublishResult] = {}
-        for count, name in enumerate(names, 1):
-            ids[name] = await self.publish(name, message)
-            if not count & 63 and loop.time() >= deadline:
+        size = max(1, self.backend.broadcast_batch)
+        for start in range(0, len(ordered), size):
+            batch = ordered[start : start + size]
+            results = await self.backend.publish_each(batch, message)
+            for name, result in zip(batch, results, strict=True):
+                if isinstance(result, BackendUnavailable):
+                    failed[name] = str(result)
+                    continue
+                ids[name] = result
+                self._count_published(name, result)
+            if loop.time() >= deadline:
                 await asyncio.sleep(0)
                 deadline = loop.time() + BROADCAST_SLICE
+        if failed:
+            if not ids:
+                raise BackendUnavailable(next(iter(failed.values())))
+            raise BroadcastIncomplete(dict(ids), failed)
         return ids
+
+    def _count_published(self, target: str | tuple[str, ...], result: PublishResult) -> None:
+        if not result.duplicate:
+            self.published_total += 1
+            # A channel's counter lives as long as its state: local subscribers or retained
+            # history.
+            for name in (target,) if isinstance(target, str) else target:
+                if name in self._channels or self.backend.retains(name):
+                    self._published[name] = self._published.get(name, 0) + 1
 
     def _deliver(
         self,

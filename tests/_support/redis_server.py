@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -94,8 +95,22 @@ class RedisServer:
     so :meth:`kill` followed by :meth:`start` simulates a crash and a restart of the same server.
     """
 
-    def __init__(self, port: int | None = None, *, startup_timeout: float = 10.0) -> None:
-        """Prepare a server on ``port`` (a free port is picked when it is None); do not start it."""
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        startup_timeout: float = 10.0,
+        extra_args: Sequence[str] = (),
+        config: str | None = None,
+    ) -> None:
+        """Prepare a server on ``port`` (a free port is picked when it is None); do not start it.
+
+        ``extra_args`` are added to its command line (``--cluster-enabled yes``, ...);
+        ``config`` is the text of a config file written to its directory and given first
+        (a Sentinel's, which must be able to rewrite it).
+        """
+        self._extra_args = tuple(extra_args)
+        self._config = config
         self._fixed_port = port is not None
         self._port = port if port is not None else free_port()
         self._startup_timeout = startup_timeout
@@ -124,6 +139,11 @@ class RedisServer:
     def running(self) -> bool:
         """Whether the server process is alive."""
         return self.pid is not None
+
+    @property
+    def directory(self) -> Path | None:
+        """The server's own temporary directory (None before the first start)."""
+        return self._dir
 
     @property
     def log_path(self) -> Path | None:
@@ -215,8 +235,13 @@ class RedisServer:
     # ------------------------------------------------------------------ internals
     def _start_once(self) -> None:
         assert self._dir is not None
-        command = [
-            redis_server_executable(),
+        command = [redis_server_executable()]
+        if self._config is not None:
+            config_path = self._dir / "redis.conf"
+            if not config_path.exists():
+                config_path.write_text(self._config)
+            command.append(str(config_path))
+        command += [
             "--port",
             str(self._port),
             "--bind",
@@ -231,6 +256,7 @@ class RedisServer:
             str(self._dir),
             "--logfile",
             "",
+            *self._extra_args,
         ]
         log_path = self._dir / "redis.log"
         with log_path.open("ab") as log:

@@ -32,6 +32,7 @@ EVERY_FLAG = {
     "--body-timeout": ["--body-timeout", "4"],
     "--idle-timeout": ["--idle-timeout", "0"],
     "--redis": ["--redis", "redis://127.0.0.1:6390/2"],
+    "--redis-key-ttl": ["--redis-key-ttl", "3600"],
     "--publish-token": ["--publish-token", "pub-secret"],
     "--subscribe-token": ["--subscribe-token", "sub-secret"],
     "--allowed-host": ["--allowed-host", "hub.example", "--allowed-host", ".example.org"],

@@ -93,7 +93,10 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: s
         (["--max-body", "lots"], "--max-body"),
         (["--http", "gopher"], "--http"),
         (["--no-such-flag"], "--no-such-flag"),
-        (["--redis", "http://127.0.0.1:6379/0"], "redis://, rediss:// or unix://"),
+        (
+            ["--redis", "http://127.0.0.1:6379/0"],
+            "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://",
+        ),
         (["--redis", "redis://127.0.0.1:99999/0"], "Port out of range"),
         (["--redis", "redis://127.0.0.1:6379/first"], "must be a number"),
         (["--redis", "redis:///0"], "names no host"),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ssehub.errors import EventTooLarge
+from ssehub.errors import BackendUnavailable, EventTooLarge
 from ssehub.resume import Position, Replay
 from ssehub.selectors import Selectors
 from ssehub.wire import Message
@@ -135,6 +135,28 @@ class Backend(abc.ABC):
         channel(s), store and deliver nothing and return ``PublishResult(id, duplicate=True)``.
         Raises `ssehub.BackendUnavailable` when the event could not be stored.
         """
+
+    broadcast_batch: int = 64
+    """Channels `ssehub.Hub.broadcast` hands to `publish_each` at a time."""
+
+    async def publish_each(
+        self, channels: Sequence[str], message: Message
+    ) -> list[PublishResult | BackendUnavailable]:
+        """Publish ``message`` to each of ``channels`` as a separate event (a broadcast): the
+        result of each, in order, a `BackendUnavailable` where it was not stored.
+
+        Raises `ssehub.EventTooLarge` before any channel got the event. A backend with a remote
+        store overrides this to send them all in a few round trips.
+        """
+        results: list[PublishResult | BackendUnavailable] = []
+        for name in channels:
+            try:
+                result = await self.publish(name, message)
+            except BackendUnavailable as exc:
+                results.append(exc)
+                continue
+            results.append(result if isinstance(result, PublishResult) else PublishResult(result))
+        return results
 
     @abc.abstractmethod
     async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:

@@ -77,13 +77,22 @@ def _port(text: str) -> int:
     return value
 
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+_SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 
 def _redis_url(text: str) -> str:
     """A Redis URL (``redis://``, ``rediss://`` or ``unix://``), checked before any connection;
     the message never shows its password."""
     shown = repr(redact_url(text))
+    scheme = text.partition("://")[0]
+    if scheme in _SENTINEL_SCHEMES:
+        hosts, _, service = text.partition("://")[2].rpartition("@")[2].partition("/")
+        if not hosts or not service.strip("/"):
+            raise argparse.ArgumentTypeError(
+                f"{shown} is not a Sentinel URL: redis+sentinel://host:port[,host:port]/service"
+            )
+        return text
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -91,7 +100,8 @@ def _redis_url(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{shown} is not a Redis URL: {exc}") from None
     if parts.scheme not in _REDIS_SCHEMES:
         raise argparse.ArgumentTypeError(
-            f"{shown} is not a Redis URL: it must start with redis://, rediss:// or unix://"
+            f"{shown} is not a Redis URL: it must start with redis://, rediss://, unix://, "
+            "redis+cluster:// or redis+sentinel://"
         )
     if parts.scheme == "unix":
         if not parts.path:
@@ -409,7 +419,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=None,
         metavar="URL",
         help="share events and history through Redis (e.g. redis://127.0.0.1:6379/0), so "
-        "several hub processes and machines serve the same channels",
+        "several hub processes and machines serve the same channels; a Redis Cluster node is "
+        "detected (or say redis+cluster://host:port), and redis+sentinel://host:port[,host:port]"
+        "/service follows a Sentinel-managed primary",
+    )
+    events.add_argument(
+        "--redis-key-ttl",
+        type=_seconds,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="with --redis: an idle channel's keys (its history) expire this many seconds "
+        "after its last publish; 0 keeps them forever (default: 86400, one day)",
     )
     events.add_argument(
         "--data",

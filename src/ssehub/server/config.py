@@ -97,6 +97,7 @@ class ServeConfig:
     body_timeout: float
     idle_timeout: float
     redis: str | None
+    redis_key_ttl: float
     data: str | None
     fsync: str
     publish_token: str | None

@@ -97,8 +97,10 @@ def max_clients(configured: int | None) -> int:
     return configured
 
 
-def make_backend(redis_url: str | None) -> Backend | None:
-    """The backend for ``--redis URL`` (None: the in-memory default); CLIError without redis."""
+def make_backend(redis_url: str | None, key_ttl: float | None = None) -> Backend | None:
+    """The backend for ``--redis URL`` (None: the in-memory default), its idle channels'
+    keys expiring after ``key_ttl`` seconds (``--redis-key-ttl``; None: the backend's default);
+    CLIError without redis."""
     if redis_url is None:
         return None
     try:
@@ -110,10 +112,14 @@ def make_backend(redis_url: str | None) -> Backend | None:
     from redis.connection import parse_url
 
     try:
-        parse_url(redis_url)  # type: ignore[no-untyped-call]
+        if "+" not in redis_url.partition("://")[0]:  # +cluster and +sentinel are ssehub's
+            parse_url(redis_url)  # type: ignore[no-untyped-call]
+        if key_ttl is None:
+            backend: Backend = RedisBackend(redis_url)
+        else:
+            backend = RedisBackend(redis_url, key_ttl=key_ttl)
     except ValueError as exc:
         raise CLIError(f"--redis: not a Redis URL ({redact_url(redis_url)!r}): {exc}") from None
-    backend: Backend = RedisBackend(redis_url)
     return backend
 
 
@@ -266,7 +272,8 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         retry=config.retry,
         keepalive=config.keepalive or None,
         max_buffer=config.max_buffer,
-        backend=make_backend(config.redis) or open_history(config.data, config.fsync),
+        backend=make_backend(config.redis, config.redis_key_ttl)
+        or open_history(config.data, config.fsync),
         on_connect=None if streams is None else streams.opened,
         on_disconnect=on_client_gone if streams is None else streams.ended,
         # The server orders its own stop (in-flight publishes first, then the streams).

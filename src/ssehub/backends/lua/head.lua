@@ -1,4 +1,4 @@
--- KEYS: stream, index. ARGV: known_epoch, last_sid, new_epoch, ttl_ms. Returns {epoch, newest
+-- KEYS: stream, index. ARGV: known_epoch, last_sid, new_epoch, expire_ms. Returns {epoch, newest
 -- sid}.
 -- Called by a hub's feed after it reconnected, with the epoch and the stream id of the last
 -- event it delivered. Stream ids only grow, so a newest id below the last one delivered, under

@@ -1,7 +1,9 @@
 -- KEYS: stream_1, index_1, ..., stream_n, index_n, counter. ARGV: maxlen, ttl_ms (0: none),
--- feed, body, head, uid, has_uid, new_epoch, private, floor, channel_1, ..., channel_n.
+-- feed, body, head, uid, has_uid, new_epoch, private, floor, expire_ms (0: keys kept forever),
+-- the feed's command (PUBLISH, or SPUBLISH on a Cluster), channel_1, ..., channel_n.
 -- One event to n channels: XADD (the same stream id in every stream), exact trim, PUBLISH on the
--- feed, atomically; returns {stream id, duplicate, epoch of the first channel}. A uid still in
+-- feed, atomically; returns the stream id, with ' dup' after it for a duplicate (one bulk
+-- string: a broadcast parses 10,000 of them). A uid still in
 -- the retained history of any of the channels is a duplicate: nothing is stored or published.
 -- Each channel's epoch (index field "\ne", see head.lua) is made when its stream is.
 --
@@ -9,12 +11,14 @@
 -- newest g the publishing hub has seen, so that a Redis that lost the counter does not hand
 -- out a number twice to a hub that saw it), ms is Redis's clock. g orders events across every
 -- channel (the feed carries them in that order too), and is the last item of their position.
--- The keys of several channels lie in several Cluster slots: Cluster is not supported yet.
+-- On a Cluster, every key (and the feed, a shard channel) is in one slot: see redis.py.
 local n = (#KEYS - 1) / 2
 local counter = KEYS[#KEYS]
 local maxlen, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local feed, body, head, uid, has_uid = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
 local fresh, private, floor = ARGV[8], ARGV[9] == '1', tonumber(ARGV[10])
+local expire, fan_out = tonumber(ARGV[11]), ARGV[12]
+if fan_out ~= 'SPUBLISH' then fan_out = 'PUBLISH' end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local epochs = {}
@@ -36,7 +40,7 @@ if maxlen > 0 then
     for i = 1, n do
       local known = redis.call('HGET', KEYS[2 * i], uid)
       if known and #redis.call('XRANGE', KEYS[2 * i - 1], known, known) == 1 then
-        return {known, 1, epochs[i]}
+        return known .. ' dup'
       end
     end
   end
@@ -97,9 +101,10 @@ if maxlen > 0 then
     local stream, index = KEYS[2 * i - 1], KEYS[2 * i]
     if has_uid then redis.call('HSET', index, uid, sid) end
     trim(stream, index, maxlen, minid)
-    if ttl > 0 then
-      redis.call('PEXPIRE', stream, ttl)
-      redis.call('PEXPIRE', index, ttl)
+    if expire > 0 then
+      -- An idle channel's keys go `expire` ms after its last publish (bounded keys).
+      redis.call('PEXPIRE', stream, expire)
+      redis.call('PEXPIRE', index, expire)
     end
   end
 end
@@ -109,19 +114,19 @@ if has_uid then sse = uid; ulen = #uid end
 local event = head .. 'id: ' .. sse .. '\n' .. body
 if n == 1 and not private then
   -- The one-channel header, as before: "<sid> <channel len> <uid len> <epoch len>\n".
-  redis.call('PUBLISH', feed, sid .. ' ' .. #ARGV[11] .. ' ' .. ulen .. ' ' .. #epochs[1] .. '\n'
-    .. ARGV[11] .. (has_uid and uid or '') .. epochs[1] .. event)
+  redis.call(fan_out, feed, sid .. ' ' .. #ARGV[13] .. ' ' .. ulen .. ' ' .. #epochs[1] .. '\n'
+    .. ARGV[13] .. (has_uid and uid or '') .. epochs[1] .. event)
 else
   -- "<sid> <uid len> <private> <channel len> <epoch len>...\n", then each channel and its
   -- epoch, the uid and the event.
   local header = {sid, ulen, private and 1 or 0}
   local names = {}
   for i = 1, n do
-    header[#header + 1] = #ARGV[10 + i]
+    header[#header + 1] = #ARGV[12 + i]
     header[#header + 1] = #epochs[i]
-    names[#names + 1] = ARGV[10 + i] .. epochs[i]
+    names[#names + 1] = ARGV[12 + i] .. epochs[i]
   end
-  redis.call('PUBLISH', feed, table.concat(header, ' ') .. '\n' .. table.concat(names)
+  redis.call(fan_out, feed, table.concat(header, ' ') .. '\n' .. table.concat(names)
     .. (has_uid and uid or '') .. event)
 end
-return {sid, 0, epochs[1]}
+return sid
