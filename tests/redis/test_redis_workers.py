@@ -130,6 +130,13 @@ async def test_workers_survive_a_redis_crash_with_streams_open_and_lose_nothing_
         for _ in range(20):
             await publish(client, n)
             n += 1
+        # Every stream holds them before the crash: an event Redis answered but had not yet
+        # sent to the hubs' feed when it died is lost with the empty restart (told by the gap
+        # notice), which is not what this test is about.
+        before = list(accepted)
+        for stream in streams:
+            delivered = await stream.events(len(before), timeout=20)
+            assert [e.data for e in delivered] == before
         redis_server.kill()
         for _ in range(10):
             await publish(client, n)
@@ -144,9 +151,9 @@ async def test_workers_survive_a_redis_crash_with_streams_open_and_lose_nothing_
         assert len(refused) >= 10
         # Redis came back empty: each stream is told once (a gap notice), then goes on live.
         for stream in streams:
-            events = await stream.events(len(accepted) + 1, timeout=20)
+            events = await stream.events(len(accepted) - len(before) + 1, timeout=20)
             assert [e.event for e in events].count(GAP_EVENT) == 1
-            assert [e.data for e in events if e.event != GAP_EVENT] == accepted
+            assert [e.data for e in events if e.event != GAP_EVENT] == accepted[len(before) :]
             with pytest.raises(TimeoutError):
                 await stream.next_event(timeout=0.3)
             assert not stream.ended
