@@ -49,6 +49,7 @@ EVERY_FLAG = {
     "--log-level": ["--log-level", "debug"],
     "--access-log": ["--access-log"],
     "--presence": ["--presence"],
+    "--stream-rate": ["--stream-rate", "500"],
 }
 
 

@@ -162,6 +162,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events per second") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (no usage block), exit status 2."""
 
@@ -393,6 +403,15 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=DEFAULT_MAX_BATCH,
         metavar="N",
         help="most messages one JSON array may publish; a larger batch gets 413",
+    )
+    events.add_argument(
+        "--stream-rate",
+        type=_rate,
+        default=0.0,
+        metavar="EVENTS",
+        help="events per second one streaming publish (NDJSON POST) may publish; past it the "
+        "hub reads that stream more slowly, so the publisher waits (0: no bound; each line is "
+        "at most --max-body bytes and must arrive within --body-timeout of the one before)",
     )
     events.add_argument(
         "--max-buffer",

@@ -109,6 +109,7 @@ class ServeConfig:
     log_level: str
     access_log: bool
     presence: bool
+    stream_rate: float = 0.0
 
     @classmethod
     def from_args(

@@ -254,6 +254,8 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         max_clients=clients if clients is not None else config.max_clients,
         mercure=mercure_enabled(config.mercure, jwt=auth.jwt is not None),
         presence=config.presence,
+        line_timeout=config.body_timeout,
+        stream_rate=config.stream_rate,
     )
 
 
@@ -351,6 +353,7 @@ def serve_native(
             body_timeout=config.body_timeout,
             idle_timeout=config.idle_timeout,
             refuse_head=app.refuse_head,
+            stream_body=app.stream_body,
         )
         loop = asyncio.get_running_loop()
 
