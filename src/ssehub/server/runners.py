@@ -92,10 +92,22 @@ def max_clients(configured: int | None) -> int:
     return configured
 
 
-def make_backend(redis_url: str | None) -> Backend | None:
-    """The backend for ``--redis URL`` (None: the in-memory default); CLIError without redis."""
+def _stop_this_process() -> None:
+    # The bus is gone: stop as SIGTERM does (gracefully: the streams end, clients reconnect).
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def make_backend(redis_url: str | None, bus_fd: int | None = None) -> Backend | None:
+    """The backend for ``--redis URL``, or for a ``--workers`` worker without it the local bus
+    on ``bus_fd`` (the process stops if the bus closes); None: the in-memory default.
+    CLIError when ``--redis`` is given without the redis package."""
     if redis_url is None:
-        return None
+        if bus_fd is None:
+            return None
+        from ssehub.backends.localbus import LocalBusBackend
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=bus_fd)
+        return LocalBusBackend(sock, on_lost=_stop_this_process)
     try:
         from ssehub.backends.redis import RedisBackend
     except ImportError as exc:
@@ -216,9 +228,12 @@ def auth_summary(config: ServeConfig) -> str:
     return ",".join(names) or "open"
 
 
-def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
+def build_server(
+    config: ServeConfig, clients: int | None = None, bus_fd: int | None = None
+) -> HubServer:
     """The `HubServer` (and its `Hub`) that ``ssehub serve`` runs with ``config``; ``clients``
-    is the stream cap (see `max_clients`; default: ``config.max_clients``).
+    is the stream cap (see `max_clients`; default: ``config.max_clients``); ``bus_fd`` the
+    worker's end of the local bus (``--workers`` without ``--redis``).
 
     With debug lines on (``--log-level debug``), a `StreamLog` logs each stream that opens and
     ends.
@@ -233,7 +248,7 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         retry=config.retry,
         keepalive=config.keepalive or None,
         max_buffer=config.max_buffer,
-        backend=make_backend(config.redis),
+        backend=make_backend(config.redis, bus_fd),
         on_connect=None if streams is None else streams.opened,
         on_disconnect=on_client_gone if streams is None else streams.ended,
         # The server orders its own stop (in-flight publishes first, then the streams).
@@ -296,7 +311,7 @@ def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | Non
         url(config.host, port),
         os.getpid(),
         config.http,
-        "redis" if config.redis else "memory",
+        "redis" if config.redis else "localbus" if app.hub.backend.shared else "memory",
         config.history,
         config.keepalive or "off",
         auth_summary(config),
@@ -323,24 +338,35 @@ def check_http_server(config: ServeConfig) -> None:
         raise CLIError(f"--http uvicorn needs uvicorn, which is not installed: {UVICORN_INSTALL}")
 
 
-def serve_one(config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None) -> int:
+def serve_one(
+    config: ServeConfig,
+    *,
+    reuse_port: bool = False,
+    ready_fd: int | None = None,
+    bus_fd: int | None = None,
+) -> int:
     """Run one hub process until SIGTERM or SIGINT; return the exit status.
 
     ``reuse_port`` binds with SO_REUSEPORT (a ``--workers`` worker); once the hub serves, one
     byte is written to ``ready_fd`` (the supervisor's pipe), if given, and it is closed.
+    ``bus_fd`` is a worker's end of the supervisor's local bus (no ``--redis``).
     """
     if config.http == "native":
-        return serve_native(config, reuse_port=reuse_port, ready_fd=ready_fd)
-    return serve_uvicorn(config, reuse_port=reuse_port, ready_fd=ready_fd)
+        return serve_native(config, reuse_port=reuse_port, ready_fd=ready_fd, bus_fd=bus_fd)
+    return serve_uvicorn(config, reuse_port=reuse_port, ready_fd=ready_fd, bus_fd=bus_fd)
 
 
 def serve_native(
-    config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None
+    config: ServeConfig,
+    *,
+    reuse_port: bool = False,
+    ready_fd: int | None = None,
+    bus_fd: int | None = None,
 ) -> int:
     """Run one hub process on ssehub's own HTTP server until SIGTERM or SIGINT."""
     from ssehub.server.native import HTTPServer
 
-    app = build_server(config, max_clients(config.max_clients))
+    app = build_server(config, max_clients(config.max_clients), bus_fd)
     sock = bind(config.host, config.port, reuse_port)
     port = sock.getsockname()[1]
 
@@ -386,12 +412,16 @@ def serve_native(
 
 
 def serve_uvicorn(
-    config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None
+    config: ServeConfig,
+    *,
+    reuse_port: bool = False,
+    ready_fd: int | None = None,
+    bus_fd: int | None = None,
 ) -> int:
     """Run one hub process on uvicorn (``--http uvicorn``) until SIGTERM or SIGINT."""
     import uvicorn
 
-    app = build_server(config, max_clients(config.max_clients))
+    app = build_server(config, max_clients(config.max_clients), bus_fd)
     sock = bind(config.host, config.port, reuse_port)
     port = sock.getsockname()[1]
 
