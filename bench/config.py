@@ -131,6 +131,11 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
     # Answers ``GET /events?channel=A&channel=B`` with one stream of every named channel (W5).
     selectors: bool = False
+    # The load generator publishes over streaming POSTs (NDJSON, one per publisher connection)
+    # instead of one request per event.
+    stream_publish: bool = False
+    # Measured only when named in ``--servers`` (a variant of another server, not a peer).
+    opt_in: bool = False
 
     def command(self, port: int) -> list[str]:
         """The command line that starts this server on ``port``."""
@@ -144,6 +149,34 @@ SERVERS: tuple[ServerSpec, ...] = (
         ("{python}", "-m", "ssehub", "serve", "--host", "{host}", "--port", "{port}"),
         requires=("ssehub.server",),
         selectors=True,
+    ),
+    ServerSpec(
+        "ssehub-stream",
+        "ssehub, streaming publish (NDJSON POST)",
+        ("{python}", "-m", "ssehub", "serve", "--host", "{host}", "--port", "{port}"),
+        requires=("ssehub.server",),
+        selectors=True,
+        stream_publish=True,
+        opt_in=True,
+    ),
+    ServerSpec(
+        "ssehub-workers2",
+        "ssehub --workers 2 (in memory, local bus)",
+        (
+            "{python}",
+            "-m",
+            "ssehub",
+            "serve",
+            "--workers",
+            "2",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+        ),
+        requires=("ssehub.server",),
+        selectors=True,
+        opt_in=True,
     ),
     ServerSpec(
         "ssehub-uvicorn",
