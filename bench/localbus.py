@@ -6,9 +6,10 @@ each on freshly started standalone hubs (``python -m ssehub serve``) and the loa
 ``bench.run``:
 
 1. **--workers 2 vs 1, in memory** (W1: one channel, S subscribers, P publisher connections,
-   a request per event). The figure is server CPU per delivery: the CPU seconds of every hub
-   process (the supervisor, whose sequencer is the bus, and the workers) over the events
-   received by all subscribers. Target: 2 workers within 1.15x of 1.
+   ``--events`` events), publishing with a request per event and with the streaming publish.
+   The figure is server CPU per delivery: the CPU seconds of every hub process (the
+   supervisor, whose sequencer is the bus, and the workers) over the events received by all
+   subscribers. Target: 2 workers within 1.15x of 1.
 2. **Streaming publish vs a request per event**, one publisher into one channel (W1 with
    ``--stream-subscribers`` subscribers and 1 publisher connection): events published per
    second (delivered events/s over the subscribers). Target: at least 3x.
@@ -44,6 +45,7 @@ from bench.redis_workers import wait_for_workers
 from bench.run import Server, measure_channels, measure_fanout
 
 HUB = ("{python}", "-m", "ssehub", "serve", "--host", "{host}", "--port", "{port}")
+MODES = {"request": "a request per event", "stream": "streaming"}
 
 
 def spec(workers: int, stream: bool = False) -> C.ServerSpec:
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.localbus", description=__doc__)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--events", type=int, default=4000, help="events per W1 run (part 1)")
     parser.add_argument("--stream-subscribers", type=int, default=10)
     parser.add_argument("--w4-channels", type=int, default=C.W4_CHANNELS)
     parser.add_argument("--runs", type=int, default=3)
@@ -133,15 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", metavar="LABEL", help="keep the raw figures in bench/results")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.subscribers, args.w4_channels, args.runs = 20, 20, 1
+        args.subscribers, args.w4_channels, args.runs, args.events = 20, 20, 1, 200
     subs, pubs, runs = args.subscribers, args.publishers, args.runs
+    # Part 1's runs publish --events events (W1's default is fewer for 1,000 subscribers: too
+    # short a run for a CPU figure).
+    C.W1_DELIVERIES = args.events * subs
+    C.W1_MAX_EVENTS = max(C.W1_MAX_EVENTS, args.events)
     print(f"# {os.cpu_count()} cores; runs per figure: {runs}", file=sys.stderr)
     raw: dict[str, Any] = {"cores": os.cpu_count(), "runs": runs, "args": vars(args)}
 
     print(f"# part 1: W1 {subs} subscribers, {pubs} publishers, 1 and 2 workers", file=sys.stderr)
-    one = fanout(spec(1), 1, subs, pubs, runs)
-    two = fanout(spec(2), 2, subs, pubs, runs)
-    raw["workers"] = {"1": one, "2": two}
+    part1 = {
+        (mode, n): fanout(spec(n, stream=mode == "stream"), n, subs, pubs, runs)
+        for mode in ("request", "stream")
+        for n in (1, 2)
+    }
+    raw["workers"] = {f"{mode}-{n}": results for (mode, n), results in part1.items()}
     print(f"# part 2: one publisher, {args.stream_subscribers} subscribers", file=sys.stderr)
     ss = args.stream_subscribers
     per_request = fanout(spec(1), 1, ss, 1, runs)
@@ -152,34 +162,41 @@ def main(argv: list[str] | None = None) -> int:
     w4_bare = channels(bare_spec(), args.w4_channels, runs)
     raw["w4"] = {"stream": w4_stream, "bare": w4_bare}
 
-    cpu = [
-        _median(results, "server_cpu_s") / _median(results, "received") * 1e6
-        for results in (one, two)
-    ]
-    rate = [_median(results, "rate") for results in (one, two)]
     print(f"\n**--workers 2 vs 1, in memory** (W1, {subs} subscribers, {pubs} publishers)\n")
-    print("| workers | delivered events/s | server CPU s | CPU per delivery | complete |")
-    print("|---:|---:|---:|---:|---|")
-    for n, results, per, r in ((1, one, cpu[0], rate[0]), (2, two, cpu[1], rate[1])):
+    print("| publish | workers | delivered events/s | server CPU s | CPU per delivery | complete |")
+    print("|---|---:|---:|---:|---:|---|")
+    ratios: dict[str, float] = {}
+    for mode in ("request", "stream"):
+        per = {}
+        for n in (1, 2):
+            results = part1[mode, n]
+            per[n] = _median(results, "server_cpu_s") / _median(results, "received") * 1e6
+            print(
+                f"| {MODES[mode]} | {n} | {_median(results, 'rate'):,.0f} "
+                f"| {_median(results, 'server_cpu_s'):.2f} | {per[n]:.3f} us "
+                f"| {'yes' if _complete(results) else 'NO'} |"
+            )
+        ratios[mode] = per[2] / per[1]
+    print()
+    for mode, ratio in ratios.items():
+        print(f"CPU per delivery, 2 workers / 1, {MODES[mode]}: **{ratio:.2f}x** (target: 1.15x)")
+    models = {mode: projection(part1[mode, 1], part1[mode, 2], subs) for mode in MODES}
+    raw["projection"] = models
+    print("\nProjection (the model in bench/localbus.py's docstring), per publish mode:\n")
+    for mode, model in models.items():
         print(
-            f"| {n} | {r:,.0f} | {_median(results, 'server_cpu_s'):.2f} | {per:.2f} us "
-            f"| {'yes' if _complete(results) else 'NO'} |"
+            f"- {MODES[mode]}: C1 = {model['c1_us']:.1f} us/event, b = {model['b_us']:.1f} "
+            f"us/event/worker, q = {model['q_us']:.2f} us/event/worker"
         )
-    ratio = cpu[1] / cpu[0]
-    print(f"\nCPU per delivery, 2 workers / 1: **{ratio:.2f}x** (target: at most 1.15x)")
-    model = projection(one, two, subs)
-    raw["projection"] = model
-    print(
-        f"\nProjection (model in bench/localbus.py): C1 = {model['c1_us']:.1f} us/event, "
-        f"b = {model['b_us']:.1f} us/event/worker, q = {model['q_us']:.1f} us/event/worker\n"
-    )
-    print("| cores = workers | CPU per delivery | vs 1 process | events/s | deliveries/s |")
-    print("|---:|---:|---:|---:|---:|")
-    for n, row in model["cores"].items():
-        print(
-            f"| {n} | {row['cpu_per_delivery_us']:.2f} us | {row['vs_one_process']:.2f}x "
-            f"| {row['events_per_s']:,.0f} | {row['deliveries_per_s']:,.0f} |"
-        )
+    print("\n| cores = workers | publish | CPU per delivery | vs 1 process | deliveries/s |")
+    print("|---:|---|---:|---:|---:|")
+    for n in (1, 2, 4, 8, 16):
+        for mode, model in models.items():
+            row = model["cores"][n]
+            print(
+                f"| {n} | {MODES[mode]} | {row['cpu_per_delivery_us']:.3f} us "
+                f"| {row['vs_one_process']:.2f}x | {row['deliveries_per_s']:,.0f} |"
+            )
     published = [_median(results, "rate") / ss for results in (per_request, streamed)]
     print(f"\n**One publisher into one channel** ({ss} subscribers)\n")
     print("| publish | events/s | complete |")
@@ -201,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {value:,.0f} | {'yes' if _complete(results) else 'NO'} |")
     print(f"\nssehub streaming / bare: **{w4[0] / w4[1]:.2f}x** (target: at least 1.0x)")
     raw["ratios"] = {
-        "workers2_cpu_per_delivery": ratio,
+        "workers2_cpu_per_delivery_request": ratios["request"],
+        "workers2_cpu_per_delivery_stream": ratios["stream"],
         "stream_vs_request": published[1] / published[0],
         "w4_stream_vs_bare": w4[0] / w4[1],
     }
@@ -210,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(__file__).resolve().parent / "results" / f"{date}-{args.save}.json"
         path.write_text(json.dumps(raw, indent=1, default=str) + "\n")
         print(f"\n# saved {path}", file=sys.stderr)
-    everything = [one, two, per_request, streamed, w4_stream, w4_bare]
+    everything = [*part1.values(), per_request, streamed, w4_stream, w4_bare]
     return 0 if all(_complete(results) for results in everything) else 1
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from ssehub import EventParser, Hub, Message
 from ssehub.backends.localbus import LocalBusBackend, Sequencer
+from ssehub.client import Publisher
 from ssehub.errors import BackendUnavailable, EventTooLarge
 from tests.server.hub_process import HubFactory, HubProcess
 
@@ -213,6 +214,13 @@ async def test_workers_share_events_in_one_order_and_resume_exactly_anywhere(
         readers.append(resumed)
         rest = await resumed.wait_for(30)
         assert [m.id for m in rest] == [m.id for m in got_a[10:]]
+        # A streaming publish (pipelined over the bus) keeps the one order on both workers.
+        async with Publisher(hub.url + "/events/shared") as publisher:
+            futures = [await publisher.send(f"s{i}") for i in range(100)]
+            streamed = await asyncio.gather(*futures)
+        got_a, got_b = [await reader.wait_for(140) for reader in readers[:2]]
+        assert [m.id for m in got_a[40:]] == [m.id for m in got_b[40:]] == streamed
+        assert [m.data for m in got_a[40:]] == [f"s{i}" for i in range(100)]
         # /channels and /metrics answer on any worker without Redis.
         channels = (await b.get("/channels")).json()
         assert channels["totals"]["clients"] >= 2

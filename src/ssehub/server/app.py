@@ -53,6 +53,7 @@ from typing import Any
 
 from ssehub._serving import DIRECT_STREAM, Answer, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
+from ssehub.backends.base import PublishResult
 from ssehub.errors import (
     BackendUnavailable,
     EventTooLarge,
@@ -76,6 +77,7 @@ from ssehub.server.publish import (
     DEFAULT_MAX_BODY,
     EVENTS_PREFIX,
     PrivateMessage,
+    Publication,
     PublishError,
     PublishHead,
     check_event_sizes,
@@ -879,6 +881,9 @@ class HubServer:
                 return  # the publisher went away: what it was answered stands
             more = message.get("more_body", False)
             out: list[bytes] = []
+            # Lines parsed and not yet published: an answer (a refused line) or its number and
+            # what it publishes. Published together: over a shared backend, pipelined.
+            batch: list[bytes | tuple[int, Publication]] = []
             self._inflight += 1
             try:
                 try:
@@ -897,20 +902,21 @@ class HubServer:
                         allowance = min(rate, allowance + (now - refilled) * rate)
                         refilled = now
                         if allowance < 1:
+                            out += await self._publish_batch(scope, target, batch)
                             await self._flush_lines(send, out)
                             await asyncio.sleep((1 - allowance) / rate)
                             allowance, refilled = 1.0, loop.time()
                         allowance -= 1
-                    answer = await self._publish_line(
-                        scope, target, line, number, channel, publisher
-                    )
-                    if answer is None:
+                    item = self._stream_line(scope, target, line, number, channel, publisher)
+                    if item is None:
                         number -= 1  # a blank line is not answered
                         continue
-                    out.append(answer)
-                    if len(out) >= _STREAM_SLICE:
+                    batch.append(item)
+                    if len(batch) >= _STREAM_SLICE:
+                        out += await self._publish_batch(scope, target, batch)
                         await self._flush_lines(send, out)
                         await asyncio.sleep(0)
+                out += await self._publish_batch(scope, target, batch)
             finally:
                 self._inflight -= 1
                 if self._idle is not None and not self._inflight:
@@ -926,7 +932,7 @@ class HubServer:
             out.clear()
             await send({"type": "http.response.body", "body": body, "more_body": True})
 
-    async def _publish_line(
+    def _stream_line(
         self,
         scope: Scope,
         target: str,
@@ -934,37 +940,77 @@ class HubServer:
         number: int,
         channel: str | None,
         publisher: Publisher,
-    ) -> bytes | None:
-        """Publish line ``number``: its answer line, or None for a blank line. A refusal is
-        counted and logged as any publish's."""
-        hub = self.hub
+    ) -> bytes | tuple[int, Publication] | None:
+        """Line ``number`` of a streaming publish, checked: what it publishes, its refusal
+        line (counted and logged as any publish's), or None for a blank line."""
         try:
             publication = parse_line(line, channel)
             if publication is None:
                 return None
-            channels = publication.channels
             if channel is None:
-                publisher.check(channels)
-            message = publication.message
-            check_event_sizes([message], len(line), hub.max_buffer)
-            private = type(message) is PrivateMessage
-            event_id = await hub.publish(
-                channels[0] if len(channels) == 1 else channels, message, private=private
-            )
+                publisher.check(publication.channels)
+            check_event_sizes([publication.message], len(line), self.hub.max_buffer)
         except HTTPError as exc:
-            status, error = exc.status, exc.message
-        except EventTooLarge as exc:
-            status, error = 413, str(exc)
-        except InvalidMessage as exc:
-            status, error = 400, str(exc)
-        except HubClosed:
-            status, error = 503, "the hub is shutting down"
-        except BackendUnavailable as exc:
-            status, error = 503, f"the backend is unavailable: {exc}"
+            self._rejected(exc.status, target, scope, exc.message)
+            return refused(exc.status, exc.message, number)
+        return number, publication
+
+    async def _publish_batch(
+        self, scope: Scope, target: str, batch: list[bytes | tuple[int, Publication]]
+    ) -> list[bytes]:
+        """Publish the lines of ``batch`` in order and empty it; their answer lines.
+
+        On a shared backend (the local bus, Redis) the publishes are pipelined: all are sent
+        before the first answer is awaited, still in order, so one stream's events travel
+        together instead of one round trip each. In one process each completes at once."""
+        hub = self.hub
+        jobs = [item for item in batch if type(item) is tuple]
+        results: list[PublishResult | BaseException]
+        if hub.backend.shared and len(jobs) > 1:
+            results = await asyncio.gather(
+                *(self._publish_publication(publication) for _, publication in jobs),
+                return_exceptions=True,
+            )
         else:
-            return accepted(event_id, event_id.duplicate)
-        self._rejected(status, target, scope, error)
-        return refused(status, error, number)
+            results = []
+            for _, publication in jobs:
+                try:
+                    results.append(await self._publish_publication(publication))
+                except Exception as exc:
+                    results.append(exc)
+        answers = iter(results)
+        out: list[bytes] = []
+        for item in batch:
+            if isinstance(item, bytes):
+                out.append(item)
+                continue
+            number = item[0]
+            result = next(answers)
+            if isinstance(result, PublishResult):
+                out.append(accepted(result, result.duplicate))
+                continue
+            if isinstance(result, EventTooLarge):
+                status, error = 413, str(result)
+            elif isinstance(result, InvalidMessage):
+                status, error = 400, str(result)
+            elif isinstance(result, HubClosed):
+                status, error = 503, "the hub is shutting down"
+            elif isinstance(result, BackendUnavailable):
+                status, error = 503, f"the backend is unavailable: {result}"
+            else:
+                raise result
+            self._rejected(status, target, scope, error)
+            out.append(refused(status, error, number))
+        batch.clear()
+        return out
+
+    async def _publish_publication(self, publication: Publication) -> PublishResult:
+        channels, message = publication.channels, publication.message
+        return await self.hub.publish(
+            channels[0] if len(channels) == 1 else channels,
+            message,
+            private=type(message) is PrivateMessage,
+        )
 
     async def _publish_to(self, channel: str, head: PublishHead, body: bytes) -> bytes:
         hub = self.hub
