@@ -54,6 +54,7 @@ from typing import Any
 from ssehub._serving import DIRECT_STREAM, Answer, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
 from ssehub.backends.base import PublishResult
+from ssehub.backends.localbus import LocalBusBackend
 from ssehub.errors import (
     BackendUnavailable,
     EventTooLarge,
@@ -960,13 +961,15 @@ class HubServer:
     ) -> list[bytes]:
         """Publish the lines of ``batch`` in order and empty it; their answer lines.
 
-        On a shared backend (the local bus, Redis) the publishes are pipelined: all are sent
-        before the first answer is awaited, still in order, so one stream's events travel
-        together instead of one round trip each. In one process each completes at once."""
+        On the local bus (``--workers`` without Redis) the publishes are pipelined: all are
+        sent before the first answer is awaited, in order over its one socket, so one stream's
+        events travel together instead of one round trip each. Elsewhere they go one by one:
+        in one process each completes at once, and Redis' connection pool would not keep
+        concurrent commands in order."""
         hub = self.hub
         jobs = [item for item in batch if type(item) is tuple]
         results: list[PublishResult | BaseException]
-        if hub.backend.shared and len(jobs) > 1:
+        if isinstance(hub.backend, LocalBusBackend) and len(jobs) > 1:
             results = await asyncio.gather(
                 *(self._publish_publication(publication) for _, publication in jobs),
                 return_exceptions=True,
