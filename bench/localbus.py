@@ -1,9 +1,9 @@
 """Issue 18's speed figures, all from one run: the local bus and the streaming publish.
 
 Run with ``python -m bench.localbus`` (``--smoke`` for a few seconds of tiny sizes;
-``--save LABEL`` keeps the raw figures as ``bench/results/<date>-LABEL.json``). Three parts,
-each on freshly started standalone hubs (``python -m ssehub serve``) and the load generator of
-``bench.run``:
+``--save LABEL`` keeps the raw figures as ``bench/results/localbus/<date>-LABEL.json``).
+Three parts, each on freshly started standalone hubs (``python -m ssehub serve``) and the load
+generator of ``bench.run``:
 
 1. **--workers 2 vs 1, in memory** (W1: one channel, S subscribers, P publisher connections,
    ``--events`` events), publishing with a request per event and with the streaming publish.
@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--w4-channels", type=int, default=C.W4_CHANNELS)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
-    parser.add_argument("--save", metavar="LABEL", help="keep the raw figures in bench/results")
+    parser.add_argument(
+        "--save", metavar="LABEL", help="keep the raw figures in bench/results/localbus/"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.subscribers, args.w4_channels, args.runs, args.events = 20, 20, 1, 200
@@ -225,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.save:
         date = datetime.date.today().isoformat()
-        path = Path(__file__).resolve().parent / "results" / f"{date}-{args.save}.json"
+        # Apart from `python -m bench`'s files, whose format tests/test_bench_checks.py checks.
+        path = Path(__file__).resolve().parent / "results" / "localbus" / f"{date}-{args.save}.json"
+        path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(raw, indent=1, default=str) + "\n")
         print(f"\n# saved {path}", file=sys.stderr)
     everything = [*part1.values(), per_request, streamed, w4_stream, w4_bare]

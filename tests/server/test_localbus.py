@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from ssehub import EventParser, Hub, Message
+from ssehub.backends import localbus
 from ssehub.backends.localbus import LocalBusBackend, Sequencer
 from ssehub.client import Publisher
 from ssehub.errors import BackendUnavailable, EventTooLarge
@@ -110,6 +111,24 @@ async def test_refusals_and_a_lost_sequencer_are_errors_not_silence(
     assert (await a.backend.health())["ok"] is False
     with pytest.raises(BackendUnavailable):
         await a.publish("/events/late", Message("x"))
+
+
+async def test_a_worker_that_stops_reading_is_cut_off_not_buffered_without_end(
+    two_hubs: tuple[Sequencer, list[Hub]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sequencer, (a, _) = two_hubs
+    monkeypatch.setattr(localbus, "MAX_BEHIND", 64 * 1024)
+    ours, stalled = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sequencer.attach(ours)  # its other end never reads
+        assert len(sequencer.links) == 3
+        for _ in range(5000):
+            await a.publish("/events/flood", Message("x" * 3000))
+            if len(sequencer.links) == 2:
+                break
+        assert len(sequencer.links) == 2  # the two reading hubs stay on the bus
+    finally:
+        stalled.close()
 
 
 async def test_reports_and_presence_reach_every_hub_and_leave_with_it(

@@ -48,12 +48,16 @@ from ssehub.errors import BackendUnavailable, EventTooLarge, InvalidMessage
 from ssehub.selectors import Selectors
 from ssehub.wire import Message
 
-__all__ = ["LocalBusBackend", "Sequencer"]
+__all__ = ["MAX_BEHIND", "LocalBusBackend", "Sequencer"]
 
 log = logging.getLogger("ssehub.server")
 
 _HEADER = struct.Struct("!I")
 _MAX_FRAME = 1 << 30  # a frame larger than this is a broken peer, not a message
+MAX_BEHIND = 64 * 1024 * 1024
+"""Bytes the sequencer may hold for a worker that does not read them (stopped, or starved of
+CPU); past this the worker is cut off the bus, like a slow subscriber: it stops (its link
+closed), the supervisor starts another, and its clients resume elsewhere."""
 
 # Request kinds (worker to sequencer) and answer/feed kinds (sequencer to worker).
 _PUBLISH = 0
@@ -254,6 +258,12 @@ class Sequencer:
             if link.out:
                 out, link.out = link.out, []
                 link.write(out)
+            if transport.get_write_buffer_size() > MAX_BEHIND:
+                log.error(
+                    "event=bus_worker_behind bytes=%d: a worker stopped reading the bus; cut off",
+                    transport.get_write_buffer_size(),
+                )
+                transport.abort()
 
     def answer(self, link: _SequencerLink, kind: int, message: tuple[Any, ...]) -> Any:
         """Do one request; its answer (for the requests that have one)."""
