@@ -14,7 +14,9 @@ generator of ``bench.run``:
    ``--stream-subscribers`` subscribers and 1 publisher connection): events published per
    second (delivered events/s over the subscribers). Target: at least 3x.
 3. **W4** (``--w4-channels`` channels with one subscriber each, events to random channels):
-   ssehub with the streaming publish against the bare asyncio baseline. Target: at least 1.0x.
+   ssehub with the streaming publish (1 and 2 workers) and with a request per event, against
+   the bare asyncio baseline (a request per event: it has no streaming publish). Target: ssehub
+   at least 1.0x bare.
 
 **Projection to 4, 8 and 16 cores** (part 1's figures). Let ``C1`` be the CPU per event of one
 process (S deliveries and the publish), ``W2`` the workers' CPU per event with 2 workers and
@@ -82,11 +84,14 @@ def fanout(
         server.stop()
 
 
-def channels(server_spec: C.ServerSpec, count: int, runs: int) -> list[dict[str, Any]]:
+def channels(
+    server_spec: C.ServerSpec, count: int, runs: int, workers: int = 1
+) -> list[dict[str, Any]]:
     """``runs`` W4 runs on one fresh server."""
     server = Server(server_spec)
     server.start()
     try:
+        wait_for_workers(server, workers)
         return [measure_channels(server, count) for _ in range(runs)]
     finally:
         server.stop()
@@ -103,7 +108,7 @@ def _complete(results: list[dict[str, Any]]) -> bool:
 def projection(one: list[dict[str, Any]], two: list[dict[str, Any]], subscribers: int) -> dict:
     """The cost model of the module docstring, from part 1's medians."""
     events_1 = _median(one, "events")
-    c1 = _median(one, "server_cpu_s") / events_1
+    c1 = max(1e-9, _median(one, "server_cpu_s") / events_1)
     q2 = _median(two, "supervisor_cpu_s") / events_1
     w2 = _median(two, "server_cpu_s") / events_1 - q2
     b = max(0.0, (w2 - c1) / 2)
@@ -161,8 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     raw["publish"] = {"request": per_request, "stream": streamed}
     print(f"# part 3: W4 {args.w4_channels} channels, streaming publish vs bare", file=sys.stderr)
     w4_stream = channels(spec(1, stream=True), args.w4_channels, runs)
+    w4_request = channels(spec(1), args.w4_channels, runs)
+    w4_workers = channels(spec(2, stream=True), args.w4_channels, runs, workers=2)
     w4_bare = channels(bare_spec(), args.w4_channels, runs)
-    raw["w4"] = {"stream": w4_stream, "bare": w4_bare}
+    raw["w4"] = {
+        "stream": w4_stream,
+        "request": w4_request,
+        "workers2-stream": w4_workers,
+        "bare": w4_bare,
+    }
 
     print(f"\n**--workers 2 vs 1, in memory** (W1, {subs} subscribers, {pubs} publishers)\n")
     print("| publish | workers | delivered events/s | server CPU s | CPU per delivery | complete |")
@@ -178,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {_median(results, 'server_cpu_s'):.2f} | {per[n]:.3f} us "
                 f"| {'yes' if _complete(results) else 'NO'} |"
             )
-        ratios[mode] = per[2] / per[1]
+        # At smoke sizes the CPU time may read 0 (its clock ticks are 10 ms).
+        ratios[mode] = per[2] / per[1] if per[1] else float("nan")
     print()
     for mode, ratio in ratios.items():
         print(f"CPU per delivery, 2 workers / 1, {MODES[mode]}: **{ratio:.2f}x** (target: 1.15x)")
@@ -209,21 +222,30 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(f"| {label} | {value:,.0f} | {'yes' if _complete(results) else 'NO'} |")
     print(f"\nStreaming / per request: **{published[1] / published[0]:.2f}x** (target: 3x)")
-    w4 = [_median(results, "rate") for results in (w4_stream, w4_bare)]
+    bare = _median(w4_bare, "rate")
     print(f"\n**W4** ({args.w4_channels} channels x 1 subscriber)\n")
-    print("| server | delivered events/s | complete |")
-    print("|---|---:|---|")
-    for label, results, value in (
-        ("ssehub, streaming publish", w4_stream, w4[0]),
-        ("bare asyncio baseline", w4_bare, w4[1]),
+    print("| server | delivered events/s | vs bare | complete |")
+    print("|---|---:|---:|---|")
+    for label, results in (
+        ("ssehub, streaming publish", w4_stream),
+        ("ssehub --workers 2, streaming publish", w4_workers),
+        ("ssehub, a request per event", w4_request),
+        ("bare asyncio baseline (a request per event)", w4_bare),
     ):
-        print(f"| {label} | {value:,.0f} | {'yes' if _complete(results) else 'NO'} |")
+        value = _median(results, "rate")
+        print(
+            f"| {label} | {value:,.0f} | {value / bare:.2f}x "
+            f"| {'yes' if _complete(results) else 'NO'} |"
+        )
+    w4 = [_median(w4_stream, "rate"), bare]
     print(f"\nssehub streaming / bare: **{w4[0] / w4[1]:.2f}x** (target: at least 1.0x)")
     raw["ratios"] = {
         "workers2_cpu_per_delivery_request": ratios["request"],
         "workers2_cpu_per_delivery_stream": ratios["stream"],
         "stream_vs_request": published[1] / published[0],
         "w4_stream_vs_bare": w4[0] / w4[1],
+        "w4_workers2_stream_vs_bare": _median(w4_workers, "rate") / bare,
+        "w4_request_vs_bare": _median(w4_request, "rate") / bare,
     }
     if args.save:
         date = datetime.date.today().isoformat()
@@ -232,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(raw, indent=1, default=str) + "\n")
         print(f"\n# saved {path}", file=sys.stderr)
-    everything = [*part1.values(), per_request, streamed, w4_stream, w4_bare]
+    everything = [*part1.values(), per_request, streamed, w4_stream, w4_request, w4_workers]
+    everything.append(w4_bare)
     return 0 if all(_complete(results) for results in everything) else 1
 
 
