@@ -9,10 +9,12 @@ is restarted while its clients resume on the other with nothing lost.
 from __future__ import annotations
 
 import asyncio
+import marshal
 import os
 import re
 import signal
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 
@@ -120,7 +122,10 @@ async def test_a_worker_that_stops_reading_is_cut_off_not_buffered_without_end(
     monkeypatch.setattr(localbus, "MAX_BEHIND", 64 * 1024)
     ours, stalled = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        await sequencer.attach(ours)  # its other end never reads
+        await sequencer.attach(ours)  # its other end never reads, once it watched the channel
+        watch = marshal.dumps([(9, None, "/events/flood")])  # 9: the bus's "watch" request
+        stalled.sendall(struct.pack("!I", len(watch)) + watch)
+        await asyncio.sleep(0.05)
         assert len(sequencer.links) == 3
         for _ in range(5000):
             await a.publish("/events/flood", Message("x" * 3000))
@@ -129,6 +134,27 @@ async def test_a_worker_that_stops_reading_is_cut_off_not_buffered_without_end(
         assert len(sequencer.links) == 2  # the two reading hubs stay on the bus
     finally:
         stalled.close()
+
+
+async def test_events_go_to_the_hubs_that_watch_their_channels_or_everything(
+    two_hubs: tuple[Sequencer, list[Hub]],
+) -> None:
+    sequencer, (a, b) = two_hubs
+    sub_a = await a.subscribe("/events/only-a")
+    wild = await b.subscribe(["*"])
+    first = await b.publish("/events/only-a", Message("one"))
+    assert [m.id for m in await _take(sub_a, 1)] == [first]
+    assert [m.id for m in await _take(wild, 1)] == [first]
+    assert sequencer.watchers["/events/only-a"] == {
+        link for link in sequencer.links if link not in sequencer.everything
+    }
+    b.unsubscribe(wild)
+    a.unsubscribe(sub_a)
+    for _ in range(100):
+        if not sequencer.watchers and not sequencer.everything:
+            break
+        await asyncio.sleep(0.01)
+    assert not sequencer.watchers and not sequencer.everything
 
 
 async def test_reports_and_presence_reach_every_hub_and_leave_with_it(

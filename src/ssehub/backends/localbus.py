@@ -4,11 +4,13 @@
 supervisor, one `Sequencer`. Every worker's backend is a `LocalBusBackend` joined to the
 sequencer by a Unix socket pair made for it. A publish goes to the sequencer, which holds the
 only history (a `MemoryBackend`: ids, order, retention, duplicates, replay, exactly as one
-process has them) and sends each event to every worker, in one order; each worker hands it to
-its own subscribers. The publishing worker gets the event before the answer to its publish,
-so its own subscribers have the event when the publish returns. A resume, on any worker, reads
-the sequencer's history: ids are the sequencer's, so a client resumes exactly wherever the
-kernel sends its reconnection.
+process has them) and sends each event, in one order, to every worker with subscribers on one
+of its channels (a worker says which as the hub calls `Backend.watch`; its watch reaches the
+sequencer before its replay request, on one ordered socket, so a resuming client misses nothing
+between the two); each worker hands it to its own subscribers. The publishing worker gets the
+event before the answer to its publish, so its own subscribers have the event when the publish
+returns. A resume, on any worker, reads the sequencer's history: ids are the sequencer's, so a
+client resumes exactly wherever the kernel sends its reconnection.
 
 Why a sequencer over Unix sockets rather than shared memory, or a replica of history in every
 worker: one writer orders every channel with no lock and no consensus; the history is held
@@ -69,6 +71,9 @@ _RETIRE = 5
 _SHARE_PRESENCE = 6
 _PRESENCE = 7
 _RETIRE_PRESENCE = 8
+_WATCH = 9
+_UNWATCH = 10
+_WATCH_ALL = 11
 _EVENT = 100
 _ANSWER = 101
 _FAILED = 102
@@ -138,6 +143,7 @@ class _SequencerLink(_Link):
         super().__init__()
         self.sequencer = sequencer
         self.workers: set[str] = set()  # the names this worker reported under
+        self.watched: set[str] = set()  # the channels it has subscribers on
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -146,6 +152,9 @@ class _SequencerLink(_Link):
     def connection_lost(self, exc: Exception | None) -> None:
         sequencer = self.sequencer
         sequencer.links.discard(self)
+        sequencer.everything.discard(self)
+        for channel in self.watched:
+            sequencer.unwatch(self, channel)
         for name in self.workers:
             sequencer.reports.pop(name, None)
             sequencer.presence.pop(name, None)
@@ -199,7 +208,10 @@ class Sequencer:
         self.presence: dict[str, tuple[float, dict[str, str]]] = {}
         """Each hub process's shared subscriptions: when refreshed, and id to JSON text."""
         self.published = 0
-        self._events: list[tuple[Any, ...]] = []
+        self.watchers: dict[str, set[_SequencerLink]] = {}
+        """The links with subscribers on each channel."""
+        self.everything: set[_SequencerLink] = set()
+        """The links with subscribers that may read any channel (``*``, templates)."""
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -230,8 +242,30 @@ class Sequencer:
         /,
     ) -> None:
         self.published += 1
-        self._events.append((_EVENT, channel, event_id, data, position, private))
-        self.schedule()
+        message = (_EVENT, channel, event_id, data, position, private)
+        watchers = self.watchers
+        if type(channel) is str:
+            found = watchers.get(channel)
+            targets = set(found) if found else set()
+        else:
+            targets = set()
+            for name in channel:
+                found = watchers.get(name)
+                if found:
+                    targets |= found
+        targets |= self.everything
+        for link in targets:
+            link.out.append(message)
+        if targets:
+            self.schedule()
+
+    def unwatch(self, link: _SequencerLink, channel: str) -> None:
+        """``link``'s worker has no subscriber on ``channel`` any more."""
+        found = self.watchers.get(channel)
+        if found is not None:
+            found.discard(link)
+            if not found:
+                del self.watchers[channel]
 
     def schedule(self) -> None:
         """Flush at the end of this turn of the loop (once however many messages wait)."""
@@ -241,20 +275,14 @@ class Sequencer:
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        # The events first, to every worker, then each worker's answers: a publisher's own
-        # worker has its event before the answer to its publish.
+        # Each link's events and answers in the order they were made: a publisher's own worker
+        # has its event before the answer to its publish.
         self._scheduled = False
-        events, self._events = self._events, []
-        frame = b""
-        if events:
-            body = marshal.dumps(events)
-            frame = _HEADER.pack(len(body)) + body
         for link in self.links:
             transport = link.transport
             if transport is None or transport.is_closing():
+                link.out.clear()
                 continue
-            if frame:
-                transport.write(frame)
             if link.out:
                 out, link.out = link.out, []
                 link.write(out)
@@ -284,6 +312,22 @@ class Sequencer:
                 backend.replay_selected(Selectors(texts), last_event_id, private=private)
             )
             return (tuple(replay.events), replay.found, replay.head)
+        if kind == _WATCH:
+            channel = message[2]
+            link.watched.add(channel)
+            self.watchers.setdefault(channel, set()).add(link)
+            return None
+        if kind == _UNWATCH:
+            channel = message[2]
+            link.watched.discard(channel)
+            self.unwatch(link, channel)
+            return None
+        if kind == _WATCH_ALL:
+            if message[2]:
+                self.everything.add(link)
+            else:
+                self.everything.discard(link)
+            return None
         if kind == _CHANNELS:
             return tuple(_run_now(backend.channels()))
         now = time.monotonic()
@@ -404,6 +448,8 @@ class LocalBusBackend(Backend):
         self._requests = itertools.count(1)
         self._closed = False
         self._lost: str | None = None
+        self._watched: set[str] = set()
+        self._everything = False
 
     async def start(
         self,
@@ -421,6 +467,28 @@ class LocalBusBackend(Backend):
         loop = asyncio.get_running_loop()
         _, link = await loop.connect_accepted_socket(lambda: _WorkerLink(self), self._sock)
         self._link = link
+        for channel in self._watched:
+            link.send((_WATCH, None, channel))
+        if self._everything:
+            link.send((_WATCH_ALL, None, True))
+
+    def watch(self, channel: str) -> None:
+        """Ask the sequencer for ``channel``'s events (this process has subscribers on it)."""
+        self._watched.add(channel)
+        if self._link is not None:
+            self._link.send((_WATCH, None, channel))
+
+    def unwatch(self, channel: str) -> None:
+        """Stop ``channel``'s events (its last local subscriber left)."""
+        self._watched.discard(channel)
+        if self._link is not None:
+            self._link.send((_UNWATCH, None, channel))
+
+    def watch_all(self, on: bool) -> None:
+        """Ask for every channel's events (``*`` or template subscribers here), or not."""
+        self._everything = on
+        if self._link is not None:
+            self._link.send((_WATCH_ALL, None, on))
 
     def lost(self, exc: Exception | None) -> None:
         """The bus closed: fail what waits, and say so (once)."""
