@@ -32,10 +32,17 @@ def test_lines_split_on_lf_and_keep_the_unfinished_line() -> None:
 def test_a_line_without_end_is_refused_once_it_passes_the_limit() -> None:
     lines = Lines(10)
     assert lines.feed(b"0123456789") == []
-    with pytest.raises(LineTooLong) as refused_line:
-        lines.feed(b"x")
-    assert refused_line.value.status == 413
+    assert lines.feed(b"x") == []
+    assert lines.too_long is not None and lines.too_long.status == 413
     assert lines.pending == 0  # nothing of it is held
+    with pytest.raises(LineTooLong):
+        lines.feed(b"more")
+
+
+def test_the_lines_before_an_over_long_one_in_the_same_chunk_are_kept() -> None:
+    lines = Lines(10)
+    assert lines.feed(b'{"a":1}\n' + b"x" * 11 + b'\n{"b":2}\n') == [b'{"a":1}']
+    assert lines.too_long is not None
 
 
 def test_a_line_names_its_channels_on_post_events_and_none_on_a_channel_route() -> None:
@@ -74,6 +81,7 @@ def test_answer_lines_are_one_json_object_each() -> None:
     assert json.loads(accepted("1-1")) == {"id": "1-1"}
     assert json.loads(accepted("x", duplicate=True)) == {"id": "x", "duplicate": True}
     assert json.loads(refused(400, "bad", 3)) == {"error": "bad", "status": 400, "line": 3}
+    assert json.loads(refused(408, "late", 4, end=True))["end"] is True
 
 
 # -- a real hub ------------------------------------------------------------------------------
@@ -228,6 +236,7 @@ async def test_an_over_long_line_ends_the_stream_and_keeps_what_was_accepted(
         assert closed
         assert "id" in answers[0]
         assert answers[1]["status"] == 413 and answers[1]["line"] == 2
+        assert answers[1]["end"] is True
         assert (await sse.next_event()).data == "kept"
 
 
@@ -290,7 +299,7 @@ async def test_a_slowloris_publisher_is_cut_and_does_not_stall_others(
     finally:
         raw.close()
     assert closed
-    assert raw.answers()[-1]["status"] == 408
+    assert raw.answers()[-1]["status"] == 408 and raw.answers()[-1]["end"] is True
     assert elapsed < LINE_TIMEOUT + 5
 
 

@@ -363,7 +363,12 @@ class Publisher:
             return
         answer = json.loads(line)
         if not stream.waiting:
+            if answer.get("end"):
+                stream.closed = True
             return  # the end of a stream nothing was waiting on (e.g. an idle timeout)
+        if answer.get("end"):
+            # The hub ends the stream here: the next event goes to a new one.
+            stream.closed = True
         future = stream.waiting.popleft()
         if future.done():
             return

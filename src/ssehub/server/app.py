@@ -90,7 +90,6 @@ from ssehub.server.publish import (
 from ssehub.server.publish_stream import (
     NDJSON,
     Lines,
-    LineTooLong,
     accepted,
     is_ndjson,
     parse_line,
@@ -857,11 +856,13 @@ class HubServer:
         while more and end is None:
             now = loop.time()
             if self._closing:
-                end = refused(503, "the hub is shutting down; publish again elsewhere", number + 1)
+                end = refused(
+                    503, "the hub is shutting down; publish again elsewhere", number + 1, end=True
+                )
                 break
             expires = publisher.expires
             if expires is not None and time.time() >= expires:
-                end = refused(401, "the token expired; open a new stream", number + 1)
+                end = refused(401, "the token expired; open a new stream", number + 1, end=True)
                 break
             wait = _STREAM_POLL
             if line_timeout:
@@ -871,6 +872,7 @@ class HubServer:
                         f"no complete line within {line_timeout:g} s (--body-timeout); a "
                         "publisher with nothing to say sends a blank line now and then",
                         number + 1,
+                        end=True,
                     )
                     break
                 wait = min(wait, deadline - now)
@@ -887,12 +889,8 @@ class HubServer:
             batch: list[bytes | tuple[int, Publication]] = []
             self._inflight += 1
             try:
-                try:
-                    found = lines.feed(message.get("body", b""))
-                except LineTooLong as exc:
-                    found = []
-                    end = refused(exc.status, exc.message, number + 1)
-                if not more and end is None:
+                found = lines.feed(message.get("body", b""))
+                if not more and lines.too_long is None:
                     found.append(lines.end())
                 for line in found:
                     number += 1
@@ -918,6 +916,11 @@ class HubServer:
                         await self._flush_lines(send, out)
                         await asyncio.sleep(0)
                 out += await self._publish_batch(scope, target, batch)
+                if lines.too_long is not None:
+                    # The lines before it are answered; the stream ends at it.
+                    too_long = lines.too_long
+                    self._rejected(too_long.status, target, scope, too_long.message)
+                    end = refused(too_long.status, too_long.message, number + 1, end=True)
             finally:
                 self._inflight -= 1
                 if self._idle is not None and not self._inflight:

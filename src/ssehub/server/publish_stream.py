@@ -11,7 +11,9 @@ A line is one JSON object with the fields of a publish (``data``, ``event``?, ``
 "/events/a"`` or ``"channels": [...]``; on ``POST /events/{channel}`` the path is the channel
 and a line names none. Blank lines are ignored (a publisher may send one to show it is alive).
 Each line gets one answer line, in order: ``{"id": ...}`` (with ``"duplicate": true`` for an
-id already retained), or ``{"error": ..., "status": ..., "line": N}``.
+id already retained), or ``{"error": ..., "status": ..., "line": N}``; when the hub ends the
+stream (a line over the limit or too late, an expired token, a shutdown), its last answer line
+says so with ``"end": true``.
 """
 
 from __future__ import annotations
@@ -48,16 +50,19 @@ class LineTooLong(PublishError):
 class Lines:
     """Splits a streamed body into lines (LF or CRLF ended), each at most ``max_line`` bytes.
 
-    `feed` returns the complete lines in a chunk and keeps the start of the next; an unfinished
-    line over ``max_line`` raises `LineTooLong` as soon as it is that long, so a line without
-    end costs ``max_line`` bytes, never more. `pending` is how much of a line is held.
+    `feed` returns the complete lines in a chunk and keeps the start of the next. A line over
+    ``max_line`` (an unfinished one as soon as it is that long, so a line without end costs
+    ``max_line`` bytes, never more) ends the splitting: `feed` returns the lines before it and
+    sets `too_long`; the next `feed` raises it. `pending` is how much of a line is held.
     """
 
-    __slots__ = ("_held", "max_line")
+    __slots__ = ("_held", "max_line", "too_long")
 
     def __init__(self, max_line: int) -> None:
         self.max_line = max_line
         self._held = b""
+        self.too_long: LineTooLong | None = None
+        """The refusal of the line that ended the splitting (None while all fit)."""
 
     @property
     def pending(self) -> int:
@@ -65,17 +70,22 @@ class Lines:
         return len(self._held)
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        """The lines ``chunk`` completes (without their line end); raises `LineTooLong`."""
+        """The lines ``chunk`` completes (without their line end), up to an over-long one
+        (see `too_long`); raises `LineTooLong` once one was found."""
+        if self.too_long is not None:
+            raise self.too_long
         if self._held:
             chunk = self._held + chunk
         lines = chunk.split(b"\n")
         rest = lines.pop()
         max_line = self.max_line
-        for line in lines:
+        for i, line in enumerate(lines):
             if len(line) > max_line:
-                raise self._too_long()
+                self._too_long()
+                return lines[:i]
         if len(rest) > max_line:
-            raise self._too_long()
+            self._too_long()
+            return lines
         self._held = rest
         return lines
 
@@ -84,9 +94,9 @@ class Lines:
         rest, self._held = self._held, b""
         return rest
 
-    def _too_long(self) -> LineTooLong:
+    def _too_long(self) -> None:
         self._held = b""
-        return LineTooLong(
+        self.too_long = LineTooLong(
             413, f"a line is over the limit of {self.max_line} bytes (--max-body); stream ended"
         )
 
@@ -159,6 +169,10 @@ def accepted(event_id: str, duplicate: bool = False) -> bytes:
     return b'{"id":' + dumps(event_id) + b"}\n"
 
 
-def refused(status: int, message: str, line: int) -> bytes:
-    """The answer line of a line refused (or of the stream's end, ``line`` being the next)."""
-    return dumps({"error": message, "status": status, "line": line}) + b"\n"
+def refused(status: int, message: str, line: int, *, end: bool = False) -> bytes:
+    """The answer line of a line refused; with ``end``, the last line of the stream (the hub
+    ends it there: ``line`` is the first line not published)."""
+    answer: dict[str, Any] = {"error": message, "status": status, "line": line}
+    if end:
+        answer["end"] = True
+    return dumps(answer) + b"\n"
