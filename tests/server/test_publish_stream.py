@@ -338,3 +338,18 @@ async def test_the_rate_limit_slows_a_stream_down_and_refuses_nothing(
     assert len(answers) == 100 and all("id" in a for a in answers)
     # 40 events/s with a bucket of one second: the last 60 take 1.5 s at least.
     assert elapsed >= 1.3
+
+
+@pytest.mark.slow  # uvicorn closes the cut stream only at its keep-alive timeout (5 s)
+async def test_the_stream_works_the_same_under_uvicorn(start_hub: HubFactory) -> None:
+    hub = start_hub("--http", "uvicorn", "--max-body", str(MAX_LINE))
+    raw = RawStream(hub.url, "/events/ndjson-uvicorn")
+    try:
+        raw.send(b'{"data": "a"}\n{"data": "b"}\nnope\n')
+        answers = await asyncio.to_thread(raw.read_until, 3)
+        raw.send(b'{"data": "' + b"x" * (MAX_LINE + 1) + b'"}\n')
+        closed = await asyncio.to_thread(raw.read_to_end, 10)
+    finally:
+        raw.close()
+    assert "id" in answers[0] and "id" in answers[1] and answers[2]["status"] == 400
+    assert closed and raw.answers()[-1]["status"] == 413
