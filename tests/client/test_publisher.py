@@ -101,3 +101,10 @@ def test_sync_publisher_blocks_for_each_id_and_pipelines_with_send(hub: HubProce
     assert len({first, *ids}) == 51
     answer = httpx.post(hub.url + "/events/pub-sync", json={"data": "x", "id": ids[-1]})
     assert answer.json().get("duplicate") is True
+
+
+def test_a_url_that_is_not_http_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        Publisher("ftp://example.com/events")
+    with pytest.raises(ValueError, match="not an http"):
+        SyncPublisher("/events/relative")

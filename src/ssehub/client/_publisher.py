@@ -391,15 +391,16 @@ class SyncPublisher:
         keepalive: float = 5.0,
         connect_timeout: float = 10.0,
     ) -> None:
+        # Made first: a bad URL raises here, before a thread is started.
+        self._publisher = Publisher(
+            url, headers=headers, keepalive=keepalive, connect_timeout=connect_timeout
+        )
+        self._closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ssehub-publisher", daemon=True
         )
         self._thread.start()
-        self._publisher = Publisher(
-            url, headers=headers, keepalive=keepalive, connect_timeout=connect_timeout
-        )
-        self._closed = False
 
     def __enter__(self) -> SyncPublisher:
         return self
