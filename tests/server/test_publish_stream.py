@@ -353,3 +353,29 @@ async def test_the_stream_works_the_same_under_uvicorn(start_hub: HubFactory) ->
         raw.close()
     assert "id" in answers[0] and "id" in answers[1] and answers[2]["status"] == 400
     assert closed and raw.answers()[-1]["status"] == 413
+
+
+@pytest.mark.slow  # waits for the token to expire (3 s)
+async def test_a_jwt_publish_claim_is_checked_for_each_line_and_its_expiry_ends_the_stream(
+    start_hub: HubFactory,
+) -> None:
+    import jwt
+
+    secret = "a-test-secret-that-is-32-bytes-or-more"
+    hub = start_hub(env={"SSEHUB_JWT_SECRET": secret})
+    expires = int(time.time()) + 3
+    value = jwt.encode({"ssehub": {"publish": ["/events/jwt-a"]}, "exp": expires}, secret)
+    raw = RawStream(hub.url, "/events", {"Authorization": f"Bearer {value}"})
+    try:
+        raw.send(
+            b'{"channel": "/events/jwt-a", "data": "mine"}\n'
+            b'{"channel": "/events/jwt-b", "data": "not mine"}\n'
+        )
+        answers = await asyncio.to_thread(raw.read_until, 2)
+        # Past the token's exp, the stream ends (checked at least every half second).
+        closed = await asyncio.to_thread(raw.read_to_end, 10)
+    finally:
+        raw.close()
+    assert "id" in answers[0]
+    assert answers[1]["status"] == 403 and "jwt-b" in str(answers[1]["error"])
+    assert closed and raw.answers()[-1]["status"] == 401 and raw.answers()[-1]["end"] is True
