@@ -109,7 +109,7 @@ class ServeConfig:
     log_level: str
     access_log: bool
     presence: bool
-    stream_rate: float = 0.0
+    stream_rate: float
 
     @classmethod
     def from_args(
