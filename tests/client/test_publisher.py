@@ -70,6 +70,7 @@ async def test_a_refused_stream_raises_for_every_event(tmp_path: Path) -> None:
         guarded.stop()
 
 
+@pytest.mark.slow  # waits 3 s for the hub's line timeout
 async def test_keepalive_holds_an_idle_stream_open(hub: HubProcess) -> None:
     # The hub wants a line every 2 s; the publisher sends a blank one after 0.5 s idle.
     async with Publisher(hub.url + "/events/pub-idle", keepalive=0.5) as publisher:
@@ -79,6 +80,7 @@ async def test_keepalive_holds_an_idle_stream_open(hub: HubProcess) -> None:
     assert first != second
 
 
+@pytest.mark.slow  # waits 3 s for the hub's line timeout
 async def test_a_publisher_opens_a_new_stream_after_the_hub_ended_one(hub: HubProcess) -> None:
     async with Publisher(hub.url + "/events/pub-reopen", keepalive=0) as publisher:
         await publisher.publish("one")

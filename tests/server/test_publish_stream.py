@@ -271,6 +271,7 @@ async def test_a_never_ending_line_is_cut_at_the_limit_not_buffered(
         assert (await client.get("/healthz")).status_code == 200
 
 
+@pytest.mark.slow  # waits for the line timeout
 async def test_a_slowloris_publisher_is_cut_and_does_not_stall_others(
     stream_hub: HubProcess,
 ) -> None:
