@@ -199,6 +199,7 @@ class _Reader:
 
     def __init__(self, client: httpx.AsyncClient, path: str, last_event_id: str | None = None):
         self.events: list[Message] = []
+        self.opened = asyncio.Event()
         self.ended = asyncio.Event()
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         self.task = asyncio.create_task(self._read(client, path, headers))
@@ -207,11 +208,13 @@ class _Reader:
         parser = EventParser()
         try:
             async with client.stream("GET", path, headers=headers) as stream:
+                self.opened.set()
                 async for chunk in stream.aiter_raw():
                     self.events += [m for m in parser.feed(chunk) if m.id]
         except httpx.HTTPError:
             pass
         finally:
+            self.opened.set()
             self.ended.set()
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Message]:
@@ -223,6 +226,13 @@ class _Reader:
     async def stop(self) -> None:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def _opened(readers: list[_Reader]) -> None:
+    """Wait until every reader's stream is open: until then its client's pinned connection is
+    not taken, and another request on that client would take it (and the stream would open a
+    new connection, to any worker)."""
+    await asyncio.wait_for(asyncio.gather(*(reader.opened.wait() for reader in readers)), 10)
 
 
 async def _wait_subscribed(client: httpx.AsyncClient, total: int) -> None:
@@ -242,7 +252,15 @@ async def test_workers_share_events_in_one_order_and_resume_exactly_anywhere(
     (_, a), (_, b) = clients.items()
     readers = [_Reader(a, "/events/shared"), _Reader(b, "/events/shared")]
     try:
+        await _opened(readers)
         await _wait_subscribed(a, 2)
+        # One stream on each worker.
+        for _ in range(50):
+            states = (await a.get("/healthz")).json()["workers"]
+            if all(state["clients"] == 1 for state in states):
+                break
+            await asyncio.sleep(0.1)
+        assert [state["clients"] for state in states] == [1, 1]
         health = (await a.get("/healthz")).json()
         assert health["backend"]["bus"] == "local" and health["totals"]["workers"] == 2
         # Publishes through both workers at once, interleaved by the loop.
@@ -267,8 +285,12 @@ async def test_workers_share_events_in_one_order_and_resume_exactly_anywhere(
         assert [m.id for m in got_a[40:]] == [m.id for m in got_b[40:]] == streamed
         assert [m.data for m in got_a[40:]] == [f"s{i}" for i in range(100)]
         # /channels and /metrics answer on any worker without Redis.
-        channels = (await b.get("/channels")).json()
-        assert channels["totals"]["clients"] >= 2
+        for _ in range(50):  # the other worker's numbers are from its last report (1 s)
+            channels = (await b.get("/channels")).json()
+            if channels["totals"]["clients"] >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert channels["totals"]["clients"] >= 2, channels
         assert (await b.get("/metrics")).status_code == 200
     finally:
         for reader in readers:
@@ -290,6 +312,7 @@ async def test_a_killed_worker_is_restarted_and_its_clients_resume_elsewhere(
     (pid_a, a), (pid_b, b) = clients.items()
     reader = _Reader(a, "/events/kill")
     try:
+        await _opened([reader])
         await _wait_subscribed(b, 1)
         first = [(await b.post("/events/kill", json={"data": f"k{i}"})).json() for i in range(5)]
         seen = await reader.wait_for(5)
@@ -363,3 +386,27 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+async def test_presence_lists_the_subscriptions_of_every_worker(start_hub: HubFactory) -> None:
+    hub = start_hub("--workers", "2", "--presence", "--admin-token", "adm", *PINNED)
+    clients = await _client_on_each_worker(hub.url, 2)
+    readers = [_Reader(client, "/events/present") for client in clients.values()]
+    admin = {"Authorization": "Bearer adm"}
+    try:
+        await _opened(readers)
+        first = next(iter(clients.values()))
+        hubs: set[str] = set()
+        for _ in range(100):
+            answer = await first.get("/subscriptions/events/present", headers=admin)
+            assert answer.status_code == 200, answer.text
+            hubs = {entry["hub"] for entry in answer.json()["subscriptions"]}
+            if len(hubs) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert hubs == {f"{socket.gethostname()}:{pid}" for pid in clients}, answer.text
+    finally:
+        for reader in readers:
+            await reader.stop()
+        for client in clients.values():
+            await client.aclose()
