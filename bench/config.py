@@ -144,6 +144,11 @@ class ServerSpec:
     selectors: bool = False
     # Started with ``--data DIR``, DIR a fresh temporary directory each time (durable history).
     data: bool = False
+    # The load generator publishes over streaming POSTs (NDJSON, one per publisher connection)
+    # instead of one request per event.
+    stream_publish: bool = False
+    # Measured only when named in ``--servers`` (a variant of another server, not a peer).
+    opt_in: bool = False
 
     def command(self, port: int) -> list[str]:
         """The command line that starts this server on ``port``."""
@@ -179,6 +184,34 @@ SERVERS: tuple[ServerSpec, ...] = (
             data=True,
         )
         for fsync in ("batch", "always", "off")
+    ),
+    ServerSpec(
+        "ssehub-stream",
+        "ssehub, streaming publish (NDJSON POST)",
+        ("{python}", "-m", "ssehub", "serve", "--host", "{host}", "--port", "{port}"),
+        requires=("ssehub.server",),
+        selectors=True,
+        stream_publish=True,
+        opt_in=True,
+    ),
+    ServerSpec(
+        "ssehub-workers2",
+        "ssehub --workers 2 (in memory, local bus)",
+        (
+            "{python}",
+            "-m",
+            "ssehub",
+            "serve",
+            "--workers",
+            "2",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+        ),
+        requires=("ssehub.server",),
+        selectors=True,
+        opt_in=True,
     ),
     ServerSpec(
         "ssehub-uvicorn",

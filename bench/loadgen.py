@@ -323,6 +323,111 @@ class Publisher:
                 stats.first_error = f"{status} {answer[:200]!r}"
 
 
+class StreamPublisher:
+    """Publishes benchmark events over one streaming POST (NDJSON, one line per event).
+
+    ``post`` writes its lines and returns at once while fewer than ``window`` lines wait for
+    their answer (pipelining); `close` waits for every answer. With ``path`` None the stream
+    goes to ``POST /events`` and each line names its channel; else to ``path`` itself.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        size: int,
+        stats: PublishStats,
+        path: str | None,
+        window: int = 512,
+    ) -> None:
+        self.host, self.port, self.size, self.stats = host, port, size, stats
+        self.path = path
+        self.window = window
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.outstanding = 0
+        self.room = asyncio.Event()
+        self.done = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        """Open the connection and the streaming request."""
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(
+            (
+                f"POST {self.path or '/events'} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                "Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ).encode()
+        )
+        self.task = asyncio.ensure_future(self._answers())
+
+    async def _answers(self) -> None:
+        assert self.reader is not None
+        reader, stats = self.reader, self.stats
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                stats.errors += self.outstanding
+                stats.first_error = stats.first_error or head[:200].decode(errors="replace")
+                return
+            held = b""
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+                if size == 0:
+                    return
+                held += (await reader.readexactly(size + 2))[:-2]
+                *lines, held = held.split(b"\n")
+                for line in lines:
+                    if line.startswith(b'{"id"'):
+                        stats.sent += 1
+                    else:
+                        stats.errors += 1
+                        stats.first_error = stats.first_error or line[:200].decode()
+                self.outstanding -= len(lines)
+                if self.outstanding < self.window:
+                    self.room.set()
+                if self.outstanding == 0:
+                    self.done.set()
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            stats.errors += self.outstanding
+            stats.first_error = stats.first_error or repr(exc)
+        finally:
+            self.room.set()
+            self.done.set()
+
+    async def post(self, path: str, seqs: list[int]) -> None:
+        """Write the events numbered ``seqs`` (to ``path``); wait only for room in the window."""
+        assert self.writer is not None
+        now = time.time_ns()
+        if self.path is None:
+            lines = [
+                f'{{"channel":"{path}","data":"{payload(s, now, self.size)}"}}\n' for s in seqs
+            ]
+        else:
+            lines = [f'{{"data":"{payload(s, now, self.size)}"}}\n' for s in seqs]
+        body = "".join(lines).encode()
+        self.outstanding += len(seqs)
+        self.done.clear()
+        self.writer.write(b"%x\r\n%b\r\n" % (len(body), body))
+        while self.outstanding >= self.window and self.task is not None and not self.task.done():
+            self.room.clear()
+            await self.room.wait()
+
+    async def close(self) -> None:
+        """End the request once every answer is in, and close the connection."""
+        if self.writer is None:
+            return
+        if self.outstanding and self.task is not None and not self.task.done():
+            await self.done.wait()
+        with contextlib.suppress(Exception):
+            self.writer.write(b"0\r\n\r\n")
+            if self.task is not None:
+                await asyncio.wait_for(self.task, 10)
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
 async def read_ticks(tally: Tally, interval: float) -> None:
     """Every ``interval`` seconds, let every paused (batched) subscriber read once more."""
     while True:
@@ -386,7 +491,14 @@ async def _publish(spec: dict[str, Any], stats: PublishStats) -> None:
     pub = spec["publish"]
     host, port = spec["host"], spec["port"]
     size, batch = spec["event_bytes"], pub.get("batch", 1)
-    conns = [Publisher(host, port, size, batch, stats) for _ in range(pub["connections"])]
+    conns: list[Publisher] | list[StreamPublisher]
+    if pub.get("stream"):
+        # One streaming POST per connection: to the one path of W1/W3, else to /events with
+        # the channel in each line.
+        route = pub.get("path") if pub["mode"] in ("paced", "fanout") else None
+        conns = [StreamPublisher(host, port, size, stats, route) for _ in range(pub["connections"])]
+    else:
+        conns = [Publisher(host, port, size, batch, stats) for _ in range(pub["connections"])]
     await asyncio.gather(*(c.connect() for c in conns))
     events = pub["events"]
     stats.start_ns = time.time_ns()
@@ -440,8 +552,9 @@ async def _publish(spec: dict[str, Any], stats: PublishStats) -> None:
 
             await asyncio.gather(*(run_random(k) for k in range(len(conns))))
     finally:
-        stats.end_ns = time.time_ns()
+        # A streaming publisher's events are in once answered: close (which waits) first.
         await asyncio.gather(*(c.close() for c in conns))
+        stats.end_ns = time.time_ns()
 
 
 def _verify(sub: Subscriber, expected_seqs: set[int] | None, size: int) -> dict[str, Any]:

@@ -52,6 +52,7 @@ EVERY_FLAG = {
     "--presence": ["--presence"],
     "--data": ["--data", "/var/lib/ssehub"],
     "--fsync": ["--fsync", "always"],
+    "--stream-rate": ["--stream-rate", "500"],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -105,10 +106,15 @@ def test_help_explains_every_flag() -> None:
     assert "--reuse-port" not in serve.stdout
 
 
-def test_workers_without_redis_is_refused_with_a_reason() -> None:
-    result = _ssehub("serve", "--port", "0", "--workers", "2")
+def test_workers_auto_is_one_per_core_and_a_bad_count_is_refused() -> None:
+    from ssehub.server.cli import build_parser
+
+    parsed = build_parser({}).parse_args(["serve", "--workers", "auto"])
+    assert parsed.workers == (os.cpu_count() or 1)
+    assert build_parser({"SSEHUB_WORKERS": "auto"}).parse_args(["serve"]).workers >= 1
+    result = _ssehub("serve", "--port", "0", "--workers", "many")
     assert result.returncode == 2
-    assert "--workers > 1 needs --redis" in result.stderr
+    assert "--workers" in result.stderr
 
 
 def test_bad_flag_values_are_refused() -> None:

@@ -16,6 +16,12 @@ which ssehub reads the same way.
         for message in events:
             ...
 
+To publish, `Publisher` (async) and `SyncPublisher` (threads) keep one streaming POST open
+to the hub and pipeline events over it, one NDJSON line each, returning each event's id:
+
+    async with ssehub.client.Publisher(hub + "/events/news", headers=auth) as publisher:
+        event_id = await publisher.publish("hello")
+
 Built on httpx (the ``ssehub[client]`` extra), imported only when a source is created, and on
 ssehub's own `EventParser`; events are `ssehub.Message` values.
 """
@@ -30,6 +36,7 @@ from ssehub.client._exceptions import (
     ConnectionLost,
     UnsendableRequest,
 )
+from ssehub.client._publisher import Publisher, PublishRefused, SyncPublisher
 from ssehub.client._sync import SyncEventSource, connect_sync
 
 __all__ = [
@@ -38,7 +45,10 @@ __all__ = [
     "ClientError",
     "ConnectionLost",
     "EventSource",
+    "PublishRefused",
+    "Publisher",
     "SyncEventSource",
+    "SyncPublisher",
     "UnsendableRequest",
     "connect",
     "connect_sync",

@@ -53,6 +53,8 @@ from typing import Any
 
 from ssehub._serving import DIRECT_STREAM, Answer, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
+from ssehub.backends.base import PublishResult
+from ssehub.backends.localbus import LocalBusBackend
 from ssehub.errors import (
     BackendUnavailable,
     EventTooLarge,
@@ -76,6 +78,7 @@ from ssehub.server.publish import (
     DEFAULT_MAX_BODY,
     EVENTS_PREFIX,
     PrivateMessage,
+    Publication,
     PublishError,
     PublishHead,
     check_event_sizes,
@@ -83,6 +86,14 @@ from ssehub.server.publish import (
     parse_body,
     parse_channels,
     too_large,
+)
+from ssehub.server.publish_stream import (
+    NDJSON,
+    Lines,
+    accepted,
+    is_ndjson,
+    parse_line,
+    refused,
 )
 from ssehub.server.routing import Endpoint, HTTPError, Resource, Route, Router, decode_path
 from ssehub.server.workers import Workers, WorkerState, version
@@ -105,6 +116,9 @@ DEFAULT_METRICS_CHANNELS = 50
 """Channels given their own series in ``/metrics`` by default (the busiest; the rest summed)."""
 
 _JSON_CT = (b"content-type", b"application/json")
+_UNBOUNDED = 1 << 62  # no Content-Length is too large for a streaming publish
+_STREAM_SLICE = 256  # lines of a streaming publish handled between two yields to the loop
+_STREAM_POLL = 0.5  # seconds between two looks at the clock and at a shutdown, when idle
 _TEXT_CT = (b"content-type", b"text/plain; charset=utf-8")
 _NO_STORE = [(b"cache-control", b"no-store")]
 
@@ -233,6 +247,10 @@ class HubServer:
         presence: list the open subscriptions at ``/subscriptions`` (for the admin token, or
             with JWTs a token whose subscribe selectors match ``/subscriptions``) and announce
             joins and leaves on the reserved channel ``/subscriptions``.
+        line_timeout: seconds a streaming publish (NDJSON) has to send each line, counted from
+            the end of the one before (blank lines count); 0 for no bound.
+        stream_rate: events per second one streaming publish may publish (0: no bound); past
+            it the hub reads the stream more slowly (the publisher waits), nothing is refused.
     """
 
     def __init__(
@@ -253,6 +271,8 @@ class HubServer:
         auth: Auth | None = None,
         mercure: bool = False,
         presence: bool = False,
+        line_timeout: float = 30.0,
+        stream_rate: float = 0.0,
     ) -> None:
         if auth is None:
             auth = Auth(publish_token=publish_token, subscribe_token=subscribe_token)
@@ -269,6 +289,8 @@ class HubServer:
         self.hub = hub
         self.max_body = max_body
         self.max_batch = max_batch
+        self.line_timeout = line_timeout
+        self.stream_rate = stream_rate
         self.metrics_channels = metrics_channels
         """Channels with series of their own in ``/metrics`` (the rest are summed)."""
         self.max_clients = max_clients
@@ -721,8 +743,20 @@ class HubServer:
             publisher.check_broadcast()
         # A credential sent on purpose cannot come from another site's page: no Origin check.
         cors = None if publisher.explicit else self.cors
-        head = check_head(scope["headers"], token=None, max_body=self.max_body, cors=cors)
+        # A streaming publish has no body size (each line is bounded instead).
+        max_body = _UNBOUNDED if self.stream_body(scope) else self.max_body
+        head = check_head(scope["headers"], token=None, max_body=max_body, cors=cors)
         return head, publisher
+
+    def stream_body(self, scope: Scope) -> bool:
+        """Whether this request is a streaming publish (NDJSON ``POST /events[/{channel}]``),
+        whose body is read as it arrives. Synchronous and cheap."""
+        if scope["method"] != "POST":
+            return False
+        path = scope["path"]
+        if path != "/events" and not path.startswith(EVENTS_PREFIX):
+            return False
+        return is_ndjson(scope["headers"])
 
     async def _publish(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /events/{channel}``: publish the body's message(s) to the path's channel."""
@@ -747,6 +781,9 @@ class HubServer:
         `close` is let finish.
         """
         target = _target(kind, scope)
+        if (kind in (_CHANNEL, _CHANNELS)) and self.stream_body(scope):
+            await self._publish_stream(scope, receive, send, kind, target)
+            return
         self._inflight += 1
         try:
             head, publisher = self._publish_head(scope, kind, target)
@@ -783,6 +820,203 @@ class HubServer:
             await self._send_text(scope, send, 200, answer)
         else:
             await self._send_json(scope, send, 200, answer)
+
+    async def _publish_stream(
+        self, scope: Scope, receive: Receive, send: Send, kind: str, target: str
+    ) -> None:
+        """A streaming publish: one event per NDJSON line, one answer line per line, in order.
+
+        Bounded: a line is at most ``max_body`` bytes (413 and the end of the stream past it),
+        each must end within ``line_timeout`` of the one before (408 and the end), at most
+        ``stream_rate`` events per second (the stream is read more slowly past it), and the
+        work done between two yields to the loop is at most `_STREAM_SLICE` lines. What was
+        answered ``{"id": ...}`` is published; a refused line changes nothing else.
+        """
+        try:
+            _, publisher = self._publish_head(scope, kind, target)
+        except HTTPError as exc:
+            self._rejected(exc.status, target, scope, exc.message)
+            raise
+        headers = [(b"content-type", NDJSON), *_NO_STORE]
+        if self.cors.enabled:
+            headers += self.cors.simple_headers(scope["headers"])
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+        channel = target if kind == _CHANNEL else None
+        lines = Lines(self.max_body)
+        loop = asyncio.get_running_loop()
+        line_timeout = self.line_timeout
+        deadline = loop.time() + line_timeout
+        rate = self.stream_rate
+        allowance = rate  # a token bucket of one second's events
+        refilled = loop.time()
+        number = 0  # lines answered
+        end: bytes | None = None  # the last answer line, when the stream ends on a refusal
+        more = True
+        while more and end is None:
+            now = loop.time()
+            if self._closing:
+                end = refused(
+                    503, "the hub is shutting down; publish again elsewhere", number + 1, end=True
+                )
+                break
+            expires = publisher.expires
+            if expires is not None and time.time() >= expires:
+                end = refused(401, "the token expired; open a new stream", number + 1, end=True)
+                break
+            wait = _STREAM_POLL
+            if line_timeout:
+                if now >= deadline:
+                    end = refused(
+                        408,
+                        f"no complete line within {line_timeout:g} s (--body-timeout); a "
+                        "publisher with nothing to say sends a blank line now and then",
+                        number + 1,
+                        end=True,
+                    )
+                    break
+                wait = min(wait, deadline - now)
+            try:
+                message = await asyncio.wait_for(receive(), wait)
+            except TimeoutError:
+                continue
+            if message["type"] != "http.request":
+                return  # the publisher went away: what it was answered stands
+            more = message.get("more_body", False)
+            out: list[bytes] = []
+            # Lines parsed and not yet published: an answer (a refused line) or its number and
+            # what it publishes. Published together: over a shared backend, pipelined.
+            batch: list[bytes | tuple[int, Publication]] = []
+            self._inflight += 1
+            try:
+                found = lines.feed(message.get("body", b""))
+                if not more and lines.too_long is None:
+                    found.append(lines.end())
+                for line in found:
+                    number += 1
+                    if line_timeout:
+                        deadline = loop.time() + line_timeout
+                    if rate:
+                        now = loop.time()
+                        allowance = min(rate, allowance + (now - refilled) * rate)
+                        refilled = now
+                        if allowance < 1:
+                            out += await self._publish_batch(scope, target, batch)
+                            await self._flush_lines(send, out)
+                            await asyncio.sleep((1 - allowance) / rate)
+                            allowance, refilled = 1.0, loop.time()
+                        allowance -= 1
+                    item = self._stream_line(scope, target, line, number, channel, publisher)
+                    if item is None:
+                        number -= 1  # a blank line is not answered
+                        continue
+                    batch.append(item)
+                    if len(batch) >= _STREAM_SLICE:
+                        out += await self._publish_batch(scope, target, batch)
+                        await self._flush_lines(send, out)
+                        await asyncio.sleep(0)
+                out += await self._publish_batch(scope, target, batch)
+                if lines.too_long is not None:
+                    # The lines before it are answered; the stream ends at it.
+                    too_long = lines.too_long
+                    self._rejected(too_long.status, target, scope, too_long.message)
+                    end = refused(too_long.status, too_long.message, number + 1, end=True)
+            finally:
+                self._inflight -= 1
+                if self._idle is not None and not self._inflight:
+                    self._idle.set()
+            await self._flush_lines(send, out)
+        if end is not None:
+            await self._flush_lines(send, [end])
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _flush_lines(self, send: Send, out: list[bytes]) -> None:
+        if out:
+            body = b"".join(out)
+            out.clear()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    def _stream_line(
+        self,
+        scope: Scope,
+        target: str,
+        line: bytes,
+        number: int,
+        channel: str | None,
+        publisher: Publisher,
+    ) -> bytes | tuple[int, Publication] | None:
+        """Line ``number`` of a streaming publish, checked: what it publishes, its refusal
+        line (counted and logged as any publish's), or None for a blank line."""
+        try:
+            publication = parse_line(line, channel)
+            if publication is None:
+                return None
+            if channel is None:
+                publisher.check(publication.channels)
+            check_event_sizes([publication.message], len(line), self.hub.max_buffer)
+        except HTTPError as exc:
+            self._rejected(exc.status, target, scope, exc.message)
+            return refused(exc.status, exc.message, number)
+        return number, publication
+
+    async def _publish_batch(
+        self, scope: Scope, target: str, batch: list[bytes | tuple[int, Publication]]
+    ) -> list[bytes]:
+        """Publish the lines of ``batch`` in order and empty it; their answer lines.
+
+        On the local bus (``--workers`` without Redis) the publishes are pipelined: all are
+        sent before the first answer is awaited, in order over its one socket, so one stream's
+        events travel together instead of one round trip each. Elsewhere they go one by one:
+        in one process each completes at once, and Redis' connection pool would not keep
+        concurrent commands in order."""
+        hub = self.hub
+        jobs = [item for item in batch if type(item) is tuple]
+        results: list[PublishResult | BaseException]
+        if isinstance(hub.backend, LocalBusBackend) and len(jobs) > 1:
+            results = await asyncio.gather(
+                *(self._publish_publication(publication) for _, publication in jobs),
+                return_exceptions=True,
+            )
+        else:
+            results = []
+            for _, publication in jobs:
+                try:
+                    results.append(await self._publish_publication(publication))
+                except Exception as exc:
+                    results.append(exc)
+        answers = iter(results)
+        out: list[bytes] = []
+        for item in batch:
+            if isinstance(item, bytes):
+                out.append(item)
+                continue
+            number = item[0]
+            result = next(answers)
+            if isinstance(result, PublishResult):
+                out.append(accepted(result, result.duplicate))
+                continue
+            if isinstance(result, EventTooLarge):
+                status, error = 413, str(result)
+            elif isinstance(result, InvalidMessage):
+                status, error = 400, str(result)
+            elif isinstance(result, HubClosed):
+                status, error = 503, "the hub is shutting down"
+            elif isinstance(result, BackendUnavailable):
+                status, error = 503, f"the backend is unavailable: {result}"
+            else:
+                raise result
+            self._rejected(status, target, scope, error)
+            out.append(refused(status, error, number))
+        batch.clear()
+        return out
+
+    async def _publish_publication(self, publication: Publication) -> PublishResult:
+        channels, message = publication.channels, publication.message
+        return await self.hub.publish(
+            channels[0] if len(channels) == 1 else channels,
+            message,
+            private=type(message) is PrivateMessage,
+        )
 
     async def _publish_to(self, channel: str, head: PublishHead, body: bytes) -> bytes:
         hub = self.hub

@@ -108,6 +108,8 @@ class Publisher:
 
     channels: Selectors | None
     explicit: bool
+    expires: float | None = None
+    """When the credential expires (a JWT's ``exp``, UNIX time): a streaming publish ends then."""
 
     def check(self, channels: Iterable[str]) -> None:
         """Raise `HTTPError` 403 for the first of ``channels`` outside `channels`."""
@@ -215,7 +217,9 @@ class Auth:
             grant = jwt.verify(token)
         except InvalidToken as exc:
             raise HTTPError(401, str(exc), INVALID_TOKEN) from None
-        return Publisher(grant.publish, explicit=not _in_cookie(request, token))
+        return Publisher(
+            grant.publish, explicit=not _in_cookie(request, token), expires=grant.expires
+        )
 
     # -- subscribing --------------------------------------------------------------------------
 

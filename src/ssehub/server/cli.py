@@ -39,11 +39,16 @@ from ssehub.server.logs import SafeFormatter, redact_url
 from ssehub.server.mercure import MODES as MERCURE_MODES
 from ssehub.server.publish import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY
 from ssehub.server.runners import FD_RESERVE, check_http_server, make_auth, serve_one
-from ssehub.server.supervisor import WORKER_CONFIG_FLAG, read_worker_config, serve_workers
+from ssehub.server.supervisor import (
+    BUS_FD_FLAG,
+    WORKER_CONFIG_FLAG,
+    read_worker_config,
+    serve_workers,
+)
 
 __all__ = ["INTERNAL_DESTS", "build_parser", "main", "run"]
 
-INTERNAL_DESTS = frozenset({"command", "worker_config_fd"})
+INTERNAL_DESTS = frozenset({"command", "worker_config_fd", "bus_fd"})
 """Parsed destinations that are not serve options (the subcommand, the workers' hidden flag)."""
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
@@ -163,12 +168,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    """A number of worker processes, or ``auto``: one per CPU core."""
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _positive_int(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events per second") from None
+    if not value >= 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
     return value
 
@@ -314,10 +336,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     net.add_argument("--port", type=_port, default=8000, help="TCP port (0 picks a free one)")
     net.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_workers,
         default=1,
-        help="processes sharing the port (SO_REUSEPORT); more than 1 needs --redis, since "
-        "in-memory hubs do not share events",
+        metavar="N",
+        help="processes sharing the port (SO_REUSEPORT), or 'auto' for one per CPU core; "
+        "without --redis they share channels and history through the supervisor over Unix "
+        "sockets (one machine); a worker that dies is restarted",
     )
     net.add_argument(
         "--http",
@@ -404,6 +428,15 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=DEFAULT_MAX_BATCH,
         metavar="N",
         help="most messages one JSON array may publish; a larger batch gets 413",
+    )
+    events.add_argument(
+        "--stream-rate",
+        type=_rate,
+        default=0.0,
+        metavar="EVENTS",
+        help="events per second one streaming publish (NDJSON POST) may publish; past it the "
+        "hub reads that stream more slowly, so the publisher waits (0: no bound; each line is "
+        "at most --max-body bytes and must arrive within --body-timeout of the one before)",
     )
     events.add_argument(
         "--max-buffer",
@@ -578,6 +611,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     # Internal: a process started by the `--workers N` supervisor reads its config from this fd.
     serve.add_argument(WORKER_CONFIG_FLAG, type=int, default=None, help=argparse.SUPPRESS)
+    # Internal: a worker's end of its socket pair to the supervisor's local bus.
+    serve.add_argument(BUS_FD_FLAG, type=int, default=None, help=argparse.SUPPRESS)
     environ = os.environ if environ is None else environ
     for action in _serve_options(serve):
         _document(action)
@@ -619,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.worker_config_fd is not None:
             config, ready_fd = read_worker_config(args.worker_config_fd)
             configure_logging(config.log_level)
-            return serve_one(config, reuse_port=True, ready_fd=ready_fd)
+            return serve_one(config, reuse_port=True, ready_fd=ready_fd, bus_fd=args.bus_fd)
         config = ServeConfig.from_args(args, ignore=INTERNAL_DESTS)
         check_http_server(config)
         make_auth(config)  # a bad key or a missing PyJWT stops here, before any worker starts
@@ -631,15 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.data is not None and config.workers > 1:
             raise CLIError(
                 "--data serves one hub process: several workers cannot share one history file "
-                "(use --redis URL to run --workers > 1)"
+                "(--workers N runs without it, history in memory, or with --redis URL)"
             )
         if config.workers > 1:
-            if not config.redis:
-                raise CLIError(
-                    "--workers > 1 needs --redis URL: each worker is a separate process with "
-                    "its own memory, so without Redis a subscriber on one worker would miss "
-                    "events published to another"
-                )
             return serve_workers(config)
         return serve_one(config)
     except CLIError as exc:

@@ -112,6 +112,7 @@ class ServeConfig:
     log_level: str
     access_log: bool
     presence: bool
+    stream_rate: float
 
     @classmethod
     def from_args(

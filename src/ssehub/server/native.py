@@ -95,8 +95,60 @@ _MAX_QUEUED = 32  # pipelined requests held before the connection stops being re
 _IDLE = 0  # between requests (the idle timeout, once the last response is out)
 _HEAD = 1  # a request head is arriving (or awaited on a new connection): the head timeout
 _BODY = 2  # a request body is arriving: the body timeout
-_LINGER_PHASE = 3  # answered and half-closed; input is discarded until the linger ends
-_STREAM = 4  # a direct stream: no timeout, input ignored
+_BODY_STREAM = 3  # a streamed request body (streaming publish): the app times it, not the server
+_LINGER_PHASE = 4  # answered and half-closed; input is discarded until the linger ends
+_STREAM = 5  # a direct stream: no timeout, input ignored
+_INBOX_BYTES = 256 * 1024  # streamed body bytes buffered before the connection stops being read
+
+
+class _Inbox:
+    """A streamed request body, between the parser (`feed`, `end`) and the app (`get`).
+
+    Bounded: past `_INBOX_BYTES` unread bytes the connection's reading is paused, and resumed
+    once the app took them; so a publisher faster than the hub waits in its kernel buffers.
+    """
+
+    __slots__ = ("chunks", "ended", "gone", "size", "transport", "waiter")
+
+    def __init__(self, transport: asyncio.Transport | None) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.ended = False
+        self.gone = False
+        self.transport = transport
+        self.waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def feed(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size > _INBOX_BYTES and self.transport is not None:
+            self.transport.pause_reading()
+        self._wake()
+
+    def end(self, gone: bool = False) -> None:
+        self.ended = True
+        self.gone = self.gone or gone
+        self._wake()
+
+    async def get(self) -> ASGIMessage:
+        """The next ASGI message of the body: what arrived (joined), or a disconnect."""
+        while not self.chunks and not self.ended:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter  # cancelling here loses nothing: no chunk was taken yet
+        if self.gone and not self.chunks:
+            return {"type": "http.disconnect"}
+        body = b"".join(self.chunks)
+        self.chunks = []
+        self.size = 0
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()
+        return {"type": "http.request", "body": body, "more_body": not self.ended}
 
 
 class _Refused(Exception):
@@ -215,6 +267,7 @@ class _Connection(asyncio.Protocol):
         "head_size",
         "headers",
         "hub",
+        "inbox",
         "local",
         "loop",
         "parser",
@@ -248,7 +301,9 @@ class _Connection(asyncio.Protocol):
         self.phase = _HEAD
         self.since = server.loop.time()
         # Requests parsed and waiting (pipelining), and the one running.
-        self.queue: deque[tuple[Scope, bytes]] | None = None
+        self.queue: deque[tuple[Scope, bytes | _Inbox]] | None = None
+        # The body of the request being read, when the app streams it (`HTTPServer.stream_body`).
+        self.inbox: _Inbox | None = None
         self.cycle: asyncio.Task[None] | None = None
         # Resolved when the client goes away; made only when an app waits for that.
         self.disconnected: asyncio.Future[None] | None = None
@@ -284,6 +339,9 @@ class _Connection(asyncio.Protocol):
         if not self.disconnected.done():
             self.disconnected.set_result(None)
         self.resume_writing()
+        if self.inbox is not None:
+            self.inbox.end(gone=True)
+            self.inbox = None
         sub = self.sub
         if sub is not None:
             sub.close(CloseReason.DISCONNECTED)
@@ -299,7 +357,7 @@ class _Connection(asyncio.Protocol):
                 if self.body_size > _LINGER_BYTES and self.transport is not None:
                     self.transport.pause_reading()
             return
-        if phase != _BODY:
+        if phase != _BODY and phase != _BODY_STREAM:
             # A head is arriving: count its bytes before the parser sees (and buffers) them,
             # so an endless header line costs 64 KiB, not the parser's quadratic appends.
             room = self.server.max_head - self.head_size
@@ -395,13 +453,24 @@ class _Connection(asyncio.Protocol):
             if answer is not None:
                 self._answer(answer.status, answer.headers, answer.body)
                 raise _Refused
-        if length > self.server.max_body:
+        stream_body = self.server.stream_body
+        if stream_body is not None and stream_body(scope):
+            # The app reads this body as it arrives, without --max-body (it bounds each line);
+            # the server's timer leaves it alone: the app times the lines.
+            self.phase = _BODY_STREAM
+            self.server.timed.discard(self)
+            self.inbox = _Inbox(self.transport)
+            self._enqueue(scope, self.inbox)
+        elif length > self.server.max_body:
             self._too_large()
         if expect:
             assert self.transport is not None
             self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        if self.inbox is not None:
+            self.inbox.feed(body)
+            return
         self.body_size += len(body)
         if self.body_size > self.server.max_body:
             self.body = []
@@ -443,14 +512,23 @@ class _Connection(asyncio.Protocol):
         return scope
 
     def on_message_complete(self) -> None:
+        if self.phase == _BODY_STREAM:
+            self.server.timed.add(self)
         self.phase = _IDLE
         self.head_size = 0
         scope, self.scope = self.scope, None
         assert scope is not None
+        inbox, self.inbox = self.inbox, None
+        if inbox is not None:
+            inbox.end()
+            return
+        self._enqueue(scope, b"".join(self.body))
+        self.body = []
+
+    def _enqueue(self, scope: Scope, body: bytes | _Inbox) -> None:
         if self.queue is None:
             self.queue = deque()
-        self.queue.append((scope, b"".join(self.body)))
-        self.body = []
+        self.queue.append((scope, body))
         if self.cycle is None:
             self._next_cycle()
         elif len(self.queue) >= _MAX_QUEUED and self.transport is not None:
@@ -525,7 +603,7 @@ class _Connection(asyncio.Protocol):
             if self.phase == _IDLE:
                 self.since = self.loop.time()  # idle from the last response on
 
-    async def _run(self, scope: Scope, body: bytes) -> None:
+    async def _run(self, scope: Scope, body: bytes | _Inbox) -> None:
         transport = self.transport
         assert transport is not None
         state = _Response()
@@ -534,6 +612,10 @@ class _Connection(asyncio.Protocol):
         async def receive() -> ASGIMessage:
             nonlocal body_sent
             if not body_sent:
+                if isinstance(body, _Inbox):
+                    message = await body.get()
+                    body_sent = message["type"] != "http.request" or not message["more_body"]
+                    return message
                 body_sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
             if self.disconnected is None:
@@ -565,6 +647,13 @@ class _Connection(asyncio.Protocol):
         if self.sub is not None:
             self.cycle = None
             return  # the connection now belongs to the stream
+        if isinstance(body, _Inbox) and not body.ended:
+            # Answered before its streamed body ended: the rest of it is drained, not parsed.
+            self.inbox = None
+            self.server.timed.add(self)
+            self.cycle = None
+            self.linger()
+            return
         if not state.complete:
             if not state.started:
                 self._reject(500, b"the app sent no response")
@@ -703,7 +792,10 @@ class HTTPServer:
     Limits (see the module docstring): ``max_head`` and ``max_body`` in bytes; the
     ``head_timeout``, ``body_timeout`` and ``idle_timeout`` in seconds (0 turns one off).
     ``refuse_head``, when given, decides from each request's head alone (before its body is
-    read) whether to refuse it: it returns the answer, or None.
+    read) whether to refuse it: it returns the answer, or None. ``stream_body``, when given,
+    says from an accepted head whether the app reads that request's body as it arrives
+    (``receive()`` gives each piece with ``more_body``; no ``max_body``, no body timeout: the
+    app bounds it, as the streaming publish does per line) rather than whole.
     """
 
     loop: asyncio.AbstractEventLoop
@@ -720,6 +812,7 @@ class HTTPServer:
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         refuse_head: HeadCheck | None = None,
+        stream_body: Callable[[Scope], bool] | None = None,
     ) -> None:
         if max_head <= 0 or max_body <= 0:
             raise ValueError("max_head and max_body must be positive numbers of bytes")
@@ -730,8 +823,9 @@ class HTTPServer:
         self.max_head = max_head
         self.access_log = access_log
         self.refuse_head = refuse_head
+        self.stream_body = stream_body
         # The timeout of each phase, indexed by it (0: none).
-        self._limits = (idle_timeout, head_timeout, body_timeout, _LINGER)
+        self._limits = (idle_timeout, head_timeout, body_timeout, 0.0, _LINGER)
         active = [t for t in (idle_timeout, head_timeout, body_timeout) if t > 0]
         # The one timer's period: a quarter of the shortest timeout (a timeout fires within
         # a quarter of itself), at most one second and at least 20 ms.

@@ -97,12 +97,25 @@ def max_clients(configured: int | None) -> int:
     return configured
 
 
-def make_backend(redis_url: str | None, key_ttl: float | None = None) -> Backend | None:
-    """The backend for ``--redis URL`` (None: the in-memory default), its idle channels'
-    keys expiring after ``key_ttl`` seconds (``--redis-key-ttl``; None: the backend's default);
-    CLIError without redis."""
+def _stop_this_process() -> None:
+    # The bus is gone: stop as SIGTERM does (gracefully: the streams end, clients reconnect).
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def make_backend(
+    redis_url: str | None, key_ttl: float | None = None, bus_fd: int | None = None
+) -> Backend | None:
+    """The backend for ``--redis URL``, its idle channels' keys expiring after ``key_ttl``
+    seconds (``--redis-key-ttl``; None: the backend's default); or, for a ``--workers`` worker
+    without it, the local bus on ``bus_fd`` (the process stops if the bus closes); None: the
+    in-memory default. CLIError when ``--redis`` is given without the redis package."""
     if redis_url is None:
-        return None
+        if bus_fd is None:
+            return None
+        from ssehub.backends.localbus import LocalBusBackend
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=bus_fd)
+        return LocalBusBackend(sock, on_lost=_stop_this_process)
     try:
         from ssehub.backends.redis import RedisBackend
     except ImportError as exc:
@@ -255,9 +268,12 @@ def auth_summary(config: ServeConfig) -> str:
     return ",".join(names) or "open"
 
 
-def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
+def build_server(
+    config: ServeConfig, clients: int | None = None, bus_fd: int | None = None
+) -> HubServer:
     """The `HubServer` (and its `Hub`) that ``ssehub serve`` runs with ``config``; ``clients``
-    is the stream cap (see `max_clients`; default: ``config.max_clients``).
+    is the stream cap (see `max_clients`; default: ``config.max_clients``); ``bus_fd`` the
+    worker's end of the local bus (``--workers`` without ``--redis``).
 
     With debug lines on (``--log-level debug``), a `StreamLog` logs each stream that opens and
     ends.
@@ -272,7 +288,7 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         retry=config.retry,
         keepalive=config.keepalive or None,
         max_buffer=config.max_buffer,
-        backend=make_backend(config.redis, config.redis_key_ttl)
+        backend=make_backend(config.redis, config.redis_key_ttl, bus_fd)
         or open_history(config.data, config.fsync),
         on_connect=None if streams is None else streams.opened,
         on_disconnect=on_client_gone if streams is None else streams.ended,
@@ -294,6 +310,8 @@ def build_server(config: ServeConfig, clients: int | None = None) -> HubServer:
         max_clients=clients if clients is not None else config.max_clients,
         mercure=mercure_enabled(config.mercure, jwt=auth.jwt is not None),
         presence=config.presence,
+        line_timeout=config.body_timeout,
+        stream_rate=config.stream_rate,
     )
 
 
@@ -334,7 +352,13 @@ def _started(config: ServeConfig, app: HubServer, port: int, ready_fd: int | Non
         url(config.host, port),
         os.getpid(),
         config.http,
-        "redis" if config.redis else "sqlite" if config.data is not None else "memory",
+        "redis"
+        if config.redis
+        else "sqlite"
+        if config.data is not None
+        else "localbus"
+        if app.hub.backend.shared
+        else "memory",
         config.history,
         config.keepalive or "off",
         auth_summary(config),
@@ -370,24 +394,35 @@ def check_http_server(config: ServeConfig) -> None:
         raise CLIError(f"--http uvicorn needs uvicorn, which is not installed: {UVICORN_INSTALL}")
 
 
-def serve_one(config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None) -> int:
+def serve_one(
+    config: ServeConfig,
+    *,
+    reuse_port: bool = False,
+    ready_fd: int | None = None,
+    bus_fd: int | None = None,
+) -> int:
     """Run one hub process until SIGTERM or SIGINT; return the exit status.
 
     ``reuse_port`` binds with SO_REUSEPORT (a ``--workers`` worker); once the hub serves, one
     byte is written to ``ready_fd`` (the supervisor's pipe), if given, and it is closed.
+    ``bus_fd`` is a worker's end of the supervisor's local bus (no ``--redis``).
     """
     if config.http == "native":
-        return serve_native(config, reuse_port=reuse_port, ready_fd=ready_fd)
-    return serve_uvicorn(config, reuse_port=reuse_port, ready_fd=ready_fd)
+        return serve_native(config, reuse_port=reuse_port, ready_fd=ready_fd, bus_fd=bus_fd)
+    return serve_uvicorn(config, reuse_port=reuse_port, ready_fd=ready_fd, bus_fd=bus_fd)
 
 
 def serve_native(
-    config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None
+    config: ServeConfig,
+    *,
+    reuse_port: bool = False,
+    ready_fd: int | None = None,
+    bus_fd: int | None = None,
 ) -> int:
     """Run one hub process on ssehub's own HTTP server until SIGTERM or SIGINT."""
     from ssehub.server.native import HTTPServer
 
-    app = build_server(config, max_clients(config.max_clients))
+    app = build_server(config, max_clients(config.max_clients), bus_fd)
     sock = bind(config.host, config.port, reuse_port)
     port = sock.getsockname()[1]
 
@@ -400,6 +435,7 @@ def serve_native(
             body_timeout=config.body_timeout,
             idle_timeout=config.idle_timeout,
             refuse_head=app.refuse_head,
+            stream_body=app.stream_body,
         )
         loop = asyncio.get_running_loop()
 
@@ -432,12 +468,16 @@ def serve_native(
 
 
 def serve_uvicorn(
-    config: ServeConfig, *, reuse_port: bool = False, ready_fd: int | None = None
+    config: ServeConfig,
+    *,
+    reuse_port: bool = False,
+    ready_fd: int | None = None,
+    bus_fd: int | None = None,
 ) -> int:
     """Run one hub process on uvicorn (``--http uvicorn``) until SIGTERM or SIGINT."""
     import uvicorn
 
-    app = build_server(config, max_clients(config.max_clients))
+    app = build_server(config, max_clients(config.max_clients), bus_fd)
     sock = bind(config.host, config.port, reuse_port)
     port = sock.getsockname()[1]
 

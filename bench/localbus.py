@@ -1,0 +1,263 @@
+"""Issue 18's speed figures, all from one run: the local bus and the streaming publish.
+
+Run with ``python -m bench.localbus`` (``--smoke`` for a few seconds of tiny sizes;
+``--save LABEL`` keeps the raw figures as ``bench/results/localbus/<date>-LABEL.json``).
+Three parts, each on freshly started standalone hubs (``python -m ssehub serve``) and the load
+generator of ``bench.run``:
+
+1. **--workers 2 vs 1, in memory** (W1: one channel, S subscribers, P publisher connections,
+   ``--events`` events), publishing with a request per event and with the streaming publish.
+   The figure is server CPU per delivery: the CPU seconds of every hub process (the
+   supervisor, whose sequencer is the bus, and the workers) over the events received by all
+   subscribers. Target: 2 workers within 1.15x of 1.
+2. **Streaming publish vs a request per event**, one publisher into one channel (W1 with
+   ``--stream-subscribers`` subscribers and 1 publisher connection): events published per
+   second (delivered events/s over the subscribers). Target: at least 3x.
+3. **W4** (``--w4-channels`` channels with one subscriber each, events to random channels):
+   ssehub with the streaming publish (1 and 2 workers) and with a request per event, against
+   the bare asyncio baseline (a request per event: it has no streaming publish). Target: ssehub
+   at least 1.0x bare.
+
+**Projection to 4, 8 and 16 cores** (part 1's figures). Let ``C1`` be the CPU per event of one
+process (S deliveries and the publish), ``W2`` the workers' CPU per event with 2 workers and
+``Q2`` the supervisor's (the sequencer). The bus costs each worker ``b = (W2 - C1) / 2`` per
+event (receiving and dispatching every event, and the publishing worker's round trip), and the
+sequencer ``q = Q2 / 2`` per event per worker it feeds (it writes each event to every worker;
+counting all of its cost as per worker is the pessimistic reading). With N workers, the CPU per
+event is ``C1 + N (b + q)``, so per delivery it is that over S, and the ratio to one process
+``(C1 + N (b + q)) / C1``. The events/s N cores can carry: ``N / (C1 + N (b + q))`` (every core
+busy, the load generator elsewhere), but never more than the sequencer's one core allows,
+``1 / (N q)``. Assumptions: costs linear in N, subscribers spread evenly, no contention for
+memory bandwidth; a machine shared with other work makes every figure noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import config as C
+from bench.redis_workers import wait_for_workers
+from bench.run import Server, measure_channels, measure_fanout
+
+HUB = ("{python}", "-m", "ssehub", "serve", "--host", "{host}", "--port", "{port}")
+MODES = {"request": "a request per event", "stream": "streaming"}
+
+
+def spec(workers: int, stream: bool = False) -> C.ServerSpec:
+    """The standalone hub with ``workers`` processes (in memory), publishing streamed or not."""
+    argv = HUB + (("--workers", str(workers)) if workers > 1 else ())
+    name = f"ssehub --workers {workers}" + (", streaming publish" if stream else "")
+    key = f"memory-{workers}" + ("-stream" if stream else "")
+    return C.ServerSpec(key, name, argv, stream_publish=stream)
+
+
+def bare_spec() -> C.ServerSpec:
+    """The bare asyncio baseline of ``python -m bench``."""
+    return next(s for s in C.SERVERS if s.key == "bare")
+
+
+def fanout(
+    server_spec: C.ServerSpec, workers: int, subscribers: int, publishers: int, runs: int
+) -> list[dict[str, Any]]:
+    """``runs`` W1 runs on one fresh hub, each with the supervisor's CPU apart."""
+    server = Server(server_spec)
+    server.start()
+    try:
+        wait_for_workers(server, workers)
+        server.warm_up()
+        out = []
+        for _ in range(runs):
+            root = server.processes()[0]
+            before = sum(root.cpu_times()[:2])
+            result = measure_fanout(server, subscribers, publishers)
+            result["supervisor_cpu_s"] = sum(root.cpu_times()[:2]) - before if workers > 1 else 0
+            out.append(result)
+        return out
+    finally:
+        server.stop()
+
+
+def channels(
+    server_spec: C.ServerSpec, count: int, runs: int, workers: int = 1
+) -> list[dict[str, Any]]:
+    """``runs`` W4 runs on one fresh server."""
+    server = Server(server_spec)
+    server.start()
+    try:
+        wait_for_workers(server, workers)
+        return [measure_channels(server, count) for _ in range(runs)]
+    finally:
+        server.stop()
+
+
+def _median(results: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(float(r[key]) for r in results)
+
+
+def _complete(results: list[dict[str, Any]]) -> bool:
+    return all(r["complete"] and r.get("verified") is not False for r in results)
+
+
+def projection(one: list[dict[str, Any]], two: list[dict[str, Any]], subscribers: int) -> dict:
+    """The cost model of the module docstring, from part 1's medians."""
+    events_1 = _median(one, "events")
+    c1 = max(1e-9, _median(one, "server_cpu_s") / events_1)
+    q2 = _median(two, "supervisor_cpu_s") / events_1
+    w2 = _median(two, "server_cpu_s") / events_1 - q2
+    b = max(0.0, (w2 - c1) / 2)
+    q = q2 / 2
+    rows = {}
+    for n in (1, 2, 4, 8, 16):
+        per_event = c1 + (n * (b + q) if n > 1 else 0.0)
+        rate = n / per_event
+        if n > 1 and q > 0:
+            rate = min(rate, 1 / (n * q))
+        rows[n] = {
+            "cpu_per_delivery_us": per_event / subscribers * 1e6,
+            "vs_one_process": per_event / c1,
+            "events_per_s": rate,
+            "deliveries_per_s": rate * subscribers,
+        }
+    return {"c1_us": c1 * 1e6, "b_us": b * 1e6, "q_us": q * 1e6, "cores": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure the three parts and print their tables; exit 1 if a run lost events."""
+    parser = argparse.ArgumentParser(prog="python -m bench.localbus", description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--events", type=int, default=4000, help="events per W1 run (part 1)")
+    parser.add_argument("--stream-subscribers", type=int, default=10)
+    parser.add_argument("--w4-channels", type=int, default=C.W4_CHANNELS)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
+    parser.add_argument(
+        "--save", metavar="LABEL", help="keep the raw figures in bench/results/localbus/"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.subscribers, args.w4_channels, args.runs, args.events = 20, 20, 1, 200
+    subs, pubs, runs = args.subscribers, args.publishers, args.runs
+    # Part 1's runs publish --events events (W1's default is fewer for 1,000 subscribers: too
+    # short a run for a CPU figure).
+    C.W1_DELIVERIES = args.events * subs
+    C.W1_MAX_EVENTS = max(C.W1_MAX_EVENTS, args.events)
+    print(f"# {os.cpu_count()} cores; runs per figure: {runs}", file=sys.stderr)
+    raw: dict[str, Any] = {"cores": os.cpu_count(), "runs": runs, "args": vars(args)}
+
+    print(f"# part 1: W1 {subs} subscribers, {pubs} publishers, 1 and 2 workers", file=sys.stderr)
+    part1 = {
+        (mode, n): fanout(spec(n, stream=mode == "stream"), n, subs, pubs, runs)
+        for mode in ("request", "stream")
+        for n in (1, 2)
+    }
+    raw["workers"] = {f"{mode}-{n}": results for (mode, n), results in part1.items()}
+    print(f"# part 2: one publisher, {args.stream_subscribers} subscribers", file=sys.stderr)
+    ss = args.stream_subscribers
+    per_request = fanout(spec(1), 1, ss, 1, runs)
+    streamed = fanout(spec(1, stream=True), 1, ss, 1, runs)
+    raw["publish"] = {"request": per_request, "stream": streamed}
+    print(f"# part 3: W4 {args.w4_channels} channels, streaming publish vs bare", file=sys.stderr)
+    w4_stream = channels(spec(1, stream=True), args.w4_channels, runs)
+    w4_request = channels(spec(1), args.w4_channels, runs)
+    w4_workers = channels(spec(2, stream=True), args.w4_channels, runs, workers=2)
+    w4_bare = channels(bare_spec(), args.w4_channels, runs)
+    raw["w4"] = {
+        "stream": w4_stream,
+        "request": w4_request,
+        "workers2-stream": w4_workers,
+        "bare": w4_bare,
+    }
+
+    print(f"\n**--workers 2 vs 1, in memory** (W1, {subs} subscribers, {pubs} publishers)\n")
+    print("| publish | workers | delivered events/s | server CPU s | CPU per delivery | complete |")
+    print("|---|---:|---:|---:|---:|---|")
+    ratios: dict[str, float] = {}
+    for mode in ("request", "stream"):
+        per = {}
+        for n in (1, 2):
+            results = part1[mode, n]
+            per[n] = _median(results, "server_cpu_s") / _median(results, "received") * 1e6
+            print(
+                f"| {MODES[mode]} | {n} | {_median(results, 'rate'):,.0f} "
+                f"| {_median(results, 'server_cpu_s'):.2f} | {per[n]:.3f} us "
+                f"| {'yes' if _complete(results) else 'NO'} |"
+            )
+        # At smoke sizes the CPU time may read 0 (its clock ticks are 10 ms).
+        ratios[mode] = per[2] / per[1] if per[1] else float("nan")
+    print()
+    for mode, ratio in ratios.items():
+        print(f"CPU per delivery, 2 workers / 1, {MODES[mode]}: **{ratio:.2f}x** (target: 1.15x)")
+    models = {mode: projection(part1[mode, 1], part1[mode, 2], subs) for mode in MODES}
+    raw["projection"] = models
+    print("\nProjection (the model in bench/localbus.py's docstring), per publish mode:\n")
+    for mode, model in models.items():
+        print(
+            f"- {MODES[mode]}: C1 = {model['c1_us']:.1f} us/event, b = {model['b_us']:.1f} "
+            f"us/event/worker, q = {model['q_us']:.2f} us/event/worker"
+        )
+    print("\n| cores = workers | publish | CPU per delivery | vs 1 process | deliveries/s |")
+    print("|---:|---|---:|---:|---:|")
+    for n in (1, 2, 4, 8, 16):
+        for mode, model in models.items():
+            row = model["cores"][n]
+            print(
+                f"| {n} | {MODES[mode]} | {row['cpu_per_delivery_us']:.3f} us "
+                f"| {row['vs_one_process']:.2f}x | {row['deliveries_per_s']:,.0f} |"
+            )
+    published = [_median(results, "rate") / ss for results in (per_request, streamed)]
+    print(f"\n**One publisher into one channel** ({ss} subscribers)\n")
+    print("| publish | events/s | complete |")
+    print("|---|---:|---|")
+    for label, results, value in (
+        ("a request per event", per_request, published[0]),
+        ("streaming (NDJSON)", streamed, published[1]),
+    ):
+        print(f"| {label} | {value:,.0f} | {'yes' if _complete(results) else 'NO'} |")
+    print(f"\nStreaming / per request: **{published[1] / published[0]:.2f}x** (target: 3x)")
+    bare = _median(w4_bare, "rate")
+    print(f"\n**W4** ({args.w4_channels} channels x 1 subscriber)\n")
+    print("| server | delivered events/s | vs bare | complete |")
+    print("|---|---:|---:|---|")
+    for label, results in (
+        ("ssehub, streaming publish", w4_stream),
+        ("ssehub --workers 2, streaming publish", w4_workers),
+        ("ssehub, a request per event", w4_request),
+        ("bare asyncio baseline (a request per event)", w4_bare),
+    ):
+        value = _median(results, "rate")
+        print(
+            f"| {label} | {value:,.0f} | {value / bare:.2f}x "
+            f"| {'yes' if _complete(results) else 'NO'} |"
+        )
+    w4 = [_median(w4_stream, "rate"), bare]
+    print(f"\nssehub streaming / bare: **{w4[0] / w4[1]:.2f}x** (target: at least 1.0x)")
+    raw["ratios"] = {
+        "workers2_cpu_per_delivery_request": ratios["request"],
+        "workers2_cpu_per_delivery_stream": ratios["stream"],
+        "stream_vs_request": published[1] / published[0],
+        "w4_stream_vs_bare": w4[0] / w4[1],
+        "w4_workers2_stream_vs_bare": _median(w4_workers, "rate") / bare,
+        "w4_request_vs_bare": _median(w4_request, "rate") / bare,
+    }
+    if args.save:
+        date = datetime.date.today().isoformat()
+        # Apart from `python -m bench`'s files, whose format tests/test_bench_checks.py checks.
+        path = Path(__file__).resolve().parent / "results" / "localbus" / f"{date}-{args.save}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(raw, indent=1, default=str) + "\n")
+        print(f"\n# saved {path}", file=sys.stderr)
+    everything = [*part1.values(), per_request, streamed, w4_stream, w4_request, w4_workers]
+    everything.append(w4_bare)
+    return 0 if all(_complete(results) for results in everything) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
