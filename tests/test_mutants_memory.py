@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ssehub import EventTooLarge, MemoryBackend, Message, Replay
+from ssehub import GAP_EVENT, EventParser, EventTooLarge, Hub, MemoryBackend, Message, Replay
 from ssehub.backends import memory
 from ssehub.backends.base import Position
 from ssehub.backends.memory import _SWEEP_BATCH, CHANNEL_OVERHEAD, EVENT_OVERHEAD
@@ -84,6 +84,42 @@ async def test_without_history_events_are_delivered_without_a_position() -> None
     backend, delivered = await started(history=0)
     event_id = await backend.publish("/a", Message("x"))
     assert delivered == [("/a", event_id, Message("x", id=event_id).encode(), None)]
+
+
+async def test_an_event_admitted_then_accepted_is_public_unless_said_private() -> None:
+    # `admit` and `accept`: the two halves of publish, for a backend that stores the event
+    # elsewhere in between (SqliteBackend); by default the event is public, as with publish.
+    backend, delivered = await started()
+    start = await backend.publish("/a", Message("start"))
+    admitted = backend.admit("/a", Message("x"))
+    assert isinstance(admitted, memory.Admitted) and not admitted.private
+    assert delivered[-1][1] == start  # nothing delivered before accept
+    event_id = backend.accept(admitted)
+    assert delivered[-1] == ("/a", event_id, Message("x", id=event_id).encode(), (2,))
+    assert [e for e, _ in (await backend.replay("/a", start)).events] == [event_id]
+    secret = backend.admit("/a", Message("s"), private=True)
+    assert isinstance(secret, memory.Admitted) and secret.private
+    secret_id = backend.accept(secret)
+    assert [e for e, _ in (await backend.replay("/a", start)).events] == [event_id]
+    assert [e for e, _ in (await backend.replay("/a", start, private=True)).events] == [
+        event_id,
+        secret_id,
+    ]
+
+
+async def test_a_stream_resuming_several_channels_on_a_fresh_hub_gets_the_first_event() -> None:
+    # The id is unknown (another hub's): a gap, then every live event, the very first included.
+    hub = Hub(keepalive=None, end_streams_on_signal=False)
+    try:
+        wild = await hub.subscribe(["/r/{id}"], last_event_id="from-another-hub")
+        both = await hub.subscribe(["/a", "/b"], last_event_id="from-another-hub")
+        first = await hub.publish(("/r/1", "/a"), "first")
+        for sub in (wild, both):
+            received = EventParser().feed(sub.take() or b"")
+            assert received[0].event == GAP_EVENT
+            assert [(m.id, m.data) for m in received[1:]] == [(first, "first")]
+    finally:
+        await hub.shutdown(timeout=0.1)
 
 
 # -- duplicates --------------------------------------------------------------------------

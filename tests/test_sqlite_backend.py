@@ -310,3 +310,62 @@ async def test_batch_fsyncs_the_log_within_its_interval_and_only_after_writes(
         assert synced
     finally:
         await backend.close()
+
+
+async def test_a_resume_of_several_channels_after_a_restart_gets_the_replay_then_live_events(
+    tmp_path: Path,
+) -> None:
+    from ssehub import EventParser, Hub
+
+    path = tmp_path / "h.sqlite3"
+    first = Hub(backend=SqliteBackend(path), keepalive=None, end_streams_on_signal=False)
+    ids = [await first.publish(f"/r/{i % 2}", f"m{i}") for i in range(4)]
+    await first.shutdown(timeout=0.1)
+    hub = Hub(backend=SqliteBackend(path), keepalive=None, end_streams_on_signal=False)
+    try:
+        # Before anything is published in this run: the replay's head is the restored history's.
+        sub = await hub.subscribe(["/r/{id}"], last_event_id=ids[1])
+        later = await hub.publish("/r/1", "live")
+        received = EventParser().feed(sub.take() or b"")
+        assert [(m.id, m.data) for m in received] == [
+            (ids[2], "m2"),
+            (ids[3], "m3"),
+            (later, "live"),
+        ]
+    finally:
+        await hub.shutdown(timeout=0.1)
+
+
+async def test_every_tombstone_survives_a_restart_beside_channels_with_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TOMBSTONES made small (the rule is the same for 3 as for 10 000): exactly that many
+    # channels freed, and one that trimmed its oldest event but keeps history.
+    from ssehub.backends import memory, sqlite
+
+    monkeypatch.setattr(memory, "TOMBSTONES", 3)
+    monkeypatch.setattr(sqlite, "TOMBSTONES", 3)
+    path = tmp_path / "h.sqlite3"
+    async with running(path, history_bytes=300) as backend:
+        start = await backend.publish("/keep", Message("k0"))
+        gone = [await backend.publish(f"/g{n}", Message("x" * 400)) for n in range(3)]
+        trimmed = await backend.publish("/keep", Message("k1"))
+        kept = await backend.publish("/keep", Message("k2"))  # k0 and k1 are trimmed
+        assert backend.retained("/keep")[0] == 1
+    async with running(path, history_bytes=300) as backend:
+        # A client resuming from the last event of each freed channel has missed nothing...
+        for n, event_id in enumerate(gone):
+            replay = await backend.replay(f"/g{n}", event_id)
+            assert (replay.events, replay.found) == ((), True), n
+        # ...nor one resuming from the newest event /keep trimmed; from before it, one has.
+        replay = await backend.replay("/keep", trimmed)
+        assert replay.found and [e for e, _ in replay.events] == [kept]
+        selected = await backend.replay_selected(Selectors(["/g0", "/keep"]), trimmed)
+        assert selected.found and [e for e, _ in selected.events] == [kept]
+        assert not (await backend.replay_selected(Selectors(["/g0", "/keep"]), gone[0])).found
+        assert not (await backend.replay("/keep", start)).found
+        # A fourth freed channel: the oldest tombstone is forgotten, as it would be in memory.
+        await backend.publish("/g3", Message("x" * 400))
+        assert not (await backend.replay("/g0", gone[0])).found
+        assert (await backend.replay("/g1", gone[1])).found
+        assert not (await backend.replay_selected(Selectors(["/g1", "/keep"]), start)).found

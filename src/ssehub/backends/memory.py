@@ -268,13 +268,15 @@ class MemoryBackend(Backend):
     def restore_tombstone(self, channel: str, event_id: str, order: int) -> None:
         """Remember ``event_id`` (at ``order``) as the newest event removed from ``channel``
         before a restart: a client resuming from it has missed nothing. Call before
-        `restore`ing the channel's events, oldest tombstone first."""
+        `restore`ing the channel's events, oldest tombstone first.
+
+        Nothing is forgotten here: the caller passes at most `TOMBSTONES` of channels that
+        then get no event back (the others' are taken by the history `restore` makes, as a
+        channel that retains history holds no tombstone), and the newest order of those it
+        left out to `restore_counter` (``forgotten``)."""
         tombstones = self._tombstones
         tombstones[channel] = (event_id, order)
         tombstones.move_to_end(channel)
-        if len(tombstones) > TOMBSTONES:
-            _, (_, forgotten) = tombstones.popitem(last=False)
-            self._forgotten_order = max(self._forgotten_order, forgotten)
 
     def _retain(
         self,

@@ -366,7 +366,8 @@ class SqliteBackend(MemoryBackend):
         forgotten = int(meta.get("forgotten") or 0)
         order = max(newest, deleted, forgotten)
         with_events = {row[0] for row in db.execute("SELECT DISTINCT channel FROM events")}
-        # Channels holding events last, so that they are not among the tombstones forgotten.
+        # Channels holding events last, so that the cut below drops the oldest emptied ones only
+        # (a channel holding events takes its tombstone into the history its events make).
         trimmed = sorted(
             db.execute("SELECT name, trimmed_id, trimmed_ord FROM channels"),
             key=lambda row: (row[0] in with_events, row[2]),
