@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,8 +39,12 @@ from ssehub.errors import SubscriptionDenied
 from ssehub.subscription import ThreadedSubscription
 from tests._support.backends import SqliteBackends
 
+CONTRACT_BACKENDS = os.environ.get("SSEHUB_CONTRACT_BACKENDS", "memory,sqlite").split(",")
+"""The default backends the contract runs on (``scripts/mutate`` runs it on memory only: the
+SQLite backend is the memory backend plus a file, and would double each mutant's time)."""
 
-@pytest.fixture(autouse=True, params=["memory", "sqlite"])
+
+@pytest.fixture(autouse=True, params=CONTRACT_BACKENDS)
 def default_backend(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[str]:
