@@ -85,3 +85,26 @@ async def wait_clients(client: httpx.AsyncClient, channel: str, count: int) -> N
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"{channel} never had {count} clients")
+
+
+async def client_on_each_worker(
+    url: str, workers: int, timeout: float = 10.0
+) -> dict[int, httpx.AsyncClient]:
+    """One keep-alive client per ``--workers`` process, by pid (the kernel picks a worker per
+    connection). httpx closes a connection idle for 5 s by default, and the reconnect could
+    land on another worker: these clients never let theirs expire."""
+    found: dict[int, httpx.AsyncClient] = {}
+    for _ in range(200):
+        client = httpx.AsyncClient(
+            base_url=url,
+            timeout=httpx.Timeout(timeout, read=None),
+            limits=httpx.Limits(keepalive_expiry=None),
+        )
+        pid = (await client.get("/healthz")).json()["pid"]
+        if pid in found:
+            await client.aclose()
+        else:
+            found[pid] = client
+        if len(found) == workers:
+            return found
+    raise AssertionError(f"only reached workers {sorted(found)}")

@@ -26,7 +26,7 @@ from ssehub.backends import localbus
 from ssehub.backends.localbus import LocalBusBackend, Sequencer
 from ssehub.client import Publisher
 from ssehub.errors import BackendUnavailable, EventTooLarge
-from tests.server.hub_process import HubFactory, HubProcess
+from tests.server.hub_process import HubFactory, HubProcess, client_on_each_worker
 
 PINNED = ("--idle-timeout", "0")
 """Idle keep-alive connections stay open, so each test client stays on the worker it reached."""
@@ -176,24 +176,6 @@ async def test_reports_and_presence_reach_every_hub_and_leave_with_it(
 # -- real worker processes -------------------------------------------------------------------
 
 
-async def _client_on_each_worker(url: str, workers: int) -> dict[int, httpx.AsyncClient]:
-    found: dict[int, httpx.AsyncClient] = {}
-    for _ in range(200):
-        client = httpx.AsyncClient(
-            base_url=url,
-            timeout=httpx.Timeout(10.0, read=None),
-            limits=httpx.Limits(keepalive_expiry=None),
-        )
-        pid = (await client.get("/healthz")).json()["pid"]
-        if pid in found:
-            await client.aclose()
-        else:
-            found[pid] = client
-        if len(found) == workers:
-            return found
-    raise AssertionError(f"only reached workers {sorted(found)}")
-
-
 class _Reader:
     """A stream read in the background: every event, as it comes."""
 
@@ -248,7 +230,7 @@ async def test_workers_share_events_in_one_order_and_resume_exactly_anywhere(
     start_hub: HubFactory,
 ) -> None:
     hub = start_hub("--workers", "2", *PINNED)
-    clients = await _client_on_each_worker(hub.url, 2)
+    clients = await client_on_each_worker(hub.url, 2)
     (_, a), (_, b) = clients.items()
     readers = [_Reader(a, "/events/shared"), _Reader(b, "/events/shared")]
     try:
@@ -308,7 +290,7 @@ async def test_a_killed_worker_is_restarted_and_its_clients_resume_elsewhere(
     start_hub: HubFactory,
 ) -> None:
     hub = start_hub("--workers", "2", *PINNED, "--retry", "100")
-    clients = await _client_on_each_worker(hub.url, 2)
+    clients = await client_on_each_worker(hub.url, 2)
     (pid_a, a), (pid_b, b) = clients.items()
     reader = _Reader(a, "/events/kill")
     try:
@@ -390,7 +372,7 @@ def _alive(pid: int) -> bool:
 
 async def test_presence_lists_the_subscriptions_of_every_worker(start_hub: HubFactory) -> None:
     hub = start_hub("--workers", "2", "--presence", "--admin-token", "adm", *PINNED)
-    clients = await _client_on_each_worker(hub.url, 2)
+    clients = await client_on_each_worker(hub.url, 2)
     readers = [_Reader(client, "/events/present") for client in clients.values()]
     admin = {"Authorization": "Bearer adm"}
     try:

@@ -15,7 +15,7 @@ import pytest
 from ssehub import EventParser
 from tests._support.redis_server import RedisServer
 from tests._support.sse import open_sse
-from tests.server.hub_process import HubFactory
+from tests.server.hub_process import HubFactory, client_on_each_worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -31,32 +31,11 @@ PINNED = ("--idle-timeout", "0")
 reached (an idle timeout would close it, and the reconnect could land on another worker)."""
 
 
-async def _client_on_each_worker(url: str, workers: int) -> dict[int, httpx.AsyncClient]:
-    """One keep-alive client per worker process (the kernel picks a worker per connection)."""
-    found: dict[int, httpx.AsyncClient] = {}
-    for _ in range(200):
-        # httpx closes a connection idle for 5 s by default; the reconnect could reach the
-        # other worker, so the pinned client never lets its connection expire.
-        client = httpx.AsyncClient(
-            base_url=url,
-            timeout=httpx.Timeout(5.0, read=None),
-            limits=httpx.Limits(keepalive_expiry=None),
-        )
-        pid = (await client.get("/healthz")).json()["pid"]
-        if pid in found:
-            await client.aclose()
-        else:
-            found[pid] = client
-        if len(found) == workers:
-            return found
-    raise AssertionError(f"only reached workers {sorted(found)}")
-
-
 async def test_workers_share_one_port_and_events_through_redis(
     start_hub: HubFactory, redis: RedisServer
 ) -> None:
     hub = start_hub("--redis", redis.url, "--workers", "2", *PINNED)
-    clients = await _client_on_each_worker(hub.url, 2)
+    clients = await client_on_each_worker(hub.url, 2)
     (pid_a, a), (pid_b, _) = clients.items()
     try:
         health = (await a.get("/healthz")).json()
@@ -95,7 +74,7 @@ async def test_resume_on_another_worker_replays_from_redis(
     start_hub: HubFactory, redis: RedisServer
 ) -> None:
     hub = start_hub("--redis", redis.url, "--workers", "2", *PINNED)
-    clients = await _client_on_each_worker(hub.url, 2)
+    clients = await client_on_each_worker(hub.url, 2)
     (_, a), (_, b) = clients.items()
     try:
         ids = (await a.post("/events/replayed", json=[{"data": "1"}, {"data": "2"}])).json()["ids"]
@@ -150,7 +129,7 @@ async def test_every_worker_serves_the_options_of_the_command_line(
         *PINNED,
         env={"SSEHUB_PUBLISH_TOKEN": "w-secret"},
     )
-    clients = await _client_on_each_worker(hub.url, 2)
+    clients = await client_on_each_worker(hub.url, 2)
     try:
         for pid, client in clients.items():
             # The token reached the worker through its config pipe, not its command line or
@@ -174,7 +153,7 @@ async def test_every_number_covers_every_worker_or_names_its_worker(
     start_hub: HubFactory, redis: RedisServer
 ) -> None:
     hub = start_hub("--redis", redis.url, "--workers", "2", *PINNED)
-    clients = await _client_on_each_worker(hub.url, 2)
+    clients = await client_on_each_worker(hub.url, 2)
     pids = sorted(clients)
     channel = hub.url + "/events/counted"
     try:
