@@ -12,6 +12,7 @@ import pytest
 
 from ssehub import Hub
 from ssehub.types import Receive, Scope, Send
+from ssehub.wire import EventParser
 from tests._support.asgi_server import run_native
 from tests._support.sse import open_sse
 
@@ -217,3 +218,43 @@ async def test_direct_stream_client_gone_frees_subscription_at_once() -> None:
             while hub.client_count():
                 await asyncio.sleep(0.01)
     await hub.shutdown()
+
+
+async def test_back_to_back_publishes_reach_every_stream_once_and_in_order() -> None:
+    """Hundreds of streams, events published one per loop iteration: the server writes the
+    streams in slices between which publishes land (so writes carry several events), and
+    every stream still gets every event exactly once, in publish order."""
+    hub = Hub()
+    streams, events = 300, 200
+    async with run_native(hub.asgi) as base:
+        host, port = base.removeprefix("http://").split(":")
+        conns = [await asyncio.open_connection(host, int(port)) for _ in range(streams)]
+        for _, writer in conns:
+            writer.write(b"GET /events/fan HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(10):
+            while hub.client_count("/events/fan") < streams:
+                await asyncio.sleep(0.01)
+
+        async def read_all(reader: asyncio.StreamReader) -> bytes:
+            data = b""
+            while not data.endswith(f"data: {events - 1}\n\n".encode()):
+                chunk = await reader.read(65536)
+                assert chunk, "the stream ended early"
+                data += chunk
+            return data
+
+        readers = [asyncio.ensure_future(read_all(reader)) for reader, _ in conns]
+        for i in range(events):
+            await hub.publish("/events/fan", str(i))
+            await asyncio.sleep(0)  # one loop iteration: a slice of the flush runs
+        async with asyncio.timeout(20):
+            bodies = await asyncio.gather(*readers)
+        for _, writer in conns:
+            writer.close()
+    await hub.shutdown()
+    expected = [str(i) for i in range(events)]
+    for body in bodies:
+        head, _, rest = body.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        got = [e.data for e in EventParser().feed(rest) if e.event is None]
+        assert got == expected

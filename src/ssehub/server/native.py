@@ -22,10 +22,12 @@ at a time per connection, keep-alive, fixed and streamed bodies, lifespan), and 
 hands a subscription over with one `ssehub._serving.DirectStream` message (as
 `ssehub.asgi.stream_subscription` does); the server then writes it straight to the client's
 transport, through the subscription's writer API (`Subscription.take`, `Subscription.arm`).
-Publishing costs, per subscriber, one append; each loop iteration, one ``write`` per subscriber
-with pending bytes (`_Flusher`); and no task or coroutine per client. A stream's body ends when
-the connection closes (no chunk framing), so every subscriber gets the very bytes the hub
-encoded once.
+Publishing costs, per subscriber, one append; then one ``write`` per subscriber with pending
+bytes, in slices spread over a few loop iterations (`_Flusher`), so that events published while
+a flush is under way join the writes still to come (adaptive coalescing: idle, each event is
+written at once; under load, one write carries several); and no task or coroutine per client. A
+stream's body ends when the connection closes (no chunk framing), so every subscriber gets the
+very bytes the hub encoded once.
 
 What a hostile client cannot do (the limits of `HTTPServer`): send a request head over
 ``max_head`` bytes (counted as bytes arrive, before the parser buffers them: 431), a body over
@@ -219,8 +221,33 @@ def _out_of_fds(limit: int) -> bool:
         return exc.errno in _OUT_OF_FDS  # listing them needs one more
 
 
+FLUSH_PARTS = 16
+"""A flush that finds many streams pending writes them in about this many slices, one per loop
+iteration (see `_Flusher`)."""
+FLUSH_MIN_SLICE = 16
+"""The fewest streams a slice writes: below ``FLUSH_PARTS * FLUSH_MIN_SLICE`` pending streams
+a flush takes fewer, larger slices, and up to this many it is one slice, as an idle server's."""
+
+
 class _Flusher:
-    """Writes every stream that got bytes this loop iteration, once, at the iteration's end."""
+    """Writes every stream that got bytes: one write per stream, in slices, one per iteration.
+
+    A publish appends the event to each subscriber's buffer and queues the stream here (once:
+    a queued stream is not queued again until written). ``flush`` then writes the queued streams
+    in first-queued order, at most ``max(FLUSH_MIN_SLICE, queued // FLUSH_PARTS)`` of them per
+    loop iteration, and schedules itself again while any remain. Between two slices the loop
+    reads its sockets, so a publish that arrives while a flush is under way lands in the
+    buffers of the streams not yet written, and they write both events with one ``write``.
+
+    That is the adaptive coalescing: an idle server (a flush of up to ``FLUSH_MIN_SLICE``
+    streams, or a flush done before the next event) writes each event at once, as before;
+    under load a stream's write carries every event published since its last write, so one
+    publisher's events cost one write per client per flush cycle instead of one per event. No
+    timer delays anything: a stream waits at most one cycle through the queue, which a flush
+    of every stream at once would have taken too. The slice grows with the queue, so a cycle
+    is about ``FLUSH_PARTS`` iterations at any size, and a stream's buffer holds at most the
+    events of one cycle (bounded by ``max_buffer`` as always).
+    """
 
     __slots__ = ("dirty", "loop", "scheduled")
 
@@ -230,11 +257,19 @@ class _Flusher:
         self.scheduled = False
 
     def flush(self) -> None:
-        dirty, self.dirty = self.dirty, []
-        self.scheduled = False
-        # The fan-out's per-subscriber cost lives here: take the pending bytes, one write, and
-        # re-arm the wake-up with a bound method made once per connection.
-        for conn in dirty:
+        dirty = self.dirty
+        n = len(dirty) // FLUSH_PARTS
+        if n < FLUSH_MIN_SLICE:
+            n = FLUSH_MIN_SLICE
+        if len(dirty) > n:
+            batch = dirty[:n]
+            del dirty[:n]
+            self.loop.call_soon(self.flush)  # the rest after the loop has read its sockets
+        else:
+            batch = dirty
+            self.dirty = []
+            self.scheduled = False
+        for conn in batch:
             sub = conn.sub
             if sub is None:
                 continue
