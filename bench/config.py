@@ -38,6 +38,11 @@ W2_SETTLE_S = 2.0  # wait after the last subscriber is in, before reading RSS
 # --- W3: publish-to-receive latency -----------------------------------------------------------
 W3_SUBSCRIBERS = 1_000
 W3_RATE = 200  # events per second, paced, from one publisher connection
+# W3 at several rates (``--w3-rates``): the issue-18 check compares ssehub's p99 with the bare
+# baseline's at the highest of these rates the baseline sustains (W3_SUSTAINED of it reached).
+# Empty: W3_RATE only.
+W3_RATES: tuple[int, ...] = ()
+W3_SUSTAINED = 0.98
 W3_SECONDS = 5.0
 # Subscribers that read each event's publish time, evenly spread over the W3 subscribers in
 # connection order; every subscriber counts its events, only these parse timestamps. Parsing

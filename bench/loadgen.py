@@ -297,10 +297,11 @@ class Publisher:
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
 
-    async def post(self, path: str, seqs: list[int]) -> None:
-        """POST the events numbered ``seqs`` to ``path`` and wait for the answer."""
+    async def post(self, path: str, seqs: list[int], at_ns: int | None = None) -> None:
+        """POST the events numbered ``seqs`` to ``path`` and wait for the answer; ``at_ns`` is
+        the publish time written in the events (default: now)."""
         assert self.reader is not None and self.writer is not None
-        now = time.time_ns()
+        now = time.time_ns() if at_ns is None else at_ns
         items = [f'{{"data":"{payload(s, now, self.size)}"}}' for s in seqs]
         body = (items[0] if len(items) == 1 else "[" + ",".join(items) + "]").encode()
         self.writer.write(
@@ -395,10 +396,11 @@ class StreamPublisher:
             self.room.set()
             self.done.set()
 
-    async def post(self, path: str, seqs: list[int]) -> None:
-        """Write the events numbered ``seqs`` (to ``path``); wait only for room in the window."""
+    async def post(self, path: str, seqs: list[int], at_ns: int | None = None) -> None:
+        """Write the events numbered ``seqs`` (to ``path``); wait only for room in the window.
+        ``at_ns`` is the publish time written in the events (default: now)."""
         assert self.writer is not None
-        now = time.time_ns()
+        now = time.time_ns() if at_ns is None else at_ns
         if self.path is None:
             lines = [
                 f'{{"channel":"{path}","data":"{payload(s, now, self.size)}"}}\n' for s in seqs
@@ -506,12 +508,15 @@ async def _publish(spec: dict[str, Any], stats: PublishStats) -> None:
         if pub["mode"] == "paced":
             rate = pub["rate"]
             loop = asyncio.get_running_loop()
-            t0 = loop.time()
+            t0, wall0 = loop.time(), time.time_ns()
             for seq in range(events):
                 delay = t0 + seq / rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await conns[0].post(pub["path"], [seq])
+                # Stamped with the time it was due, not the time it went out: a server that
+                # answers late delays the next publishes, and that wait is latency too (no
+                # "coordinated omission"). A publisher on time stamps the same either way.
+                await conns[0].post(pub["path"], [seq], wall0 + int(seq * 1e9 / rate))
         elif pub["mode"] == "fanout":
             path = pub["path"]
 

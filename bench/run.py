@@ -437,15 +437,18 @@ def percentile(hist: dict[int, int], q: float) -> float:
     return (max(hist) + 0.5) / 100
 
 
-def measure_latency(server: Server, subscribers: int) -> dict[str, Any]:
-    """W3: ``subscribers`` clients, events paced at W3_RATE for W3_SECONDS; latency.
+def measure_latency(server: Server, subscribers: int, rate: int) -> dict[str, Any]:
+    """W3: ``subscribers`` clients, events paced at ``rate`` per second for W3_SECONDS; latency
+    from the time each event was due to be published (see `bench.loadgen`), and the publish
+    rate the server let the publisher reach (``publish_rate``: below ``rate`` the server did not
+    sustain it).
 
     Two kinds of load generator: a probe process holding the W3_TIMED timed subscribers (and the
     publisher), which does little else, so its receipt times are not queued behind the other
     subscribers' reads; and the others, which only count (batched reads). Their connections are
     interleaved, so the timed subscribers sit evenly spread in the server's subscription order.
     """
-    events = max(1, int(C.W3_RATE * C.W3_SECONDS))
+    events = max(1, int(rate * C.W3_SECONDS))
     path = "/events/latency"
     timed = max(1, min(C.W3_TIMED, subscribers))
     probe = base_spec()
@@ -456,7 +459,7 @@ def measure_latency(server: Server, subscribers: int) -> dict[str, Any]:
         "path": path,
         "events": events,
         "connections": 1,
-        "rate": C.W3_RATE,
+        "rate": rate,
     }
     specs = []
     for _first, count in split(subscribers - timed) if subscribers > timed else []:
@@ -479,7 +482,11 @@ def measure_latency(server: Server, subscribers: int) -> dict[str, Any]:
     for r in results:
         for k, v in r["hist"].items():
             hist[int(k)] = hist.get(int(k), 0) + v
+    pub = next(r["publish"] for r in results if r.get("publish"))
+    took = (pub["end_ns"] - pub["start_ns"]) / 1e9
     out.update(
+        offered_rate=rate,
+        publish_rate=events / took if took > 0 else 0.0,
         p50_ms=percentile(hist, 0.50),
         p99_ms=percentile(hist, 0.99),
         max_ms=percentile(hist, 1),
@@ -557,7 +564,12 @@ RATE = (("rate", "delivered events/s", True),)
 METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "W1": RATE,
     "W2": (("kib_per_conn", "KiB per connection", False),),
-    "W3": (("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False), ("max_ms", "max ms", False)),
+    "W3": (
+        ("p50_ms", "p50 ms", False),
+        ("p99_ms", "p99 ms", False),
+        ("max_ms", "max ms", False),
+        ("publish_rate", "published events/s", True),
+    ),
     "W4": RATE,
     "W5": RATE,
 }
@@ -595,13 +607,14 @@ def cases(workloads: list[str]) -> Iterator[Case]:
             )
     if "W3" in workloads:
         n = C.W3_SUBSCRIBERS
-        yield Case(
-            "W3",
-            f"{n} subs, {C.W3_RATE}/s x {C.W3_SECONDS:g}s",
-            {"subscribers": n},
-            lambda s: measure_latency(s, n),
-            METRICS["W3"],
-        )
+        for r in C.W3_RATES or (C.W3_RATE,):
+            yield Case(
+                "W3",
+                f"{n} subs, {r}/s x {C.W3_SECONDS:g}s",
+                {"subscribers": n, "rate": r},
+                lambda s, r=r: measure_latency(s, n, r),
+                METRICS["W3"],
+            )
     if "W4" in workloads:
         yield Case(
             "W4",
@@ -970,13 +983,13 @@ def table(records: list[Record]) -> str:
     """The results as one Markdown table: medians, min-max, ratios against the references."""
     rows = [
         "| Workload | Case | Server | Figure | Median | Min - max | vs sse-starlette | vs bare "
-        "| Server CPU s | Loadgen CPU s | Delivered |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Server CPU s | CPU µs / delivery | Loadgen CPU s | Delivered |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     medians: dict[tuple[str, str, str], float] = {}
     for rec in records:
         for key, _label, _hi in rec.case.metrics:
-            if rec.runs:
+            if rec.runs and key in rec.runs[0]:
                 medians[(rec.case.label, key, rec.server.key)] = stats([r[key] for r in rec.runs])[
                     0
                 ]
@@ -984,8 +997,10 @@ def table(records: list[Record]) -> str:
         for key, label, _hi in rec.case.metrics:
             prefix = f"| {rec.case.workload} | {rec.case.label} | {rec.server.name} | {label} "
             if not rec.runs:
-                rows.append(prefix + f"| {rec.error or rec.skipped or 'skipped'} | | | | | | |")
+                rows.append(prefix + f"| {rec.error or rec.skipped or 'skipped'} | | | | | | | |")
                 continue
+            if key not in rec.runs[0]:
+                continue  # a figure this file's runs predate
             med, lo, hi = stats([r[key] for r in rec.runs])
             ratios = []
             for ref in C.REFERENCES:
@@ -997,6 +1012,11 @@ def table(records: list[Record]) -> str:
                 if "server_cpu_s" in runs[0]
                 else ""
             )
+            per_delivery = ""
+            if "server_cpu_s" in runs[0] and "received" in runs[0]:
+                figures = [r["server_cpu_s"] * 1e6 / r["received"] for r in runs if r["received"]]
+                if figures:
+                    per_delivery = f"{statistics.median(figures):.2f}"
             lcpu = runs[0].get("loadgen_cpu_s")
             lg = ""
             if lcpu is not None:
@@ -1015,8 +1035,59 @@ def table(records: list[Record]) -> str:
             rows.append(
                 prefix
                 + f"| {fmt(med)} | {fmt(lo)} - {fmt(hi)} | {ratios[0]} | {ratios[1]} "
-                + f"| {cpu} | {lg} | {delivered} |"
+                + f"| {cpu} | {per_delivery} | {lg} | {delivered} |"
             )
+    return "\n".join(rows)
+
+
+def latency_table(records: list[Record]) -> str:
+    """W3 at several rates (``--w3-rates``): the highest rate the bare baseline sustains, and
+    every server's p99 there against bare's (issue 18); empty with fewer than two W3 rates or
+    without the baseline. Printed, not checked: latency on a shared machine is noisy, so the
+    figure is a reading, not a gate."""
+    w3 = [r for r in records if r.case.workload == "W3" and r.runs and "publish_rate" in r.runs[0]]
+    rates = sorted({r.case.param.get("rate", 0) for r in w3})
+    bare = {r.case.param.get("rate"): r for r in w3 if r.server.key == "bare"}
+    if len(rates) < 2 or not bare:
+        return ""
+
+    def sustained(rec: Record) -> bool:
+        rate = rec.case.param["rate"]
+        reached = stats([r["publish_rate"] for r in rec.runs])[0]
+        return reached >= C.W3_SUSTAINED * rate and not any(run_problems(r) for r in rec.runs)
+
+    rows = [
+        "W3 p99 at each rate (median of runs); `sustained` = at least "
+        f"{C.W3_SUSTAINED:.0%} of the offered rate published, every event delivered:",
+        "",
+        "| Rate /s | Server | published /s | sustained | p50 ms | p99 ms | p99 vs bare |",
+        "|---:|---|---:|---|---:|---:|---:|",
+    ]
+    for rate in rates:
+        base = bare.get(rate)
+        base_p99 = stats([r["p99_ms"] for r in base.runs])[0] if base else None
+        for rec in (r for r in w3 if r.case.param.get("rate") == rate):
+            p99 = stats([r["p99_ms"] for r in rec.runs])[0]
+            vs = f"{p99 / base_p99:.2f}x" if base_p99 else ""
+            rows.append(
+                f"| {rate} | {rec.server.name} "
+                f"| {fmt(stats([r['publish_rate'] for r in rec.runs])[0])} "
+                f"| {'yes' if sustained(rec) else 'no'} "
+                f"| {fmt(stats([r['p50_ms'] for r in rec.runs])[0])} | {fmt(p99)} | {vs} |"
+            )
+    top = max((rate for rate, rec in bare.items() if sustained(rec)), default=None)
+    if top is None:
+        rows.append("\nThe bare baseline sustained none of these rates.")
+        return "\n".join(rows)
+    base_p99 = stats([r["p99_ms"] for r in bare[top].runs])[0]
+    rows.append(f"\nHighest rate the bare baseline sustains here: {top}/s (p99 {fmt(base_p99)} ms)")
+    for rec in w3:
+        if rec.server.key == "bare" or rec.case.param.get("rate") != top:
+            continue
+        p99 = stats([r["p99_ms"] for r in rec.runs])[0]
+        verdict = "no worse than bare: met" if p99 <= base_p99 else "worse than bare: missed"
+        ratio = p99 / base_p99
+        rows.append(f"- {rec.server.name}: p99 {fmt(p99)} ms, {ratio:.2f}x bare, {verdict}")
     return "\n".join(rows)
 
 
@@ -1155,6 +1226,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N,N",
         help="W1 sizes to run, e.g. 1000 (default: every size in bench.config.W1_SUBSCRIBERS)",
     )
+    parser.add_argument(
+        "--w3-rates",
+        metavar="R,R",
+        help="W3 publish rates to run, e.g. 200,300,400 (default: bench.config.W3_RATE); with "
+        "two or more, a table gives every server's p99 at the highest rate bare sustains",
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument(
@@ -1185,6 +1262,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table(merged))
         if selector_table(merged):
             print("\n" + selector_table(merged))
+        if latency_table(merged):
+            print("\n" + latency_table(merged))
         if data_table(merged):
             print("\n" + data_table(merged))
         if args.plot:
@@ -1197,6 +1276,11 @@ def main(argv: list[str] | None = None) -> int:
             C.W1_SUBSCRIBERS = tuple(int(n) for n in args.w1_subscribers.split(",") if n.strip())
         except ValueError:
             parser.error(f"--w1-subscribers: not a list of numbers: {args.w1_subscribers!r}")
+    if args.w3_rates:
+        try:
+            C.W3_RATES = tuple(int(n) for n in args.w3_rates.split(",") if n.strip())
+        except ValueError:
+            parser.error(f"--w3-rates: not a list of numbers: {args.w3_rates!r}")
     runs = args.runs or C.RUNS
     limit = raise_nofile_limit()
 
@@ -1225,6 +1309,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(records))
     if selector_table(records):
         print("\n" + selector_table(records))
+    if latency_table(records):
+        print("\n" + latency_table(records))
     if data_table(records):
         print("\n" + data_table(records))
     outputs = [args.json] if args.json else []

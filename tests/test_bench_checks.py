@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bench import config as C
-from bench.run import RATE, Case, Record, cases, failures, run_problems
+from bench.run import RATE, Case, Record, cases, failures, latency_table, run_problems
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -275,3 +275,33 @@ def test_data_below_08x_memory_fails_the_bench_at_the_checked_size_only(
     assert failures(data_records(100_000.0, 50_000.0, 100)) == []  # printed, not checked
     (missing,) = failures(data_records(None, 79_000.0, C.DATA_SUBSCRIBERS))
     assert "no in-memory figure" in missing
+
+
+def w3_record(server: str, rate: int, published: float, p99: float) -> Record:
+    """One W3 run at ``rate``/s that published ``published``/s with that p99."""
+    case = Case(
+        "W3", f"1000 subs, {rate}/s x 5s", {"subscribers": 1000, "rate": rate}, lambda s: {}, ()
+    )
+    spec = C.ServerSpec(server, server, ())
+    run = {**GOOD_RUN, "publish_rate": published, "p50_ms": p99 / 3, "p99_ms": p99}
+    return Record(case, spec, [run])
+
+
+def test_w3_latency_is_compared_at_the_highest_rate_bare_sustains() -> None:
+    """Issue 18's W3 reading: bare sustains 250/s (not 300/s: it published 210/s), so every
+    server's p99 is compared with bare's at 250/s, and the verdict follows the comparison."""
+    records = [
+        w3_record("bare", 200, 200.0, 20.0),
+        w3_record("ssehub", 200, 200.0, 30.0),
+        w3_record("bare", 250, 249.0, 40.0),
+        w3_record("ssehub", 250, 250.0, 12.0),
+        w3_record("bare", 300, 210.0, 2000.0),
+        w3_record("ssehub", 300, 300.0, 15.0),
+    ]
+    text = latency_table(records)
+    assert "Highest rate the bare baseline sustains here: 250/s (p99 40.0 ms)" in text
+    assert "- ssehub: p99 12.0 ms, 0.30x bare, no worse than bare: met" in text
+    assert "| 300 | bare | 210.0 | no |" in text
+    records[3] = w3_record("ssehub", 250, 250.0, 41.0)
+    assert "1.02x bare, worse than bare: missed" in latency_table(records)
+    assert latency_table(records[:2]) == ""  # one rate: nothing to compare across rates
