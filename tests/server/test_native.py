@@ -258,3 +258,42 @@ async def test_back_to_back_publishes_reach_every_stream_once_and_in_order() -> 
         assert head.startswith(b"HTTP/1.1 200")
         got = [e.data for e in EventParser().feed(rest) if e.event is None]
         assert got == expected
+
+
+async def test_publishes_faster_than_the_slices_drain_do_not_drop_readers_that_keep_up() -> None:
+    """A fast publisher (ten 1 KiB events per loop iteration) against streams whose flush is
+    sliced: the streams not yet written must not fill up to max_buffer (32 KiB here) and be
+    dropped as slow while their clients read everything they are sent."""
+    hub = Hub(max_buffer=32 * 1024)
+    streams, rounds, per_round = 100, 40, 10
+    events = rounds * per_round
+    async with run_native(hub.asgi) as base:
+        host, port = base.removeprefix("http://").split(":")
+        conns = [await asyncio.open_connection(host, int(port)) for _ in range(streams)]
+        for _, writer in conns:
+            writer.write(b"GET /events/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(10):
+            while hub.client_count("/events/big") < streams:
+                await asyncio.sleep(0.01)
+
+        async def read_all(reader: asyncio.StreamReader) -> bytes:
+            data = b""
+            while chunk := await reader.read(1 << 20):
+                data += chunk
+            return data
+
+        readers = [asyncio.ensure_future(read_all(reader)) for reader, _ in conns]
+        pad = "x" * 1024
+        for r in range(rounds):
+            for k in range(per_round):
+                await hub.publish("/events/big", f"{r * per_round + k} {pad}")
+            await asyncio.sleep(0)  # one loop iteration: one slice, and the readers read
+        await hub.shutdown()  # ends every stream after what is queued
+        async with asyncio.timeout(20):
+            bodies = await asyncio.gather(*readers)
+        for _, writer in conns:
+            writer.close()
+    assert hub.dropped_slow == 0
+    for body in bodies:
+        got = [e.data.split()[0] for e in EventParser().feed(body.partition(b"\r\n\r\n")[2])]
+        assert got == [str(i) for i in range(events)]

@@ -229,6 +229,11 @@ FLUSH_MIN_SLICE = 16
 a flush takes fewer, larger slices, and up to this many it is one slice, as an idle server's."""
 
 
+FLUSH_BACKLOG_SHIFT = 2
+"""A flush writes every queued stream at once, not a slice, when the first queued holds more
+than ``max_buffer >> FLUSH_BACKLOG_SHIFT`` bytes (a quarter of what it may fall behind)."""
+
+
 class _Flusher:
     """Writes every stream that got bytes: one write per stream, in slices, one per iteration.
 
@@ -246,7 +251,9 @@ class _Flusher:
     timer delays anything: a stream waits at most one cycle through the queue, which a flush
     of every stream at once would have taken too. The slice grows with the queue, so a cycle
     is about ``FLUSH_PARTS`` iterations at any size, and a stream's buffer holds at most the
-    events of one cycle (bounded by ``max_buffer`` as always).
+    events of one cycle: when the first queued stream (which holds the most) has a quarter of
+    its ``max_buffer`` pending, the flush writes every queued stream at once, so publishes that
+    outrun the slices never push a reader that keeps up over its bound.
     """
 
     __slots__ = ("dirty", "loop", "scheduled")
@@ -261,6 +268,13 @@ class _Flusher:
         n = len(dirty) // FLUSH_PARTS
         if n < FLUSH_MIN_SLICE:
             n = FLUSH_MIN_SLICE
+        if len(dirty) > n:
+            # The first queued has waited longest and holds the most: when publishes come in
+            # faster than slices drain it, write everything now rather than let buffers near
+            # max_buffer, where a reader keeping up would be dropped for the server's backlog.
+            sub = dirty[0].sub
+            if sub is not None and sub.pending_bytes > sub.max_buffer >> FLUSH_BACKLOG_SHIFT:
+                n = len(dirty)
         if len(dirty) > n:
             batch = dirty[:n]
             del dirty[:n]
