@@ -19,6 +19,7 @@ import json
 import os
 import random
 import resource
+import select
 import sys
 import time
 from dataclasses import dataclass, field
@@ -771,10 +772,18 @@ def run() -> None:
         result = asyncio.run(main(spec))
         loop_name = "asyncio"
     result["loop"] = loop_name
-    # The event loop may leave stdout non-blocking; a result larger than the pipe (W3's latency
-    # samples) would then be cut at 64 KiB while the driver reads another generator first.
-    os.set_blocking(sys.stdout.fileno(), True)
-    print(json.dumps(result), flush=True)
+    # The event loop may leave stdout non-blocking, and a result larger than the pipe (W3's
+    # latency histogram: 590 KB when a saturated server's latencies spread over seconds) was
+    # cut while the driver read another generator first, even after os.set_blocking. So write
+    # it with os.write, waiting for room whenever the pipe is full.
+    sys.stdout.flush()
+    out = memoryview((json.dumps(result) + "\n").encode())
+    fd = sys.stdout.fileno()
+    while out:
+        try:
+            out = out[os.write(fd, out) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
 
 
 if __name__ == "__main__":
