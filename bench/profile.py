@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workload == "W1":
             result = measure_fanout(server, args.subscribers, args.publishers)
         elif args.workload == "W3":
-            result = measure_latency(server, args.subscribers)
+            result = measure_latency(server, args.subscribers, C.W3_RATE)
         elif args.workload == "W5":
             result = measure_selectors(server, args.subscribers, args.publishers)
         else:
