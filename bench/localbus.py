@@ -10,6 +10,10 @@ generator of ``bench.run``:
    The figure is server CPU per delivery: the CPU seconds of every hub process (the
    supervisor, whose sequencer is the bus, and the workers) over the events received by all
    subscribers. Target: 2 workers within 1.15x of 1.
+   Part 1b runs 1 and 2 workers at one paced rate (``--paced-rate``, one publisher, a request
+   per event, the W3 load generator), where both keep up: once writes coalesce, CPU per
+   delivery depends on load, and part 1 lets each setup run as fast as it can, so one process,
+   faster, coalesces more. At one rate the two compare like with like.
 2. **Streaming publish vs a request per event**, one publisher into one channel (W1 with
    ``--stream-subscribers`` subscribers and 1 publisher connection): events published per
    second (delivered events/s over the subscribers). Target: at least 3x.
@@ -44,7 +48,7 @@ from typing import Any
 
 from bench import config as C
 from bench.redis_workers import wait_for_workers
-from bench.run import Server, measure_channels, measure_fanout
+from bench.run import Server, measure_channels, measure_fanout, measure_latency
 
 HUB = ("{python}", "-m", "ssehub", "serve", "--host", "{host}", "--port", "{port}")
 MODES = {"request": "a request per event", "stream": "streaming"}
@@ -77,6 +81,28 @@ def fanout(
             root = server.processes()[0]
             before = sum(root.cpu_times()[:2])
             result = measure_fanout(server, subscribers, publishers)
+            result["supervisor_cpu_s"] = sum(root.cpu_times()[:2]) - before if workers > 1 else 0
+            out.append(result)
+        return out
+    finally:
+        server.stop()
+
+
+def paced(
+    server_spec: C.ServerSpec, workers: int, subscribers: int, rate: int, runs: int
+) -> list[dict[str, Any]]:
+    """``runs`` W3-style runs (one publisher, ``rate`` events/s for W3_SECONDS) on one fresh hub:
+    the same load for 1 and 2 workers, so their CPU per delivery compares like with like."""
+    server = Server(server_spec)
+    server.start()
+    try:
+        wait_for_workers(server, workers)
+        server.warm_up()
+        out = []
+        for _ in range(runs):
+            root = server.processes()[0]
+            before = sum(root.cpu_times()[:2])
+            result = measure_latency(server, subscribers, rate)
             result["supervisor_cpu_s"] = sum(root.cpu_times()[:2]) - before if workers > 1 else 0
             out.append(result)
         return out
@@ -136,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=4000, help="events per W1 run (part 1)")
     parser.add_argument("--stream-subscribers", type=int, default=10)
     parser.add_argument("--w4-channels", type=int, default=C.W4_CHANNELS)
+    parser.add_argument(
+        "--paced-rate",
+        type=int,
+        default=150,
+        help="part 1b: 1 and 2 workers at this publish rate (one publisher, a request per "
+        "event), where both keep up; 0 skips it",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
     parser.add_argument(
@@ -159,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         for n in (1, 2)
     }
     raw["workers"] = {f"{mode}-{n}": results for (mode, n), results in part1.items()}
+    part1b: dict[int, list[dict[str, Any]]] = {}
+    if args.paced_rate:
+        print(f"# part 1b: {args.paced_rate}/s paced, 1 and 2 workers", file=sys.stderr)
+        part1b = {n: paced(spec(n), n, subs, args.paced_rate, runs) for n in (1, 2)}
+        raw["paced"] = {str(n): results for n, results in part1b.items()}
     print(f"# part 2: one publisher, {args.stream_subscribers} subscribers", file=sys.stderr)
     ss = args.stream_subscribers
     per_request = fanout(spec(1), 1, ss, 1, runs)
@@ -195,6 +233,29 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for mode, ratio in ratios.items():
         print(f"CPU per delivery, 2 workers / 1, {MODES[mode]}: **{ratio:.2f}x** (target: 1.15x)")
+    if part1b:
+        rate = args.paced_rate
+        print(
+            f"\n**--workers 2 vs 1 at one load**: {rate} events/s from one publisher (a request "
+            f"per event), {subs} subscribers; sustained = at least "
+            f"{C.W3_SUSTAINED:.0%} of it published\n"
+        )
+        print("| workers | published events/s | sustained | CPU per delivery | p99 ms | complete |")
+        print("|---:|---:|---|---:|---:|---|")
+        per = {}
+        for n, results in part1b.items():
+            per[n] = _median(results, "server_cpu_s") / _median(results, "received") * 1e6
+            reached = _median(results, "publish_rate")
+            print(
+                f"| {n} | {reached:,.1f} | {'yes' if reached >= C.W3_SUSTAINED * rate else 'no'} "
+                f"| {per[n]:.3f} us | {_median(results, 'p99_ms'):.2f} "
+                f"| {'yes' if _complete(results) else 'NO'} |"
+            )
+        ratios["paced"] = per[2] / per[1] if per[1] else float("nan")
+        print(
+            f"\nCPU per delivery, 2 workers / 1, at {rate}/s: **{ratios['paced']:.2f}x** "
+            "(target: 1.15x)"
+        )
     models = {mode: projection(part1[mode, 1], part1[mode, 2], subs) for mode in MODES}
     raw["projection"] = models
     print("\nProjection (the model in bench/localbus.py's docstring), per publish mode:\n")
@@ -240,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     w4 = [_median(w4_stream, "rate"), bare]
     print(f"\nssehub streaming / bare: **{w4[0] / w4[1]:.2f}x** (target: at least 1.0x)")
     raw["ratios"] = {
+        "workers2_cpu_per_delivery_paced": ratios.get("paced"),
         "workers2_cpu_per_delivery_request": ratios["request"],
         "workers2_cpu_per_delivery_stream": ratios["stream"],
         "stream_vs_request": published[1] / published[0],
@@ -254,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(raw, indent=1, default=str) + "\n")
         print(f"\n# saved {path}", file=sys.stderr)
-    everything = [*part1.values(), per_request, streamed, w4_stream, w4_request, w4_workers]
+    everything = [*part1.values(), *part1b.values(), per_request, streamed, w4_stream]
+    everything += [w4_request, w4_workers]
     everything.append(w4_bare)
     return 0 if all(_complete(results) for results in everything) else 1
 
