@@ -43,6 +43,7 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,10 @@ def bare_spec() -> C.ServerSpec:
     return next(s for s in C.SERVERS if s.key == "bare")
 
 
-def fanout(
-    server_spec: C.ServerSpec, workers: int, subscribers: int, publishers: int, runs: int
+def _runs_on_one_hub(
+    server_spec: C.ServerSpec, workers: int, runs: int, measure: Callable[[Server], dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """``runs`` W1 runs on one fresh hub, each with the supervisor's CPU apart."""
+    """``runs`` measurements on one fresh hub, each with the supervisor's CPU apart."""
     server = Server(server_spec)
     server.start()
     try:
@@ -80,12 +81,21 @@ def fanout(
         for _ in range(runs):
             root = server.processes()[0]
             before = sum(root.cpu_times()[:2])
-            result = measure_fanout(server, subscribers, publishers)
+            result = measure(server)
             result["supervisor_cpu_s"] = sum(root.cpu_times()[:2]) - before if workers > 1 else 0
             out.append(result)
         return out
     finally:
         server.stop()
+
+
+def fanout(
+    server_spec: C.ServerSpec, workers: int, subscribers: int, publishers: int, runs: int
+) -> list[dict[str, Any]]:
+    """``runs`` W1 runs on one fresh hub, each with the supervisor's CPU apart."""
+    return _runs_on_one_hub(
+        server_spec, workers, runs, lambda s: measure_fanout(s, subscribers, publishers)
+    )
 
 
 def paced(
@@ -93,21 +103,9 @@ def paced(
 ) -> list[dict[str, Any]]:
     """``runs`` W3-style runs (one publisher, ``rate`` events/s for W3_SECONDS) on one fresh hub:
     the same load for 1 and 2 workers, so their CPU per delivery compares like with like."""
-    server = Server(server_spec)
-    server.start()
-    try:
-        wait_for_workers(server, workers)
-        server.warm_up()
-        out = []
-        for _ in range(runs):
-            root = server.processes()[0]
-            before = sum(root.cpu_times()[:2])
-            result = measure_latency(server, subscribers, rate)
-            result["supervisor_cpu_s"] = sum(root.cpu_times()[:2]) - before if workers > 1 else 0
-            out.append(result)
-        return out
-    finally:
-        server.stop()
+    return _runs_on_one_hub(
+        server_spec, workers, runs, lambda s: measure_latency(s, subscribers, rate)
+    )
 
 
 def channels(

@@ -227,8 +227,6 @@ iteration (see `_Flusher`)."""
 FLUSH_MIN_SLICE = 16
 """The fewest streams a slice writes: below ``FLUSH_PARTS * FLUSH_MIN_SLICE`` pending streams
 a flush takes fewer, larger slices, and up to this many it is one slice, as an idle server's."""
-
-
 FLUSH_BACKLOG_SHIFT = 2
 """A flush writes every queued stream at once, not a slice, when the first queued holds more
 than ``max_buffer >> FLUSH_BACKLOG_SHIFT`` bytes (a quarter of what it may fall behind)."""
@@ -265,16 +263,13 @@ class _Flusher:
 
     def flush(self) -> None:
         dirty = self.dirty
-        n = len(dirty) // FLUSH_PARTS
-        if n < FLUSH_MIN_SLICE:
-            n = FLUSH_MIN_SLICE
-        if len(dirty) > n:
-            # The first queued has waited longest and holds the most: when publishes come in
-            # faster than slices drain it, write everything now rather than let buffers near
-            # max_buffer, where a reader keeping up would be dropped for the server's backlog.
-            sub = dirty[0].sub
-            if sub is not None and sub.pending_bytes > sub.max_buffer >> FLUSH_BACKLOG_SHIFT:
-                n = len(dirty)
+        n = max(FLUSH_MIN_SLICE, len(dirty) // FLUSH_PARTS)
+        # The first queued has waited longest and holds the most: when publishes come in
+        # faster than slices drain it, write everything now rather than let buffers near
+        # max_buffer, where a reader keeping up would be dropped for the server's backlog.
+        first = dirty[0].sub if dirty else None
+        if first is not None and first.pending_bytes > first.max_buffer >> FLUSH_BACKLOG_SHIFT:
+            n = len(dirty)
         if len(dirty) > n:
             batch = dirty[:n]
             del dirty[:n]
