@@ -1051,9 +1051,12 @@ def latency_table(records: list[Record]) -> str:
     if len(rates) < 2 or not bare:
         return ""
 
+    def med(rec: Record, key: str) -> float:
+        return stats([r[key] for r in rec.runs])[0]
+
     def sustained(rec: Record) -> bool:
         rate = rec.case.param["rate"]
-        reached = stats([r["publish_rate"] for r in rec.runs])[0]
+        reached = med(rec, "publish_rate")
         return reached >= C.W3_SUSTAINED * rate and not any(run_problems(r) for r in rec.runs)
 
     rows = [
@@ -1065,26 +1068,26 @@ def latency_table(records: list[Record]) -> str:
     ]
     for rate in rates:
         base = bare.get(rate)
-        base_p99 = stats([r["p99_ms"] for r in base.runs])[0] if base else None
+        base_p99 = med(base, "p99_ms") if base else None
         for rec in (r for r in w3 if r.case.param.get("rate") == rate):
-            p99 = stats([r["p99_ms"] for r in rec.runs])[0]
+            p99 = med(rec, "p99_ms")
             vs = f"{p99 / base_p99:.2f}x" if base_p99 else ""
             rows.append(
                 f"| {rate} | {rec.server.name} "
-                f"| {fmt(stats([r['publish_rate'] for r in rec.runs])[0])} "
+                f"| {fmt(med(rec, 'publish_rate'))} "
                 f"| {'yes' if sustained(rec) else 'no'} "
-                f"| {fmt(stats([r['p50_ms'] for r in rec.runs])[0])} | {fmt(p99)} | {vs} |"
+                f"| {fmt(med(rec, 'p50_ms'))} | {fmt(p99)} | {vs} |"
             )
     top = max((rate for rate, rec in bare.items() if sustained(rec)), default=None)
     if top is None:
         rows.append("\nThe bare baseline sustained none of these rates.")
         return "\n".join(rows)
-    base_p99 = stats([r["p99_ms"] for r in bare[top].runs])[0]
+    base_p99 = med(bare[top], "p99_ms")
     rows.append(f"\nHighest rate the bare baseline sustains here: {top}/s (p99 {fmt(base_p99)} ms)")
     for rec in w3:
         if rec.server.key == "bare" or rec.case.param.get("rate") != top:
             continue
-        p99 = stats([r["p99_ms"] for r in rec.runs])[0]
+        p99 = med(rec, "p99_ms")
         verdict = "no worse than bare: met" if p99 <= base_p99 else "worse than bare: missed"
         ratio = p99 / base_p99
         rows.append(f"- {rec.server.name}: p99 {fmt(p99)} ms, {ratio:.2f}x bare, {verdict}")

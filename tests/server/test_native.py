@@ -220,6 +220,21 @@ async def test_direct_stream_client_gone_frees_subscription_at_once() -> None:
     await hub.shutdown()
 
 
+async def open_raw_streams(
+    hub: Hub, base: str, channel: str, count: int
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``count`` raw connections, each a stream of ``channel``; returns once the hub has them
+    all (the caller reads the response head and body itself)."""
+    host, port = base.removeprefix("http://").split(":")
+    conns = [await asyncio.open_connection(host, int(port)) for _ in range(count)]
+    for _, writer in conns:
+        writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % channel.encode())
+    async with asyncio.timeout(10):
+        while hub.client_count(channel) < count:
+            await asyncio.sleep(0.01)
+    return conns
+
+
 async def test_back_to_back_publishes_reach_every_stream_once_and_in_order() -> None:
     """Hundreds of streams, events published one per loop iteration: the server writes the
     streams in slices between which publishes land (so writes carry several events), and
@@ -227,13 +242,7 @@ async def test_back_to_back_publishes_reach_every_stream_once_and_in_order() -> 
     hub = Hub()
     streams, events = 300, 200
     async with run_native(hub.asgi) as base:
-        host, port = base.removeprefix("http://").split(":")
-        conns = [await asyncio.open_connection(host, int(port)) for _ in range(streams)]
-        for _, writer in conns:
-            writer.write(b"GET /events/fan HTTP/1.1\r\nHost: x\r\n\r\n")
-        async with asyncio.timeout(10):
-            while hub.client_count("/events/fan") < streams:
-                await asyncio.sleep(0.01)
+        conns = await open_raw_streams(hub, base, "/events/fan", streams)
 
         async def read_all(reader: asyncio.StreamReader) -> bytes:
             data = b""
@@ -268,13 +277,7 @@ async def test_publishes_faster_than_the_slices_drain_do_not_drop_readers_that_k
     streams, rounds, per_round = 100, 40, 10
     events = rounds * per_round
     async with run_native(hub.asgi) as base:
-        host, port = base.removeprefix("http://").split(":")
-        conns = [await asyncio.open_connection(host, int(port)) for _ in range(streams)]
-        for _, writer in conns:
-            writer.write(b"GET /events/big HTTP/1.1\r\nHost: x\r\n\r\n")
-        async with asyncio.timeout(10):
-            while hub.client_count("/events/big") < streams:
-                await asyncio.sleep(0.01)
+        conns = await open_raw_streams(hub, base, "/events/big", streams)
 
         async def read_all(reader: asyncio.StreamReader) -> bytes:
             data = b""
