@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 
 from ssehub import CloseReason, Hub, Message, Subscription
-from ssehub.subscription import ThreadedSubscription
+from ssehub.subscription import ThreadedSubscription, WriteQueue
 
 
 def sub_with(max_buffer: int) -> Subscription:
@@ -245,3 +246,97 @@ def test_keepalive_pings_only_a_subscription_that_got_nothing_since_the_last_tic
     assert sub.take() == b"data: x\n\n"
     sub.keepalive(b": ping\n\n")  # idle for a whole tick: ping
     assert sub.take() == b": ping\n\n"
+
+
+class Queue(WriteQueue):
+    """A writer's queue for the tests: counts kicks; writes straight while ``direct`` > 0."""
+
+    def __init__(self, direct: int = 0) -> None:
+        super().__init__()
+        self.kicks = 0
+        self.direct = direct
+        self.written: list[bytes] = []
+        self.subs: dict[str, Subscription] = {}
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+    def write_now(self, item: Any) -> bool:
+        if not self.direct:
+            return False
+        self.direct -= 1
+        chunk = self.subs[item].take()
+        assert chunk is not None
+        self.written.append(chunk)
+        return True
+
+    def drain(self) -> list[tuple[str, bytes | None]]:
+        items, self[:] = list(self), []
+        return [(item, self.subs[item].take()) for item in items]
+
+
+def queued(queue: Queue, name: str, *, pending: bytes = b"") -> Subscription:
+    sub = Subscription(name, max_buffer=100)
+    queue.subs[name] = sub
+    if pending:
+        sub.push(pending)
+    sub.queue_on(queue, name)
+    return sub
+
+
+def test_queue_on_queues_a_stream_once_per_take_with_one_kick_per_burst() -> None:
+    queue = Queue()
+    a, b = queued(queue, "a"), queued(queue, "b")
+    a.push(b"1")
+    b.push(b"1")
+    a.push(b"2")  # queued already: coalesces, no second entry
+    assert list(queue) == ["a", "b"] and queue.kicks == 1
+    assert queue.drain() == [("a", b"12"), ("b", b"1")]
+    a.push(b"3")  # taken: the next push queues it again, and kicks the empty queue
+    assert list(queue) == ["a"] and queue.kicks == 2
+    assert queue.drain() == [("a", b"3")]
+
+
+def test_queue_on_a_stream_with_bytes_pending_or_closed_queues_it_at_once() -> None:
+    queue = Queue()
+    queued(queue, "a", pending=b"early")
+    closed = Subscription("b", max_buffer=100)
+    queue.subs["b"] = closed
+    closed.close(CloseReason.SHUTDOWN)
+    closed.queue_on(queue, "b")
+    assert list(queue) == ["a", "b"] and queue.kicks == 1
+    assert queue.drain() == [("a", b"early"), ("b", None)]
+
+
+def test_closing_a_queued_on_stream_tells_the_writer_once() -> None:
+    queue = Queue()
+    a = queued(queue, "a")
+    a.close(CloseReason.CHANNEL_CLOSED)  # nothing pending: queued all the same, to end it
+    a.close(CloseReason.SHUTDOWN)
+    assert list(queue) == ["a"]
+    b = queued(queue, "b")
+    b.push(b"x" * 100)
+    b.push(b"!")  # over max_buffer while queued: dropped, not queued twice
+    assert list(queue) == ["a", "b"] and b.close_reason == CloseReason.SLOW
+
+
+def test_write_now_takes_a_push_straight_to_the_writer_while_the_queue_is_empty() -> None:
+    queue = Queue(direct=1)
+    a, b = queued(queue, "a"), queued(queue, "b")
+    a.push(b"1")  # written at once: not queued, no kick
+    assert queue.written == [b"1"] and list(queue) == [] and queue.kicks == 0
+    b.push(b"1")  # the writer declines: queued as usual
+    a.push(b"2")  # the queue is not empty: queued behind b, never offered to write_now
+    assert list(queue) == ["b", "a"] and queue.kicks == 1
+    assert queue.drain() == [("b", b"1"), ("a", b"2")]
+
+
+def test_arm_replaces_a_queue() -> None:
+    queue = Queue()
+    wakes: list[int] = []
+    a = queued(queue, "a")
+    a.arm(lambda: wakes.append(1))
+    a.push(b"1")
+    a.take()
+    a.push(b"2")
+    assert list(queue) == [] and wakes == [1]

@@ -14,12 +14,34 @@ if TYPE_CHECKING:
     from ssehub.request import Request
     from ssehub.selectors import Selectors
 
-__all__ = ["CloseReason", "Subscription", "ThreadedSubscription"]
+__all__ = ["CloseReason", "Subscription", "ThreadedSubscription", "WriteQueue"]
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+class WriteQueue(list[Any]):
+    """The queue of a writer that drains many subscriptions from loop callbacks (`queue_on`).
+
+    A subscription appends its item here, with no call in between, on its first push after each
+    `Subscription.take`. When the queue is empty, the push first offers the item to
+    `write_now`, and when that declines, calls `kick` and appends it: the writer schedules one
+    drain for a burst of pushes. Subclass it and implement `kick` (and `write_now`, to write
+    straight to an idle client).
+    """
+
+    __slots__ = ()
+
+    def kick(self) -> None:
+        """Called when the first item is appended: schedule the drain (not the drain itself)."""
+        raise NotImplementedError
+
+    def write_now(self, item: Any) -> bool:
+        """Offered a push's item while the queue is empty: take the subscription's bytes and
+        write them now (True), or decline (False, the default) to have the item queued."""
+        return False
 
 
 class CloseReason:
@@ -47,8 +69,9 @@ class Subscription:
 
     The hub appends encoded events to it (`push`, never blocking, never copying); the writer
     that owns the client's connection takes everything pending in one chunk and writes it:
-    `next_chunk` from async code, `next_chunk_blocking` from a thread, or `take` plus `arm` for a
-    writer driven by its own event loop callbacks (ssehub's native server). When more than
+    `next_chunk` from async code, `next_chunk_blocking` from a thread, or `take` plus `arm` (or
+    `queue_on`, for a writer of many streams) for a writer driven by its own event loop
+    callbacks (ssehub's native server). When more than
     ``max_buffer`` bytes are pending the subscription is closed as `CloseReason.SLOW` and its
     buffer freed: the client reconnects with ``Last-Event-ID`` and is replayed from history.
 
@@ -60,7 +83,10 @@ class Subscription:
     __slots__ = (
         "_active",
         "_chunks",
+        "_home",
+        "_item",
         "_limit",
+        "_queue",
         "_size",
         "_wake",
         "channel",
@@ -124,6 +150,11 @@ class Subscription:
         self._limit = max_buffer
         # Called (once, then cleared) when bytes arrive or the subscription closes: see `arm`.
         self._wake: Callable[[], object] | None = None
+        # A writer's queue (see `queue_on`): ``_item`` goes into ``_queue`` on the next push;
+        # ``_queue`` is None while the item is queued, and ``take`` sets it back from ``_home``.
+        self._queue: WriteQueue | None = None
+        self._home: WriteQueue | None = None
+        self._item: object = None
         # Whether anything was pushed since the last keep-alive tick.
         self._active = False
 
@@ -147,6 +178,15 @@ class Subscription:
         self._chunks.append(data)
         self._size = size
         self._active = True
+        queue = self._queue
+        if queue is not None:  # `_enqueue`, inline (this runs once per delivery)
+            self._queue = None
+            if not queue:
+                if queue.write_now(self._item):
+                    return
+                queue.kick()
+            queue.append(self._item)
+            return
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -165,7 +205,11 @@ class Subscription:
         self._active = False
 
     def take(self) -> bytes | None:
-        """Take everything pending as one chunk (None when nothing is pending); never waits."""
+        """Take everything pending as one chunk (None when nothing is pending); never waits.
+
+        With a queue (`queue_on`), the next push after this queues the item again.
+        """
+        self._queue = self._home
         chunks = self._chunks
         if chunks:
             self._chunks = []
@@ -176,8 +220,34 @@ class Subscription:
 
     def arm(self, wake: Callable[[], object] | None) -> None:
         """Have ``wake()`` called once, on the hub's loop, when bytes arrive or the subscription
-        closes; the writer re-arms it after each wake-up (None disarms)."""
+        closes; the writer re-arms it after each wake-up (None disarms). Replaces any
+        `queue_on` queue."""
+        self._queue = self._home = None
         self._wake = wake
+
+    def queue_on(self, queue: WriteQueue, item: object) -> None:
+        """Put ``item`` into ``queue`` on the next push (or the close), and again on the first
+        push after each `take`: `arm` for a writer that drains many subscriptions.
+
+        It costs a push no call (the writer's `arm` callback would be one per delivery): the
+        writer drains the queue, calling `take` for each item's subscription, and writes what
+        it returns. When bytes are pending already, or the subscription is closed, ``item`` is
+        queued at once. Replaces any `arm` callback; a subscription has one writer.
+        """
+        self._wake = None
+        self._home = queue
+        self._item = item
+        self._queue = queue
+        if self._chunks or self.closed:
+            self._enqueue()
+
+    def _enqueue(self) -> None:
+        queue = self._queue
+        if queue is not None:
+            self._queue = None
+            if not queue:
+                queue.kick()
+            queue.append(self._item)
 
     async def next_chunk(self) -> bytes | None:
         """Wait for pending bytes and take them all at once; None when the stream has ended.
@@ -211,6 +281,7 @@ class Subscription:
         if reason == CloseReason.SLOW:
             self._chunks = []
             self._size = 0
+        self._enqueue()
         wake = self._wake
         if wake is not None:
             self._wake = None

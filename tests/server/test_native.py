@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from ssehub import Hub
+from ssehub.server.native import FLUSH_MIN_SLICE
 from ssehub.types import Receive, Scope, Send
 from ssehub.wire import EventParser
 from tests._support.asgi_server import run_native
@@ -300,3 +303,42 @@ async def test_publishes_faster_than_the_slices_drain_do_not_drop_readers_that_k
     for body in bodies:
         got = [e.data.split()[0] for e in EventParser().feed(body.partition(b"\r\n\r\n")[2])]
         assert got == [str(i) for i in range(events)]
+
+
+async def test_an_idle_server_writes_the_first_slice_of_a_fan_out_during_the_publish() -> None:
+    """Nothing queued: the first FLUSH_MIN_SLICE streams get the event before the publish
+    returns (no loop turn), and the rest are queued for the sliced flush, as under load."""
+    hub = Hub()
+    streams = FLUSH_MIN_SLICE + 8
+    async with run_native(hub.asgi) as base:
+        host, port = base.removeprefix("http://").split(":")
+        socks = [socket.create_connection((host, int(port))) for _ in range(streams)]
+        for sock in socks:
+            sock.sendall(b"GET /events/idle HTTP/1.1\r\nHost: x\r\n\r\n")
+        heads = [b""] * streams
+        async with asyncio.timeout(10):
+            while not all(b"\r\n\r\n" in head for head in heads):
+                await asyncio.sleep(0.01)
+                for i, sock in enumerate(socks):
+                    with contextlib.suppress(BlockingIOError):
+                        heads[i] += sock.recv(65536, socket.MSG_DONTWAIT)
+        assert hub.client_count("/events/idle") == streams
+        await hub.publish("/events/idle", "now")
+        time.sleep(0.2)  # the loop stands still: only what the publish wrote can arrive
+
+        def arrived(sock: socket.socket) -> bool:
+            try:
+                return b"data: now" in sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+
+        early = [arrived(sock) for sock in socks]
+        assert early == [True] * FLUSH_MIN_SLICE + [False] * (streams - FLUSH_MIN_SLICE)
+        late = [i for i, got in enumerate(early) if not got]
+        async with asyncio.timeout(5):
+            while late:
+                await asyncio.sleep(0.01)
+                late = [i for i in late if not arrived(socks[i])]
+        for sock in socks:
+            sock.close()
+    await hub.shutdown()

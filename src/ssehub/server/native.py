@@ -69,7 +69,7 @@ from ssehub.hub import Hub
 from ssehub.server.config import DEFAULT_BODY_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 from ssehub.server.publish import DEFAULT_MAX_BODY
 from ssehub.server.routing import decode_path
-from ssehub.subscription import CloseReason, Subscription
+from ssehub.subscription import CloseReason, Subscription, WriteQueue
 from ssehub.types import ASGIMessage, Receive, Scope, Send
 
 __all__ = [
@@ -232,57 +232,90 @@ FLUSH_BACKLOG_SHIFT = 2
 than ``max_buffer >> FLUSH_BACKLOG_SHIFT`` bytes (a quarter of what it may fall behind)."""
 
 
-class _Flusher:
+class _Flusher(WriteQueue):
     """Writes every stream that got bytes: one write per stream, in slices, one per iteration.
 
-    A publish appends the event to each subscriber's buffer and queues the stream here (once:
-    a queued stream is not queued again until written). ``flush`` then writes the queued streams
-    in first-queued order, at most ``max(FLUSH_MIN_SLICE, queued // FLUSH_PARTS)`` of them per
-    loop iteration, and schedules itself again while any remain. Between two slices the loop
-    reads its sockets, so a publish that arrives while a flush is under way lands in the
-    buffers of the streams not yet written, and they write both events with one ``write``.
+    The queue of the streams with bytes pending: a publish appends the event to each
+    subscriber's buffer, and the buffer puts its connection here on its first push since its
+    last write (`Subscription.queue_on`: no call per delivery). ``flush`` then writes the
+    queued streams in first-queued order, at most ``max(FLUSH_MIN_SLICE, queued //
+    FLUSH_PARTS)`` of them per loop iteration, and schedules itself again while any remain.
+    Between two slices the loop reads its sockets, so a publish that arrives while a flush is
+    under way lands in the buffers of the streams not yet written, and they write both events
+    with one ``write``.
 
-    That is the adaptive coalescing: an idle server (a flush of up to ``FLUSH_MIN_SLICE``
-    streams, or a flush done before the next event) writes each event at once, as before;
-    under load a stream's write carries every event published since its last write, so one
-    publisher's events cost one write per client per flush cycle instead of one per event. No
-    timer delays anything: a stream waits at most one cycle through the queue, which a flush
-    of every stream at once would have taken too. The slice grows with the queue, so a cycle
-    is about ``FLUSH_PARTS`` iterations at any size, and a stream's buffer holds at most the
-    events of one cycle: when the first queued stream (which holds the most) has a quarter of
-    its ``max_buffer`` pending, the flush writes every queued stream at once, so publishes that
-    outrun the slices never push a reader that keeps up over its bound.
+    That is the adaptive coalescing. An idle server writes each event at once: while the queue
+    is empty, the first ``FLUSH_MIN_SLICE`` streams pushed to in a loop iteration are written
+    straight from the push (`write_now`), so a small fan-out goes out before the publisher's
+    answer and without a loop turn, and a larger one queues the rest. Under load a stream's
+    write carries every event published since its last write, so one publisher's events cost one
+    write per client per flush cycle instead of one per event. No timer delays anything: a
+    stream waits at most one cycle through the queue, which a flush of every stream at once
+    would have taken too. The slice grows with the queue, so a cycle is about ``FLUSH_PARTS``
+    iterations at any size, and a stream's buffer holds at most the events of one cycle: when
+    the first queued stream (which holds the most) has a quarter of its ``max_buffer`` pending,
+    the flush writes every queued stream at once, so publishes that outrun the slices never push
+    a reader that keeps up over its bound.
     """
 
-    __slots__ = ("dirty", "loop", "scheduled")
+    __slots__ = ("direct", "loop", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self.loop = loop
-        self.dirty: list[_Connection] = []
         self.scheduled = False
+        self.direct = FLUSH_MIN_SLICE  # straight writes left in this loop iteration
+
+    def kick(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def write_now(self, item: Any) -> bool:
+        # Only reached while nothing is queued. A slice's worth per iteration: a big fan-out
+        # queues the rest, so the slices (and the coalescing between them) stay as they were.
+        direct = self.direct
+        if not direct or self.scheduled:
+            return False
+        if direct == FLUSH_MIN_SLICE:
+            self.loop.call_soon(self._refill)
+        self.direct = direct - 1
+        conn: _Connection = item
+        sub = conn.sub
+        transport = conn.transport
+        if sub is None or transport is None:
+            return False
+        chunk = sub.take()  # and the next push queues the connection again
+        if chunk is not None:
+            transport.write(chunk)
+            if transport.get_write_buffer_size() > sub.max_buffer:
+                sub.close(CloseReason.SLOW)  # queues the connection: the flush ends the stream
+                transport.abort()
+        return True
+
+    def _refill(self) -> None:
+        self.direct = FLUSH_MIN_SLICE
 
     def flush(self) -> None:
-        dirty = self.dirty
-        n = max(FLUSH_MIN_SLICE, len(dirty) // FLUSH_PARTS)
+        n = max(FLUSH_MIN_SLICE, len(self) // FLUSH_PARTS)
         # The first queued has waited longest and holds the most: when publishes come in
         # faster than slices drain it, write everything now rather than let buffers near
         # max_buffer, where a reader keeping up would be dropped for the server's backlog.
-        first = dirty[0].sub if dirty else None
+        first = self[0].sub if self else None
         if first is not None and first.pending_bytes > first.max_buffer >> FLUSH_BACKLOG_SHIFT:
-            n = len(dirty)
-        if len(dirty) > n:
-            batch = dirty[:n]
-            del dirty[:n]
+            n = len(self)
+        batch = self[:n]
+        del self[:n]
+        if self:
             self.loop.call_soon(self.flush)  # the rest after the loop has read its sockets
         else:
-            batch = dirty
-            self.dirty = []
             self.scheduled = False
+        conn: _Connection
         for conn in batch:
             sub = conn.sub
             if sub is None:
                 continue
-            chunk = sub.take()
+            chunk = sub.take()  # and the next push queues the connection again
             if chunk is not None:
                 transport = conn.transport
                 assert transport is not None
@@ -292,8 +325,6 @@ class _Flusher:
                     transport.abort()
             if sub.closed:
                 conn.stream_ended()
-            else:
-                sub.arm(conn.schedule)
 
 
 class _Connection(asyncio.Protocol):
@@ -318,7 +349,6 @@ class _Connection(asyncio.Protocol):
         "paused",
         "phase",
         "queue",
-        "schedule",
         "scope",
         "server",
         "since",
@@ -357,7 +387,6 @@ class _Connection(asyncio.Protocol):
         self.hub: Hub | None = None
         self.sub: Subscription | None = None
         self.flusher = server.flusher
-        self.schedule = self._schedule  # made once: re-armed after every flush
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -786,17 +815,7 @@ class _Connection(asyncio.Protocol):
         transport.write(bytes(head + b"\r\n"))
         if transport.is_closing():
             sub.close(CloseReason.DISCONNECTED)
-        if sub.pending_bytes or sub.closed:
-            self._schedule()
-        else:
-            sub.arm(self.schedule)
-
-    def _schedule(self) -> None:
-        flusher = self.flusher
-        flusher.dirty.append(self)
-        if not flusher.scheduled:
-            flusher.scheduled = True
-            self.loop.call_soon(flusher.flush)
+        sub.queue_on(self.flusher, self)  # queued at once when bytes wait or it has closed
 
     def stream_ended(self) -> None:
         """The subscription has closed and its bytes are written: end the response."""
