@@ -84,3 +84,23 @@ def test_bench_smoke_runs_every_server_and_delivers_every_event(tmp_path: Path) 
             else:  # W2: idle connections
                 assert run["connected"] > 0, who
                 assert run["complete"], who
+
+
+@pytest.mark.timeout(60)
+def test_idle_latency_bench_measures_ssehub_and_bare_and_prints_the_ratio() -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.idle_latency", "--smoke"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for n in (1, 3):
+        assert f"**One event at a time to {n} subscriber(s)**" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ssehub")]
+    assert len(rows) == 2 and all(row.count("x |") == 2 for row in rows)  # p50, p99 vs bare
+    assert proc.stdout.count("| bare asyncio baseline |") == 2
