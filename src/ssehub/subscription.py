@@ -82,10 +82,10 @@ class Subscription:
 
     __slots__ = (
         "_active",
-        "_chunks",
         "_home",
         "_item",
         "_limit",
+        "_pending",
         "_queue",
         "_size",
         "_wake",
@@ -144,7 +144,9 @@ class Subscription:
         """True once the hub or the client has ended this subscription (read-only)."""
         self.max_buffer = max_buffer
         """Bytes the client may fall behind before it is dropped as `CloseReason.SLOW`."""
-        self._chunks: list[bytes] = []
+        # What waits to be written: one event's bytes as they are (no list for the usual
+        # case, one event between two writes), or a list once a second one arrives.
+        self._pending: bytes | list[bytes] | None = None
         self._size = 0
         # The bound in force: max_buffer, plus what a replay added since the last take.
         self._limit = max_buffer
@@ -175,7 +177,13 @@ class Subscription:
         if size > self._limit:
             self.close(CloseReason.SLOW)
             return
-        self._chunks.append(data)
+        pending = self._pending
+        if pending is None:
+            self._pending = data
+        elif isinstance(pending, list):
+            pending.append(data)
+        else:
+            self._pending = [pending, data]
         self._size = size
         self._active = True
         queue = self._queue
@@ -210,13 +218,13 @@ class Subscription:
         With a queue (`queue_on`), the next push after this queues the item again.
         """
         self._queue = self._home
-        chunks = self._chunks
-        if chunks:
-            self._chunks = []
-            self._size = 0
-            self._limit = self.max_buffer
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return None
+        pending = self._pending
+        if pending is None:
+            return None
+        self._pending = None
+        self._size = 0
+        self._limit = self.max_buffer
+        return pending if isinstance(pending, bytes) else b"".join(pending)
 
     def arm(self, wake: Callable[[], object] | None) -> None:
         """Have ``wake()`` called once, on the hub's loop, when bytes arrive or the subscription
@@ -238,7 +246,7 @@ class Subscription:
         self._home = queue
         self._item = item
         self._queue = queue
-        if self._chunks or self.closed:
+        if self._pending is not None or self.closed:
             self._enqueue()
 
     def _enqueue(self) -> None:
@@ -279,7 +287,7 @@ class Subscription:
         self.closed = True
         self.close_reason = reason
         if reason == CloseReason.SLOW:
-            self._chunks = []
+            self._pending = None
             self._size = 0
         self._enqueue()
         wake = self._wake
