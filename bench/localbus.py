@@ -152,37 +152,17 @@ def projection(one: list[dict[str, Any]], two: list[dict[str, Any]], subscribers
     return {"c1_us": c1 * 1e6, "b_us": b * 1e6, "q_us": q * 1e6, "cores": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure the three parts and print their tables; exit 1 if a run lost events."""
-    parser = argparse.ArgumentParser(prog="python -m bench.localbus", description=__doc__)
-    parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--publishers", type=int, default=4)
-    parser.add_argument("--events", type=int, default=4000, help="events per W1 run (part 1)")
-    parser.add_argument("--stream-subscribers", type=int, default=10)
-    parser.add_argument("--w4-channels", type=int, default=C.W4_CHANNELS)
-    parser.add_argument(
-        "--paced-rate",
-        type=int,
-        default=150,
-        help="part 1b: 1 and 2 workers at this publish rate (one publisher, a request per "
-        "event), where both keep up; 0 skips it",
-    )
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
-    parser.add_argument(
-        "--save", metavar="LABEL", help="keep the raw figures in bench/results/localbus/"
-    )
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.subscribers, args.w4_channels, args.runs, args.events = 20, 20, 1, 200
-    subs, pubs, runs = args.subscribers, args.publishers, args.runs
-    # Part 1's runs publish --events events (W1's default is fewer for 1,000 subscribers: too
-    # short a run for a CPU figure).
-    C.W1_DELIVERIES = args.events * subs
-    C.W1_MAX_EVENTS = max(C.W1_MAX_EVENTS, args.events)
-    print(f"# {os.cpu_count()} cores; runs per figure: {runs}", file=sys.stderr)
-    raw: dict[str, Any] = {"cores": os.cpu_count(), "runs": runs, "args": vars(args)}
+Results = list[dict[str, Any]]
 
+
+def _cpu_per_delivery(results: Results) -> float:
+    """Server CPU microseconds per delivery (medians over the runs)."""
+    return _median(results, "server_cpu_s") / _median(results, "received") * 1e6
+
+
+def run_part1(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
+    """--workers 2 vs 1, each as fast as it goes, and the projection from it."""
+    subs, pubs, runs = args.subscribers, args.publishers, args.runs
     print(f"# part 1: W1 {subs} subscribers, {pubs} publishers, 1 and 2 workers", file=sys.stderr)
     part1 = {
         (mode, n): fanout(spec(n, stream=mode == "stream"), n, subs, pubs, runs)
@@ -190,70 +170,24 @@ def main(argv: list[str] | None = None) -> int:
         for n in (1, 2)
     }
     raw["workers"] = {f"{mode}-{n}": results for (mode, n), results in part1.items()}
-    part1b: dict[int, list[dict[str, Any]]] = {}
-    if args.paced_rate:
-        print(f"# part 1b: {args.paced_rate}/s paced, 1 and 2 workers", file=sys.stderr)
-        part1b = {n: paced(spec(n), n, subs, args.paced_rate, runs) for n in (1, 2)}
-        raw["paced"] = {str(n): results for n, results in part1b.items()}
-    print(f"# part 2: one publisher, {args.stream_subscribers} subscribers", file=sys.stderr)
-    ss = args.stream_subscribers
-    per_request = fanout(spec(1), 1, ss, 1, runs)
-    streamed = fanout(spec(1, stream=True), 1, ss, 1, runs)
-    raw["publish"] = {"request": per_request, "stream": streamed}
-    print(f"# part 3: W4 {args.w4_channels} channels, streaming publish vs bare", file=sys.stderr)
-    w4_stream = channels(spec(1, stream=True), args.w4_channels, runs)
-    w4_request = channels(spec(1), args.w4_channels, runs)
-    w4_workers = channels(spec(2, stream=True), args.w4_channels, runs, workers=2)
-    w4_bare = channels(bare_spec(), args.w4_channels, runs)
-    raw["w4"] = {
-        "stream": w4_stream,
-        "request": w4_request,
-        "workers2-stream": w4_workers,
-        "bare": w4_bare,
-    }
-
     print(f"\n**--workers 2 vs 1, in memory** (W1, {subs} subscribers, {pubs} publishers)\n")
     print("| publish | workers | delivered events/s | server CPU s | CPU per delivery | complete |")
     print("|---|---:|---:|---:|---:|---|")
-    ratios: dict[str, float] = {}
     for mode in ("request", "stream"):
         per = {}
         for n in (1, 2):
             results = part1[mode, n]
-            per[n] = _median(results, "server_cpu_s") / _median(results, "received") * 1e6
+            per[n] = _cpu_per_delivery(results)
             print(
                 f"| {MODES[mode]} | {n} | {_median(results, 'rate'):,.0f} "
                 f"| {_median(results, 'server_cpu_s'):.2f} | {per[n]:.3f} us "
                 f"| {'yes' if _complete(results) else 'NO'} |"
             )
         # At smoke sizes the CPU time may read 0 (its clock ticks are 10 ms).
-        ratios[mode] = per[2] / per[1] if per[1] else float("nan")
-    print()
-    for mode, ratio in ratios.items():
-        print(f"CPU per delivery, 2 workers / 1, {MODES[mode]}: **{ratio:.2f}x** (target: 1.15x)")
-    if part1b:
-        rate = args.paced_rate
-        print(
-            f"\n**--workers 2 vs 1 at one load**: {rate} events/s from one publisher (a request "
-            f"per event), {subs} subscribers; sustained = at least "
-            f"{C.W3_SUSTAINED:.0%} of it published\n"
+        raw["ratios"][f"workers2_cpu_per_delivery_{mode}"] = ratio = (
+            per[2] / per[1] if per[1] else float("nan")
         )
-        print("| workers | published events/s | sustained | CPU per delivery | p99 ms | complete |")
-        print("|---:|---:|---|---:|---:|---|")
-        per = {}
-        for n, results in part1b.items():
-            per[n] = _median(results, "server_cpu_s") / _median(results, "received") * 1e6
-            reached = _median(results, "publish_rate")
-            print(
-                f"| {n} | {reached:,.1f} | {'yes' if reached >= C.W3_SUSTAINED * rate else 'no'} "
-                f"| {per[n]:.3f} us | {_median(results, 'p99_ms'):.2f} "
-                f"| {'yes' if _complete(results) else 'NO'} |"
-            )
-        ratios["paced"] = per[2] / per[1] if per[1] else float("nan")
-        print(
-            f"\nCPU per delivery, 2 workers / 1, at {rate}/s: **{ratios['paced']:.2f}x** "
-            "(target: 1.15x)"
-        )
+        print(f"\nCPU per delivery, 2 workers / 1, {MODES[mode]}: **{ratio:.2f}x** (target: 1.15x)")
     models = {mode: projection(part1[mode, 1], part1[mode, 2], subs) for mode in MODES}
     raw["projection"] = models
     print("\nProjection (the model in bench/localbus.py's docstring), per publish mode:\n")
@@ -271,6 +205,57 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {n} | {MODES[mode]} | {row['cpu_per_delivery_us']:.3f} us "
                 f"| {row['vs_one_process']:.2f}x | {row['deliveries_per_s']:,.0f} |"
             )
+    return list(part1.values())
+
+
+def run_part1b(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
+    """--workers 2 vs 1 at each paced rate of --paced-rate."""
+    subs, runs = args.subscribers, args.runs
+    rates = [int(r) for r in str(args.paced_rate).split(",") if int(r) > 0]
+    if not rates:
+        return []
+    print(f"# part 1b: {','.join(map(str, rates))}/s paced, 1 and 2 workers", file=sys.stderr)
+    part1b = {(rate, n): paced(spec(n), n, subs, rate, runs) for rate in rates for n in (1, 2)}
+    raw["paced"] = {f"{rate}-{n}": results for (rate, n), results in part1b.items()}
+    print(
+        f"\n**--workers 2 vs 1 at one load**: events/s from one publisher (a request per "
+        f"event), {subs} subscribers; sustained = at least {C.W3_SUSTAINED:.0%} of the rate "
+        "published\n"
+    )
+    print(
+        "| rate /s | workers | published events/s | sustained | CPU per delivery | p99 ms "
+        "| complete |"
+    )
+    print("|---:|---:|---:|---|---:|---:|---|")
+    for rate in rates:
+        per = {}
+        for n in (1, 2):
+            results = part1b[rate, n]
+            per[n] = _cpu_per_delivery(results)
+            reached = _median(results, "publish_rate")
+            print(
+                f"| {rate} | {n} | {reached:,.1f} "
+                f"| {'yes' if reached >= C.W3_SUSTAINED * rate else 'no'} "
+                f"| {per[n]:.3f} us | {_median(results, 'p99_ms'):.2f} "
+                f"| {'yes' if _complete(results) else 'NO'} |"
+            )
+        raw["ratios"][f"workers2_cpu_per_delivery_paced_{rate}"] = (
+            per[2] / per[1] if per[1] else float("nan")
+        )
+    print()
+    for rate in rates:
+        ratio = raw["ratios"][f"workers2_cpu_per_delivery_paced_{rate}"]
+        print(f"CPU per delivery, 2 workers / 1, at {rate}/s: **{ratio:.2f}x** (target: 1.15x)")
+    return list(part1b.values())
+
+
+def run_part2(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
+    """Streaming publish against a request per event, one publisher into one channel."""
+    ss, runs = args.stream_subscribers, args.runs
+    print(f"# part 2: one publisher, {ss} subscribers", file=sys.stderr)
+    per_request = fanout(spec(1), 1, ss, 1, runs)
+    streamed = fanout(spec(1, stream=True), 1, ss, 1, runs)
+    raw["publish"] = {"request": per_request, "stream": streamed}
     published = [_median(results, "rate") / ss for results in (per_request, streamed)]
     print(f"\n**One publisher into one channel** ({ss} subscribers)\n")
     print("| publish | events/s | complete |")
@@ -280,33 +265,88 @@ def main(argv: list[str] | None = None) -> int:
         ("streaming (NDJSON)", streamed, published[1]),
     ):
         print(f"| {label} | {value:,.0f} | {'yes' if _complete(results) else 'NO'} |")
-    print(f"\nStreaming / per request: **{published[1] / published[0]:.2f}x** (target: 3x)")
-    bare = _median(w4_bare, "rate")
-    print(f"\n**W4** ({args.w4_channels} channels x 1 subscriber)\n")
+    raw["ratios"]["stream_vs_request"] = ratio = published[1] / published[0]
+    print(f"\nStreaming / per request: **{ratio:.2f}x** (target: 3x)")
+    return [per_request, streamed]
+
+
+def run_part3(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
+    """W4: the streaming publish (1 and 2 workers) and a request per event, against bare."""
+    count, runs = args.w4_channels, args.runs
+    print(f"# part 3: W4 {count} channels, streaming publish vs bare", file=sys.stderr)
+    w4 = {
+        "stream": channels(spec(1, stream=True), count, runs),
+        "request": channels(spec(1), count, runs),
+        "workers2-stream": channels(spec(2, stream=True), count, runs, workers=2),
+        "bare": channels(bare_spec(), count, runs),
+    }
+    raw["w4"] = w4
+    bare = _median(w4["bare"], "rate")
+    print(f"\n**W4** ({count} channels x 1 subscriber)\n")
     print("| server | delivered events/s | vs bare | complete |")
     print("|---|---:|---:|---|")
-    for label, results in (
-        ("ssehub, streaming publish", w4_stream),
-        ("ssehub --workers 2, streaming publish", w4_workers),
-        ("ssehub, a request per event", w4_request),
-        ("bare asyncio baseline (a request per event)", w4_bare),
+    for label, key in (
+        ("ssehub, streaming publish", "stream"),
+        ("ssehub --workers 2, streaming publish", "workers2-stream"),
+        ("ssehub, a request per event", "request"),
+        ("bare asyncio baseline (a request per event)", "bare"),
     ):
-        value = _median(results, "rate")
+        value = _median(w4[key], "rate")
         print(
             f"| {label} | {value:,.0f} | {value / bare:.2f}x "
-            f"| {'yes' if _complete(results) else 'NO'} |"
+            f"| {'yes' if _complete(w4[key]) else 'NO'} |"
         )
-    w4 = [_median(w4_stream, "rate"), bare]
-    print(f"\nssehub streaming / bare: **{w4[0] / w4[1]:.2f}x** (target: at least 1.0x)")
-    raw["ratios"] = {
-        "workers2_cpu_per_delivery_paced": ratios.get("paced"),
-        "workers2_cpu_per_delivery_request": ratios["request"],
-        "workers2_cpu_per_delivery_stream": ratios["stream"],
-        "stream_vs_request": published[1] / published[0],
-        "w4_stream_vs_bare": w4[0] / w4[1],
-        "w4_workers2_stream_vs_bare": _median(w4_workers, "rate") / bare,
-        "w4_request_vs_bare": _median(w4_request, "rate") / bare,
-    }
+    for key in ("stream", "workers2-stream", "request"):
+        raw["ratios"][f"w4_{key.replace('-', '_')}_vs_bare"] = _median(w4[key], "rate") / bare
+    print(
+        f"\nssehub streaming / bare: **{raw['ratios']['w4_stream_vs_bare']:.2f}x** "
+        "(target: at least 1.0x)"
+    )
+    return list(w4.values())
+
+
+PARTS = {"1": run_part1, "1b": run_part1b, "2": run_part2, "3": run_part3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure the parts asked for and print their tables; exit 1 if a run lost events."""
+    parser = argparse.ArgumentParser(prog="python -m bench.localbus", description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--events", type=int, default=4000, help="events per W1 run (part 1)")
+    parser.add_argument("--stream-subscribers", type=int, default=10)
+    parser.add_argument("--w4-channels", type=int, default=C.W4_CHANNELS)
+    parser.add_argument(
+        "--paced-rate",
+        default="150",
+        metavar="R,R",
+        help="part 1b: 1 and 2 workers at each of these publish rates (one publisher, a "
+        "request per event), where both keep up; 0 skips it",
+    )
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help="which parts to run, e.g. 1b (default: all)"
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
+    parser.add_argument(
+        "--save", metavar="LABEL", help="keep the raw figures in bench/results/localbus/"
+    )
+    args = parser.parse_args(argv)
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown parts {sorted(unknown)}: choose from {', '.join(PARTS)}")
+    if args.smoke:
+        args.subscribers, args.w4_channels, args.runs, args.events = 20, 20, 1, 200
+    # Part 1's runs publish --events events (W1's default is fewer for 1,000 subscribers: too
+    # short a run for a CPU figure).
+    C.W1_DELIVERIES = args.events * args.subscribers
+    C.W1_MAX_EVENTS = max(C.W1_MAX_EVENTS, args.events)
+    print(f"# {os.cpu_count()} cores; runs per figure: {args.runs}", file=sys.stderr)
+    raw: dict[str, Any] = {"cores": os.cpu_count(), "runs": args.runs, "args": vars(args)}
+    raw["ratios"] = {}
+    everything: list[Results] = []
+    for part in parts:
+        everything += PARTS[part](args, raw)
     if args.save:
         date = datetime.date.today().isoformat()
         # Apart from `python -m bench`'s files, whose format tests/test_bench_checks.py checks.
@@ -314,9 +354,6 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(raw, indent=1, default=str) + "\n")
         print(f"\n# saved {path}", file=sys.stderr)
-    everything = [*part1.values(), *part1b.values(), per_request, streamed, w4_stream]
-    everything += [w4_request, w4_workers]
-    everything.append(w4_bare)
     return 0 if all(_complete(results) for results in everything) else 1
 
 
