@@ -14,6 +14,11 @@ generator of ``bench.run``:
    per event, the W3 load generator), where both keep up: once writes coalesce, CPU per
    delivery depends on load, and part 1 lets each setup run as fast as it can, so one process,
    faster, coalesces more. At one rate the two compare like with like.
+   Part 1c isolates the bus: 1 and 2 workers at each paced rate with ``--bus-subscribers``
+   subscribers (2: almost no fan-out), so the extra CPU per event of 2 workers is the bus's
+   (the worker's hop to the sequencer, the sequencer, and each worker's intake). Over S
+   subscribers that is ``bus / S`` per delivery, printed against part 1b's one-process CPU per
+   delivery at the same rate when part 1b ran.
 2. **Streaming publish vs a request per event**, one publisher into one channel (W1 with
    ``--stream-subscribers`` subscribers and 1 publisher connection): events published per
    second (delivered events/s over the subscribers). Target: at least 3x.
@@ -208,10 +213,15 @@ def run_part1(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
     return list(part1.values())
 
 
+def _paced_rates(args: argparse.Namespace) -> list[int]:
+    """The rates of --paced-rate (0 for none)."""
+    return [int(r) for r in str(args.paced_rate).split(",") if int(r) > 0]
+
+
 def run_part1b(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
     """--workers 2 vs 1 at each paced rate of --paced-rate."""
     subs, runs = args.subscribers, args.runs
-    rates = [int(r) for r in str(args.paced_rate).split(",") if int(r) > 0]
+    rates = _paced_rates(args)
     if not rates:
         return []
     print(f"# part 1b: {','.join(map(str, rates))}/s paced, 1 and 2 workers", file=sys.stderr)
@@ -305,7 +315,49 @@ def run_part3(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
     return list(w4.values())
 
 
-PARTS = {"1": run_part1, "1b": run_part1b, "2": run_part2, "3": run_part3}
+def run_part1c(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
+    """The bus's own CPU per event: 1 and 2 workers at each paced rate, with almost no
+    subscribers."""
+    few, runs = args.bus_subscribers, args.runs
+    rates = _paced_rates(args)
+    if not rates:
+        return []
+    print(f"# part 1c: {','.join(map(str, rates))}/s paced, {few} subscribers", file=sys.stderr)
+    part1c = {(rate, n): paced(spec(n), n, few, rate, runs) for rate in rates for n in (1, 2)}
+    raw["bus"] = {f"{rate}-{n}": results for (rate, n), results in part1c.items()}
+    subs = args.subscribers
+    print(
+        f"\n**The bus's own cost** ({few} subscribers, a request per event): server CPU per "
+        f"event with 1 and 2 workers; the difference over {subs} subscribers is what the bus "
+        "adds per delivery\n"
+    )
+    print(
+        "| rate /s | CPU per event, 1 worker | 2 workers | bus per event | bus per delivery "
+        f"at {subs} | vs 1 worker's CPU per delivery (part 1b) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for rate in rates:
+        per_event = {
+            # Every subscriber receives every event: events = received / subscribers.
+            n: _median(part1c[rate, n], "server_cpu_s")
+            / (_median(part1c[rate, n], "received") / few)
+            * 1e6
+            for n in (1, 2)
+        }
+        bus = per_event[2] - per_event[1]
+        share = ""
+        paced_one = raw.get("paced", {}).get(f"{rate}-1")
+        if paced_one:
+            share = f"{bus / subs / _cpu_per_delivery(paced_one):.1%}"
+            raw["ratios"][f"bus_share_paced_{rate}"] = bus / subs / _cpu_per_delivery(paced_one)
+        print(
+            f"| {rate} | {per_event[1]:.1f} us | {per_event[2]:.1f} us | {bus:.1f} us "
+            f"| {bus / subs:.3f} us | {share} |"
+        )
+    return list(part1c.values())
+
+
+PARTS = {"1": run_part1, "1b": run_part1b, "1c": run_part1c, "2": run_part2, "3": run_part3}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="R,R",
         help="part 1b: 1 and 2 workers at each of these publish rates (one publisher, a "
         "request per event), where both keep up; 0 skips it",
+    )
+    parser.add_argument(
+        "--bus-subscribers", type=int, default=2, help="part 1c: subscribers (almost none)"
     )
     parser.add_argument(
         "--parts", default=",".join(PARTS), help="which parts to run, e.g. 1b (default: all)"
