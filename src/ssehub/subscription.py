@@ -71,9 +71,9 @@ class Subscription:
     that owns the client's connection takes everything pending in one chunk and writes it:
     `next_chunk` from async code, `next_chunk_blocking` from a thread, or `take` plus `arm` (or
     `queue_on`, for a writer of many streams) for a writer driven by its own event loop
-    callbacks (ssehub's native server). When more than
-    ``max_buffer`` bytes are pending the subscription is closed as `CloseReason.SLOW` and its
-    buffer freed: the client reconnects with ``Last-Event-ID`` and is replayed from history.
+    callbacks (ssehub's native server). When more than ``max_buffer`` bytes are pending the
+    subscription is closed as `CloseReason.SLOW` and its buffer freed: the client reconnects
+    with ``Last-Event-ID`` and is replayed from history.
 
     `send` writes a message to this client only (a welcome from ``on_connect``, say). Every
     method must be called on the hub's event loop; a thread-based server uses
@@ -215,7 +215,8 @@ class Subscription:
     def take(self) -> bytes | None:
         """Take everything pending as one chunk (None when nothing is pending); never waits.
 
-        With a queue (`queue_on`), the next push after this queues the item again.
+        With a queue (`queue_on`), the next push after this queues the item again (or offers
+        it to `WriteQueue.write_now`).
         """
         self._queue = self._home
         pending = self._pending
@@ -237,10 +238,11 @@ class Subscription:
         """Put ``item`` into ``queue`` on the next push (or the close), and again on the first
         push after each `take`: `arm` for a writer that drains many subscriptions.
 
-        It costs a push no call (the writer's `arm` callback would be one per delivery): the
-        writer drains the queue, calling `take` for each item's subscription, and writes what
-        it returns. When bytes are pending already, or the subscription is closed, ``item`` is
-        queued at once. Replaces any `arm` callback; a subscription has one writer.
+        It costs a push no call once the queue holds items (the writer's `arm` callback would be
+        one per delivery; `WriteQueue.write_now` is offered only the pushes that find it
+        empty): the writer drains the queue, calling `take` for each item's subscription, and
+        writes what it returns. When bytes are pending already, or the subscription is closed,
+        ``item`` is queued at once. Replaces any `arm` callback; a subscription has one writer.
         """
         self._wake = None
         self._home = queue
