@@ -177,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"p99 {result['p99_us']:7.1f} us  answer {result['answer_p50_us']:7.1f} us",
                     file=sys.stderr,
                 )
-    complete = True
     for n in sizes:
         print(f"\n**One event at a time to {n} subscriber(s)** (medians of {args.runs} runs)\n")
         print("| server | p50 us | p99 us | answer p50 us | p50 vs bare | p99 vs bare |")
@@ -187,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
             return statistics.median(r[field] for r in results[key, n])
 
         for spec in specs:
-            runs = results[spec.key, n]
-            complete &= all(r["delivered"] == n * r["iterations"] for r in runs)
             ratios = ["", ""]
             if "bare" in keys:
                 ratios = [
@@ -211,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         path.write_text(json.dumps(raw, indent=1) + "\n")
         print(f"\n# saved {path}", file=sys.stderr)
-    return 0 if complete else 1
+    return 0  # a run that missed an event raised already (measure's 10 s bound)
 
 
 if __name__ == "__main__":

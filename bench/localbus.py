@@ -218,14 +218,30 @@ def _paced_rates(args: argparse.Namespace) -> list[int]:
     return [int(r) for r in str(args.paced_rate).split(",") if int(r) > 0]
 
 
+def _paced_pairs(
+    args: argparse.Namespace, subscribers: int, part: str
+) -> dict[tuple[int, int], Results]:
+    """1 and 2 workers at each rate of --paced-rate with ``subscribers`` subscribers, keyed by
+    (rate, workers); empty when --paced-rate is 0."""
+    rates = _paced_rates(args)
+    if rates:
+        print(
+            f"# part {part}: {','.join(map(str, rates))}/s paced, 1 and 2 workers, "
+            f"{subscribers} subscribers",
+            file=sys.stderr,
+        )
+    return {
+        (rate, n): paced(spec(n), n, subscribers, rate, args.runs) for rate in rates for n in (1, 2)
+    }
+
+
 def run_part1b(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
     """--workers 2 vs 1 at each paced rate of --paced-rate."""
-    subs, runs = args.subscribers, args.runs
-    rates = _paced_rates(args)
-    if not rates:
+    subs = args.subscribers
+    part1b = _paced_pairs(args, subs, "1b")
+    if not part1b:
         return []
-    print(f"# part 1b: {','.join(map(str, rates))}/s paced, 1 and 2 workers", file=sys.stderr)
-    part1b = {(rate, n): paced(spec(n), n, subs, rate, runs) for rate in rates for n in (1, 2)}
+    rates = _paced_rates(args)
     raw["paced"] = {f"{rate}-{n}": results for (rate, n), results in part1b.items()}
     print(
         f"\n**--workers 2 vs 1 at one load**: events/s from one publisher (a request per "
@@ -318,12 +334,11 @@ def run_part3(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
 def run_part1c(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
     """The bus's own CPU per event: 1 and 2 workers at each paced rate, with almost no
     subscribers."""
-    few, runs = args.bus_subscribers, args.runs
-    rates = _paced_rates(args)
-    if not rates:
+    few = args.bus_subscribers
+    part1c = _paced_pairs(args, few, "1c")
+    if not part1c:
         return []
-    print(f"# part 1c: {','.join(map(str, rates))}/s paced, {few} subscribers", file=sys.stderr)
-    part1c = {(rate, n): paced(spec(n), n, few, rate, runs) for rate in rates for n in (1, 2)}
+    rates = _paced_rates(args)
     raw["bus"] = {f"{rate}-{n}": results for (rate, n), results in part1c.items()}
     subs = args.subscribers
     print(

@@ -22,20 +22,26 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(120)
-def test_bench_smoke_runs_every_server_and_delivers_every_event(tmp_path: Path) -> None:
-    out = tmp_path / "smoke.json"
+def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m <args>`` from the repository, with ``src`` importable; asserts exit 0."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        [sys.executable, "-m", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.timeout(120)
+def test_bench_smoke_runs_every_server_and_delivers_every_event(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    proc = run_bench("bench", "--smoke", "--json", str(out), timeout=110)
     report = json.loads(out.read_text())
     servers = {r["server"] for r in report["results"]}
     # Every server in bench/config.py is installed by the dev extras, so every one must run.
@@ -88,17 +94,7 @@ def test_bench_smoke_runs_every_server_and_delivers_every_event(tmp_path: Path) 
 
 @pytest.mark.timeout(60)
 def test_idle_latency_bench_measures_ssehub_and_bare_and_prints_the_ratio() -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.idle_latency", "--smoke"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_bench("bench.idle_latency", "--smoke", timeout=50)
     for n in (1, 3):
         assert f"**One event at a time to {n} subscriber(s)**" in proc.stdout
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ssehub")]
