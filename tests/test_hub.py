@@ -12,11 +12,13 @@ from ssehub import (
     GAP_EVENT,
     CloseReason,
     EventParser,
+    EventTooLarge,
     Hub,
     HubClosed,
     InvalidMessage,
     MemoryBackend,
     Message,
+    PublishResult,
     Replay,
     Subscription,
 )
@@ -38,6 +40,76 @@ async def test_publish_returns_increasing_ids_and_keeps_explicit_ones() -> None:
     prefix2, n2 = second.rsplit("-", 1)
     assert prefix1 == prefix2 and int(n2) > int(n1)
     assert await hub.publish("/a", Message("three", id="custom-7")) == "custom-7"
+    await hub.shutdown()
+
+
+async def test_publish_nowait_publishes_at_once_where_the_backend_never_waits() -> None:
+    hub = Hub(max_buffer=1024)
+    assert hub.publish_nowait("/n", "too early") is None  # not started: await publish
+    sub = await hub.subscribe("/n")
+    first = hub.publish_nowait("/n", "one")
+    assert first is not None and not first.duplicate
+    assert hub.publish_nowait("/n", Message("two", id="x2")) == "x2"
+    again = hub.publish_nowait("/n", Message("again", id="x2"))
+    assert again == "x2" and again is not None and again.duplicate
+    both = hub.publish_nowait(["/n", "/m"], {"k": 1})
+    assert both is not None
+    assert [(m.id, m.data) for m in await drain(sub)] == [
+        (first, "one"),
+        ("x2", "two"),
+        (both, '{"k":1}'),
+    ]
+    assert hub.published_count("/n") == 3
+    with pytest.raises(InvalidMessage, match="resumed"):
+        hub.publish_nowait("/n", Message("bad", id=" x"))
+    with pytest.raises(EventTooLarge):
+        hub.publish_nowait("/n", "y" * 2000)
+    with pytest.raises(InvalidMessage, match="non-empty"):
+        hub.publish_nowait([], "nowhere")
+    assert hub.published_count("/n") == 3  # nothing refused was published
+    await hub.shutdown()
+    assert hub.publish_nowait("/n", "too late") is None  # publish raises HubClosed
+
+
+async def test_publish_nowait_leaves_a_backend_that_waits_to_publish() -> None:
+    """A subclass of the in-memory backend whose publish does more (as the durable one waits
+    for its write) is never bypassed: None, nothing published; publish awaits its own."""
+    seen: list[str] = []
+
+    class Recording(MemoryBackend):
+        async def publish(
+            self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+        ) -> PublishResult:
+            seen.append(message.data)
+            return await super().publish(channel, message, private=private)
+
+    hub = Hub(backend=Recording())
+    await hub.start()
+    assert hub.publish_nowait("/w", "now") is None
+    assert hub.published_count("/w") == 0
+    await hub.publish("/w", "awaited")
+    assert seen == ["awaited"]
+    await hub.shutdown()
+
+
+async def test_publish_nowait_off_the_hubs_loop_raises() -> None:
+    hub = Hub()
+    await hub.start()
+    outcome: list[BaseException] = []
+
+    def elsewhere() -> None:
+        async def attempt() -> None:
+            hub.publish_nowait("/x", "wrong loop")
+
+        try:
+            asyncio.run(attempt())
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert outcome and "another event loop" in str(outcome[0])
     await hub.shutdown()
 
 

@@ -275,6 +275,23 @@ async def test_over_http_a_failed_write_is_answered_503_with_a_json_reason(tmp_p
         await app.close()
 
 
+async def test_the_hub_never_publishes_past_the_write_with_publish_nowait(tmp_path: Path) -> None:
+    """The durable backend answers a publish once written: `Hub.publish_nowait` declines
+    (None, nothing retained), and the standalone hub awaits the write instead."""
+    from ssehub import Hub
+
+    path = tmp_path / "h.sqlite3"
+    hub = Hub(backend=SqliteBackend(path), keepalive=None)
+    await hub.start()
+    try:
+        assert hub.publish_nowait("/a", "not now") is None
+        assert hub.published_count("/a") == 0
+        await hub.publish("/a", "written")
+    finally:
+        await hub.shutdown()
+    assert rows(path) == 1
+
+
 async def test_without_history_nothing_is_written_and_ids_never_repeat(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite3"
     async with running(path, history=0) as backend:

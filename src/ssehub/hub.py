@@ -277,6 +277,23 @@ def _parent_exit_flag() -> Any | None:
     return flag if callable(getattr(flag, "is_set", None)) else None
 
 
+def _publication(
+    channel: str | Sequence[str], message: Message | object
+) -> tuple[str | tuple[str, ...], Message]:
+    """What `Hub.publish` hands its backend: the channel (or the distinct channels) and the
+    message, checked (`InvalidMessage`)."""
+    if not isinstance(message, Message):
+        message = Message(message)
+    elif message.id is not None and (problem := id_problem(message.id)) is not None:
+        raise InvalidMessage(f"id {message.id!r} cannot be resumed from: {problem}")
+    if isinstance(channel, str):
+        return channel, message
+    names = tuple(dict.fromkeys(channel))
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise InvalidMessage(f"channels must be non-empty names, got {channel!r}")
+    return (names[0] if len(names) == 1 else names), message
+
+
 class Hub:
     """A Server-Sent Events hub: isolated channels, broadcast and ``Last-Event-ID`` replay.
 
@@ -723,18 +740,7 @@ class Hub:
             await self._ready()
         elif self._loop is not asyncio.get_running_loop():
             self._wrong_loop()
-        if not isinstance(message, Message):
-            message = Message(message)
-        elif message.id is not None and (problem := id_problem(message.id)) is not None:
-            raise InvalidMessage(f"id {message.id!r} cannot be resumed from: {problem}")
-        target: str | tuple[str, ...]
-        if isinstance(channel, str):
-            target = channel
-        else:
-            names = tuple(dict.fromkeys(channel))
-            if not names or not all(isinstance(name, str) and name for name in names):
-                raise InvalidMessage(f"channels must be non-empty names, got {channel!r}")
-            target = names[0] if len(names) == 1 else names
+        target, message = _publication(channel, message)
         if private:
             result = await self.backend.publish(target, message, private=True)
         else:
@@ -742,6 +748,28 @@ class Hub:
         if not isinstance(result, PublishResult):
             result = PublishResult(result)
         self._count_published(target, result)
+        return result
+
+    def publish_nowait(
+        self, channel: str | Sequence[str], message: Message | object, *, private: bool = False
+    ) -> PublishResult | None:
+        """`publish` without awaiting, where the backend never waits (the in-memory default):
+        the event's id, or None when it cannot be published at once, with nothing stored or
+        delivered; then await `publish` (Redis, the local bus of ``--workers`` and the durable
+        backend always wait; so does a hub not started yet or shut down).
+
+        For a caller that is not a coroutine, or on a hot path: it saves the coroutines of
+        `publish`. Call it on the hub's event loop. Raises as `publish` does otherwise.
+        """
+        starting = self._starting
+        if starting is None or not starting.done() or self._closed:
+            return None
+        if self._loop is not asyncio.get_running_loop():
+            self._wrong_loop()
+        target, message = _publication(channel, message)
+        result = self.backend.publish_now(target, message, private=private)
+        if result is not None:
+            self._count_published(target, result)
         return result
 
     async def broadcast(

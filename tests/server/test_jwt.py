@@ -8,6 +8,7 @@ Tokens are made here with PyJWT. A token's ``ssehub`` (or ``mercure``) claim gra
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -309,6 +310,35 @@ async def test_a_stream_ends_at_its_token_exp_and_resumes_with_a_fresh_token(
         expired = await c.get("/events", params=tuple(query), headers=bearer(short))
         assert expired.status_code == 401
         assert "expired" in expired.json()["error"]
+
+
+async def test_a_publish_whose_token_expires_while_its_body_arrives_is_refused(
+    jwt_hub: HubProcess,
+) -> None:
+    """The head is accepted with a valid token; the token's exp passes before the body is in:
+    401, and nothing is published (the body is not answered at once on a stale check)."""
+    channel = "/events/x2/late"
+    exp = int(time.time()) + 2
+    short = token(publish=[channel], exp=exp)
+    body = b'{"data": "late"}'
+    host, port = jwt_hub.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST {channel} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {short}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(exp + 0.2 - time.time())
+    writer.write(body)
+    async with asyncio.timeout(5):
+        answer = await reader.read(65536)
+    writer.close()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401"), answer
+    assert "expired" in json.loads(payload)["error"]
+    async with httpx.AsyncClient(base_url=jwt_hub.url, headers=bearer(ADMIN)) as c:
+        listed = (await c.get("/channels")).json()
+    assert channel not in json.dumps(listed)
 
 
 # -- with the shared tokens, and --require-subscriber-token ----------------------------------

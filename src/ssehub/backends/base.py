@@ -136,6 +136,18 @@ class Backend(abc.ABC):
         Raises `ssehub.BackendUnavailable` when the event could not be stored.
         """
 
+    def publish_now(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> PublishResult | None:
+        """`publish` without awaiting, when this backend can: the event's id, or None when it
+        cannot publish at once (the default), and then nothing was stored or delivered.
+
+        A backend whose `publish` never waits (the in-memory one) overrides this, and callers
+        on a hot path (`ssehub.Hub.publish_nowait`) save a coroutine per event. Raises as
+        `publish` does.
+        """
+        return None
+
     broadcast_batch: int = 64
     """Channels `ssehub.Hub.broadcast` hands to `publish_each` at a time."""
 

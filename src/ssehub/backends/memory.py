@@ -184,6 +184,23 @@ class MemoryBackend(Backend):
         ``max_event`` bytes once encoded. Returns ``PublishResult(id, duplicate=True)``, storing
         and delivering nothing, when the message's own id is in the channel's retained history.
         """
+        return self._publish(channel, message, private)
+
+    def publish_now(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> PublishResult | None:
+        """`publish`, which never waits here: the event's id (raises as `publish` does).
+
+        None in a subclass that overrides `publish` (the durable backend waits for its write):
+        its own `publish` is awaited instead.
+        """
+        if type(self).publish is not MemoryBackend.publish:
+            return None
+        return self._publish(channel, message, private)
+
+    def _publish(
+        self, channel: str | tuple[str, ...], message: Message, private: bool
+    ) -> PublishResult:
         admitted = self.admit(channel, message, private=private)
         if isinstance(admitted, PublishResult):
             return admitted

@@ -156,6 +156,11 @@ _MERCURE = "mercure"  # the topics its form names (POST /.well-known/mercure)
 
 _TARGETS = {_CHANNELS: "/events", _BROADCAST: "/broadcast", _MERCURE: HUB_PATH}
 
+# The scope extension where `HubServer.refuse_head` leaves a plain publish's checked head
+# (its channel, `PublishHead` and when the publisher's token expires) for
+# `HubServer.answer_now`.
+_CHECKED_HEAD = "ssehub.checked_publish"
+
 
 def _target(kind: str, scope: Scope) -> str:
     """What a publish request targets, as logged: its channel, ``/events``, ``/broadcast`` or
@@ -570,10 +575,14 @@ class HubServer:
             if kind is not None:
                 target = _target(kind, scope)
                 try:
-                    self._publish_head(scope, kind, target)
+                    head, publisher = self._publish_head(scope, kind, target)
                 except HTTPError as exc:
                     self._rejected(exc.status, target, scope, exc.message)
                     raise
+                extensions = scope.get("extensions")
+                if kind == _CHANNEL and extensions is not None and not self.stream_body(scope):
+                    # Checked: `answer_now` may publish its body without the ASGI cycle.
+                    extensions[_CHECKED_HEAD] = (target, head, publisher.expires)
             elif endpoint in self._subscribers:
                 self._check_capacity()
         except HTTPError as exc:
@@ -652,13 +661,19 @@ class HubServer:
         body: bytes,
         extra: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
+        headers = self._json_headers(scope, body, extra)
+        # Sent here rather than through _send: this answers every publish.
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _json_headers(
+        self, scope: Scope, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+    ) -> list[tuple[bytes, bytes]]:
         headers = [_JSON_CT, (b"content-length", b"%d" % len(body)), *extra]
         cors = self.cors
         if cors.enabled:
             headers += cors.simple_headers(scope["headers"])
-        # Sent here rather than through _send: this answers every publish.
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        return headers
 
     async def _send_text(self, scope: Scope, send: Send, status: int, body: bytes) -> None:
         headers = [_TEXT_CT, (b"content-length", b"%d" % len(body))]
@@ -1036,7 +1051,11 @@ class HubServer:
                 answer["duplicates"] = duplicates
             return dumps(answer)
         event_id = await hub.publish(channel, messages, private=type(messages) is PrivateMessage)
-        answer = {"id": event_id, "channel": channel, "clients": hub.client_count(channel)}
+        return self._published(channel, event_id)
+
+    def _published(self, channel: str, event_id: PublishResult) -> bytes:
+        """The answer to a publish of one event to ``channel``."""
+        answer = {"id": event_id, "channel": channel, "clients": self.hub.client_count(channel)}
         if self._label:
             # Several processes serve the channel: "clients" is this one's share.
             answer["worker"] = self.workers.name
@@ -1044,6 +1063,41 @@ class HubServer:
             # Already in the channel's history (a retried publish): not sent again.
             answer["duplicate"] = True
         return dumps(answer)
+
+    def answer_now(
+        self, scope: Scope, body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The answer to a publish of one event to a channel, published now without the ASGI
+        cycle, or None: run the app for this request.
+
+        For a server that reads request bodies itself and called `refuse_head` on this
+        request's head (ssehub's native server, with the whole body in hand): when that head
+        was a ``POST /events/{channel}`` of one JSON or text event, checked and accepted, and
+        the hub publishes without waiting (`ssehub.Hub.publish_nowait`: the in-memory
+        default), the event is published here and the answer is the app's own: status,
+        headers (with ``content-length``) and body. Any other request, a batch, a body the app
+        would refuse (the app answers it, counted and logged) and a backend that waits give
+        None. Synchronous.
+        """
+        checked = scope["extensions"].get(_CHECKED_HEAD)
+        if checked is None or self._closing:
+            return None
+        channel, head, expires = checked
+        if expires is not None and time.time() >= expires:
+            return None  # the token expired while the body arrived: the app refuses it
+        try:
+            message = parse_body(head, body, max_batch=self.max_batch)
+            if type(message) is list:
+                return None
+            event_id = self.hub.publish_nowait(
+                channel, message, private=type(message) is PrivateMessage
+            )
+        except (HTTPError, EventTooLarge, InvalidMessage):
+            return None  # nothing was published: the app refuses it, as it does any publish
+        if event_id is None:
+            return None
+        answer = self._published(channel, event_id)
+        return 200, self._json_headers(scope, answer), answer
 
     async def _publish_to_channels(
         self, head: PublishHead, body: bytes, publisher: Publisher

@@ -84,6 +84,8 @@ access_log = logging.getLogger("ssehub.access")
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 HeadCheck = Callable[[Scope], "Answer | None"]
 """An app's decision from a request's head alone: the answer refusing it, or None."""
+AnswerNow = Callable[[Scope, bytes], "tuple[int, list[tuple[bytes, bytes]], bytes] | None"]
+"""An app's complete answer to a request and its body, given at once, or None to run it."""
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -595,8 +597,37 @@ class _Connection(asyncio.Protocol):
         if inbox is not None:
             inbox.end()
             return
-        self._enqueue(scope, b"".join(self.body))
+        body = b"".join(self.body)
         self.body = []
+        answer_now = self.server.answer_now
+        if (
+            answer_now is not None
+            and self.cycle is None
+            and not self.queue
+            and not self.server.closing
+        ):
+            reply = answer_now(scope, body)
+            if reply is not None:
+                self._reply(scope, *reply)
+                return
+        self._enqueue(scope, body)
+
+    def _reply(
+        self, scope: Scope, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        """Write ``answer_now``'s complete answer to the request of ``scope``."""
+        transport = self.transport
+        assert transport is not None
+        head = _head(status, headers)
+        keep = bool(scope["keep_alive"])
+        head += b"\r\n" if keep else b"connection: close\r\n\r\n"
+        transport.write(bytes(head + body))
+        if self.server.access_log:
+            self._log_access(scope, status)
+        if keep:
+            self.since = self.loop.time()  # idle from the last response on
+        else:
+            transport.close()
 
     def _enqueue(self, scope: Scope, body: bytes | _Inbox) -> None:
         if self.queue is None:
@@ -702,14 +733,7 @@ class _Connection(asyncio.Protocol):
         try:
             await self.server.app(scope, receive, send)
             if self.server.access_log:
-                access_log.info(
-                    '%s - "%s %s HTTP/%s" %d',
-                    self.client[0] if self.client else "-",
-                    scope["method"],
-                    scope["path"],
-                    scope["http_version"],
-                    200 if self.sub is not None else state.status,
-                )
+                self._log_access(scope, 200 if self.sub is not None else state.status)
         except Exception:
             log.exception("error in the hub's HTTP app")
             if not state.started:
@@ -737,6 +761,16 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         self._next_cycle()
+
+    def _log_access(self, scope: Scope, status: int) -> None:
+        access_log.info(
+            '%s - "%s %s HTTP/%s" %d',
+            self.client[0] if self.client else "-",
+            scope["method"],
+            scope["path"],
+            scope["http_version"],
+            status,
+        )
 
     async def _send(self, scope: Scope, state: _Response, message: ASGIMessage) -> None:
         transport = self.transport
@@ -858,7 +892,11 @@ class HTTPServer:
     read) whether to refuse it: it returns the answer, or None. ``stream_body``, when given,
     says from an accepted head whether the app reads that request's body as it arrives
     (``receive()`` gives each piece with ``more_body``; no ``max_body``, no body timeout: the
-    app bounds it, as the streaming publish does per line) rather than whole.
+    app bounds it, as the streaming publish does per line) rather than whole. ``answer_now``,
+    when given, is offered each request whose whole body is in and whose turn it is (nothing
+    before it on the connection is still being answered): it returns the complete answer
+    (status, headers with ``content-length``, body) without the ASGI cycle, or None to run the
+    app (`ssehub.server.app.HubServer.answer_now` publishes one event at once).
     """
 
     loop: asyncio.AbstractEventLoop
@@ -876,6 +914,7 @@ class HTTPServer:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         refuse_head: HeadCheck | None = None,
         stream_body: Callable[[Scope], bool] | None = None,
+        answer_now: AnswerNow | None = None,
     ) -> None:
         if max_head <= 0 or max_body <= 0:
             raise ValueError("max_head and max_body must be positive numbers of bytes")
@@ -887,6 +926,7 @@ class HTTPServer:
         self.access_log = access_log
         self.refuse_head = refuse_head
         self.stream_body = stream_body
+        self.answer_now = answer_now
         # The timeout of each phase, indexed by it (0: none).
         self._limits = (idle_timeout, head_timeout, body_timeout, 0.0, _LINGER)
         active = [t for t in (idle_timeout, head_timeout, body_timeout) if t > 0]

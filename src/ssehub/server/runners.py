@@ -436,6 +436,7 @@ def serve_native(
             idle_timeout=config.idle_timeout,
             refuse_head=app.refuse_head,
             stream_body=app.stream_body,
+            answer_now=app.answer_now,
         )
         loop = asyncio.get_running_loop()
 

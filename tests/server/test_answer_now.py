@@ -1,0 +1,215 @@
+"""A publish the native server answers at once (`HubServer.answer_now`: no ASGI cycle, no task)
+is answered, published and refused exactly as through the app, in the connection's order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ssehub import Hub
+from ssehub.server.app import HubServer
+from ssehub.types import Scope
+from tests._support.asgi_server import run_native
+from tests._support.sse import open_sse
+
+pytestmark = pytest.mark.timeout(30)
+
+ORIGIN = "http://ok.example"
+
+
+def post(path: str, body: bytes, *headers: str, content_type: str = "application/json") -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: hub", f"Content-Type: {content_type}", *headers]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+# Each request, in order on one connection, with whether it is answered at once: one event to
+# a channel is; a batch, and every refusal, go through the app.
+REQUESTS: list[tuple[bytes, bool]] = [
+    (post("/events/c", b'{"data": "one", "id": "e1"}'), True),
+    (post("/events/c", b"two", content_type="text/plain"), True),
+    (post("/events/c", b'{"data": "three", "id": "e3"}', f"Origin: {ORIGIN}"), True),
+    (post("/events/c", b'{"data": "four"}', content_type="application/json; charset=utf-8"), True),
+    (post("/events/c", b'{"data": "again", "id": "e1"}'), True),  # a duplicate: not sent again
+    (post("/events/c", b'[{"data": "five"}, {"data": "six"}]'), False),
+    (post("/events/c", b'{"data": "bad json"'), False),
+    (post("/events/c", b'{"data": "x", "id": " spaced"}'), False),
+    (post("/events/c", b'{"data": "' + b"y" * 3000 + b'"}'), False),  # over max_buffer
+    (post("/events/c", b"\xff\xfe", content_type="text/plain"), False),  # not UTF-8
+    (post("/events/c", b'{"data": "last", "id": "e9"}', "Connection: close"), True),
+]
+
+
+def split_whole(data: bytes) -> list[tuple[bytes, list[bytes], bytes]]:
+    """(status line, header lines, body) of each whole Content-Length-delimited response."""
+    out: list[tuple[bytes, list[bytes], bytes]] = []
+    while True:
+        head, found, rest = data.partition(b"\r\n\r\n")
+        if not found:
+            return out
+        status, *headers = head.split(b"\r\n")
+        length = next(int(h.split(b":")[1]) for h in headers if h.startswith(b"content-length"))
+        if len(rest) < length:
+            return out
+        out.append((status, headers, rest[:length]))
+        data = rest[length:]
+
+
+def order_of(event_id: str) -> str:
+    """A hub's own id without its per-hub prefix (``<prefix>-<order>``); an id given as is."""
+    return event_id.rsplit("-", 1)[-1]
+
+
+def without_prefix(body: bytes) -> Any:
+    """An answer with the hub's own ids named by their order only."""
+    answer = json.loads(body)
+    if "id" in answer:
+        answer["id"] = order_of(answer["id"])
+    if "ids" in answer:
+        answer["ids"] = [order_of(i) for i in answer["ids"]]
+    return answer
+
+
+async def exchange(
+    answer_now: Callable[[HubServer], Any] | None,
+) -> tuple[list[tuple[bytes, list[bytes], bytes]], list[tuple[str | None, str]], list[bool]]:
+    """Send every request on one connection to a hub (a subscriber of ``/events/c`` reading);
+    its answers, the events the subscriber got, and for each request whether answer_now took
+    it."""
+    hub = Hub(max_buffer=2048)
+    app = HubServer(hub, cors_origins=[ORIGIN], max_body=10_000)
+    taken: list[bool] = []
+    config: dict[str, Any] = {"refuse_head": app.refuse_head, "stream_body": app.stream_body}
+    if answer_now is not None:
+        real = answer_now(app)
+
+        def counted(scope: Scope, body: bytes) -> Any:
+            reply = real(scope, body)
+            if scope["method"] == "POST":  # not the subscriber's GET
+                taken.append(reply is not None)
+            return reply
+
+        config["answer_now"] = counted
+    async with (
+        run_native(app, **config) as base,
+        open_sse(f"{base}/events/c") as stream,
+    ):
+        async with asyncio.timeout(5):
+            while not hub.client_count("/events/c"):
+                await asyncio.sleep(0.01)
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        data = b""
+        async with asyncio.timeout(10):
+            for number, (request, _) in enumerate(REQUESTS, 1):
+                # One at a time: each is offered to answer_now (one pipelined behind a request
+                # still in the app waits for it: see the next test).
+                writer.write(request)
+                while len(split_whole(data)) < number:
+                    chunk = await reader.read(65536)
+                    assert chunk, "the connection closed early"
+                    data += chunk
+        writer.close()
+        events = await stream.events(6)
+    return split_whole(data), [(e.id, e.data) for e in events], taken
+
+
+async def test_a_publish_answered_at_once_is_answered_and_published_as_through_the_app() -> None:
+    fast, fast_events, taken = await exchange(lambda app: app.answer_now)
+    slow, slow_events, _ = await exchange(None)
+    assert len(fast) == len(slow) == len(REQUESTS)
+    for (status, headers, body), (status2, headers2, body2) in zip(fast, slow, strict=True):
+        assert status == status2
+        assert headers == headers2
+        assert without_prefix(body) == without_prefix(body2)
+    assert [s for s, _, _ in fast] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 413 Request Entity Too Large",
+        b"HTTP/1.1 415 Unsupported Media Type",
+        b"HTTP/1.1 200 OK",
+    ]
+    assert json.loads(fast[4][2])["duplicate"] is True
+    assert f"access-control-allow-origin: {ORIGIN}".encode() in fast[2][1]
+    assert b"connection: close" in fast[-1][1]
+    # Exactly the single events were answered at once.
+    assert taken == [now for _, now in REQUESTS]
+    assert [data for _, data in fast_events] == ["one", "two", "three", "four", "five", "six"]
+    assert [(order_of(i or ""), d) for i, d in fast_events] == [
+        (order_of(i or ""), d) for i, d in slow_events
+    ]
+    assert fast_events[0][0] == "e1" and fast_events[2][0] == "e3"
+
+
+async def test_a_publish_pipelined_behind_one_the_app_answers_waits_its_turn() -> None:
+    """A batch (answered through the app, in a task) then a single event, in one write: the
+    single one is not answered at once ahead of the batch; answers and events keep their
+    order."""
+    hub = Hub()
+    app = HubServer(hub)
+    async with (
+        run_native(
+            app,
+            refuse_head=app.refuse_head,
+            stream_body=app.stream_body,
+            answer_now=app.answer_now,
+        ) as base,
+        open_sse(f"{base}/events/p") as stream,
+    ):
+        async with asyncio.timeout(5):
+            while not hub.client_count("/events/p"):
+                await asyncio.sleep(0.01)
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            post("/events/p", b'[{"data": "1"}, {"data": "2"}]')
+            + post("/events/p", b'{"data": "3"}', "Connection: close")
+        )
+        async with asyncio.timeout(10):
+            data = await reader.read(-1)
+        writer.close()
+        events = await stream.events(3)
+    answers = [json.loads(body) for _, _, body in split_whole(data)]
+    assert [len(a["ids"]) if "ids" in a else 1 for a in answers] == [2, 1]
+    assert [e.data for e in events] == ["1", "2", "3"]
+    assert answers[1]["id"] == events[2].id
+
+
+async def test_answer_now_leaves_to_the_app_what_it_did_not_check() -> None:
+    """No head checked by refuse_head (another server), a streaming publish, a hub shutting
+    down or a backend that waits: None, and nothing is published."""
+    hub = Hub()
+    app = HubServer(hub)
+    await hub.start()
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/events/n",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"13")],
+        "client": ("127.0.0.1", 1),
+        "extensions": {},
+    }
+    assert app.answer_now(scope, b'{"data": "x"}') is None  # refuse_head never saw it
+    assert app.refuse_head(scope) is None
+    reply = app.answer_now(scope, b'{"data": "x"}')
+    assert reply is not None and reply[0] == 200
+    assert hub.published_count("/events/n") == 1
+    ndjson: Scope = {**scope, "headers": [(b"content-type", b"application/x-ndjson")]}
+    ndjson["extensions"] = {}
+    assert app.refuse_head(ndjson) is None
+    assert app.answer_now(ndjson, b'{"data": "y"}\n') is None
+    await hub.shutdown()
+    assert app.answer_now(scope, b'{"data": "z"}') is None
+    assert hub.published_count("/events/n") == 1
