@@ -25,7 +25,7 @@ from ssehub import (
     Message,
     SqliteBackend,
 )
-from ssehub.backends.sqlite import FSYNC_MODES, WAL_LIMIT
+from ssehub.backends.sqlite import AT_ONCE, FSYNC_MODES, WAL_LIMIT
 from ssehub.selectors import Selectors
 
 Delivered = list[tuple[Any, str, bytes]]
@@ -275,21 +275,35 @@ async def test_over_http_a_failed_write_is_answered_503_with_a_json_reason(tmp_p
         await app.close()
 
 
-async def test_the_hub_never_publishes_past_the_write_with_publish_nowait(tmp_path: Path) -> None:
-    """The durable backend answers a publish once written: `Hub.publish_nowait` declines
-    (None, nothing retained), and the standalone hub awaits the write instead."""
+async def test_publish_nowait_answers_once_written_and_declines_what_would_wait(
+    tmp_path: Path,
+) -> None:
+    """`Hub.publish_nowait` on the durable backend: the id once the event is committed (the
+    first AT_ONCE publishes of a loop turn are each written as they come); past them, and with
+    fsync always (a writer thread), None with nothing published: publish awaits the write."""
     from ssehub import Hub
 
     path = tmp_path / "h.sqlite3"
     hub = Hub(backend=SqliteBackend(path), keepalive=None)
     await hub.start()
     try:
-        assert hub.publish_nowait("/a", "not now") is None
-        assert hub.published_count("/a") == 0
-        await hub.publish("/a", "written")
+        ids = [hub.publish_nowait("/a", f"now {i}") for i in range(AT_ONCE)]
+        assert None not in ids
+        assert rows(path) == AT_ONCE  # each committed before its id was returned
+        assert hub.publish_nowait("/a", "one too many this turn") is None
+        await asyncio.sleep(0)  # the next loop turn
+        assert hub.publish_nowait("/a", "next turn") is not None
+        assert hub.published_count("/a") == AT_ONCE + 1
     finally:
         await hub.shutdown()
-    assert rows(path) == 1
+    assert rows(path) == AT_ONCE + 1
+    threaded = Hub(backend=SqliteBackend(tmp_path / "t.sqlite3", fsync="always"), keepalive=None)
+    await threaded.start()
+    try:
+        assert threaded.publish_nowait("/a", "not now") is None
+        assert threaded.published_count("/a") == 0
+    finally:
+        await threaded.shutdown()
 
 
 async def test_without_history_nothing_is_written_and_ids_never_repeat(tmp_path: Path) -> None:

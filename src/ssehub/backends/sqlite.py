@@ -419,22 +419,7 @@ class SqliteBackend(MemoryBackend):
         keys = [(name, admitted.event_id) for name in names] if message.id is not None else []
         for key in keys:
             self._writing[key] = future
-        write = _Write(admitted, time.time(), future)
-        if self._threaded:
-            self._ops.put(write)
-        else:
-            self._pending.append(write)
-            if self._flush_handle is None:
-                # The first publish of a loop turn schedules the turn's group commit first, so
-                # that it runs before the server's write pass that the deliveries schedule: the
-                # turn's events reach each socket in one write, however they were committed.
-                self._flush_handle = loop.call_soon(self._flush_writes)
-                self._at_once = 0
-            if self._at_once < AT_ONCE and len(self._pending) == 1:
-                # Written at once, as memory would deliver it (nothing of this turn waits
-                # before it): the publisher is answered without waiting a loop turn.
-                self._at_once += 1
-                self._flush(removes=self._removes_due)
+        self._submit(_Write(admitted, time.time(), future), loop)
         if future.done():
             for key in keys:
                 if self._writing.get(key) is future:
@@ -447,6 +432,57 @@ class SqliteBackend(MemoryBackend):
             for key in keys:
                 if self._writing.get(key) is future:
                     del self._writing[key]
+
+    def publish_now(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> PublishResult | None:
+        """`publish` where it completes without waiting: the event's id once written, or None
+        (nothing done; await `publish`).
+
+        It does for the first `AT_ONCE` publishes of a loop turn, each written in a commit of
+        its own as it comes (with ``fsync`` ``"batch"`` or ``"off"``; ``"always"`` writes in a
+        thread), unless an event of the same id is being written. Raises as `publish` does.
+        """
+        loop = self._loop
+        if (
+            loop is None
+            or not self._running
+            or self._threaded
+            or self._pending
+            or (self._flush_handle is not None and self._at_once >= AT_ONCE)
+        ):
+            return None
+        if message.id is not None:
+            names = (channel,) if isinstance(channel, str) else channel
+            if any((name, message.id) in self._writing for name in names):
+                return None  # its fate decides whether this one is a duplicate: publish waits
+        admitted = self.admit(channel, message, private=private)
+        if isinstance(admitted, PublishResult):
+            return admitted
+        if not self._keeps_history:
+            return self.accept(admitted)
+        future: asyncio.Future[PublishResult] = loop.create_future()
+        self._submit(_Write(admitted, time.time(), future), loop)
+        return future.result()  # written at once (or raises BackendUnavailable)
+
+    def _submit(self, write: _Write, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue ``write`` for the writer thread, or for this loop turn's group commit; the
+        first `AT_ONCE` of a turn are written at once when nothing of the turn waits before."""
+        if self._threaded:
+            self._ops.put(write)
+            return
+        self._pending.append(write)
+        if self._flush_handle is None:
+            # The first publish of a loop turn schedules the turn's group commit first, so
+            # that it runs before the server's write pass that the deliveries schedule: the
+            # turn's events reach each socket in one write, however they were committed.
+            self._flush_handle = loop.call_soon(self._flush_writes)
+            self._at_once = 0
+        if self._at_once < AT_ONCE and len(self._pending) == 1:
+            # Written at once, as memory would deliver it (nothing of this turn waits
+            # before it): the publisher is answered without waiting a loop turn.
+            self._at_once += 1
+            self._flush(removes=self._removes_due)
 
     def _removed(self, channel: str, event_id: str, order: int) -> None:
         if self._stopped:

@@ -48,7 +48,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ssehub._serving import DIRECT_STREAM, Answer, open_stream
@@ -99,6 +99,7 @@ from ssehub.server.routing import Endpoint, HTTPError, Resource, Route, Router, 
 from ssehub.server.workers import Workers, WorkerState, version
 from ssehub.subscription import Subscription
 from ssehub.types import Receive, Scope, Send
+from ssehub.wire import Message
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -160,6 +161,9 @@ _TARGETS = {_CHANNELS: "/events", _BROADCAST: "/broadcast", _MERCURE: HUB_PATH}
 # (its channel, `PublishHead` and when the publisher's token expires) for
 # `HubServer.answer_now`.
 _CHECKED_HEAD = "ssehub.checked_publish"
+
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""A complete answer: status, headers (``content-length`` included) and body."""
 
 
 def _target(kind: str, scope: Scope) -> str:
@@ -804,7 +808,7 @@ class HubServer:
             head, publisher = self._publish_head(scope, kind, target)
             body = await self._read_body(receive)
             if kind == _CHANNEL:
-                answer = await self._publish_to(target, head, body)
+                answer = await self._publish_to(target, self._parse(head, body), len(body))
             elif kind == _CHANNELS:
                 answer = await self._publish_to_channels(head, body, publisher)
             elif kind == _MERCURE:
@@ -812,29 +816,43 @@ class HubServer:
                 answer = event_id.encode()
             else:
                 answer = await self._publish_everywhere(head, body)
-        except HTTPError as exc:
-            self._rejected(exc.status, target, scope, exc.message)
-            raise
-        except EventTooLarge as exc:
-            self._rejected(413, target, scope, str(exc))
-            raise HTTPError(413, str(exc)) from None
-        except InvalidMessage as exc:  # what the body's checks let through, should there be any
-            self._rejected(400, target, scope, str(exc))
-            raise HTTPError(400, str(exc)) from None
-        except HubClosed:
-            self._rejected(503, target, scope, "the hub is shut down")
-            raise HTTPError(503, "the hub is shutting down") from None
-        except BackendUnavailable as exc:
-            self._rejected(503, target, scope, str(exc))
-            raise HTTPError(503, f"the backend is unavailable: {exc}") from None
+        except Exception as exc:
+            refusal = self._refusal(exc, target, scope)
+            if refusal is None:
+                raise
+            raise refusal from None
         finally:
-            self._inflight -= 1
-            if self._idle is not None and not self._inflight:
-                self._idle.set()
+            self._done()
         if kind == _MERCURE:  # the update's id
             await self._send_text(scope, send, 200, answer)
         else:
             await self._send_json(scope, send, 200, answer)
+
+    def _refusal(self, exc: Exception, target: str, scope: Scope) -> HTTPError | None:
+        """The answer to a publish that raised ``exc``, counted and logged; None for an error
+        that is not the publisher's (a bug: a 500)."""
+        if isinstance(exc, HTTPError):
+            refusal = exc
+        elif isinstance(exc, EventTooLarge):
+            refusal = HTTPError(413, str(exc))
+        elif isinstance(exc, InvalidMessage):  # what the body's checks let through, if any
+            refusal = HTTPError(400, str(exc))
+        elif isinstance(exc, HubClosed):
+            self._rejected(503, target, scope, "the hub is shut down")
+            return HTTPError(503, "the hub is shutting down")
+        elif isinstance(exc, BackendUnavailable):
+            self._rejected(503, target, scope, str(exc))
+            return HTTPError(503, f"the backend is unavailable: {exc}")
+        else:
+            return None
+        self._rejected(refusal.status, target, scope, refusal.message)
+        return refusal
+
+    def _done(self) -> None:
+        """A publish counted in `_inflight` ended."""
+        self._inflight -= 1
+        if self._idle is not None and not self._inflight:
+            self._idle.set()
 
     async def _publish_stream(
         self, scope: Scope, receive: Receive, send: Send, kind: str, target: str
@@ -1033,13 +1051,18 @@ class HubServer:
             private=type(message) is PrivateMessage,
         )
 
-    async def _publish_to(self, channel: str, head: PublishHead, body: bytes) -> bytes:
+    def _parse(self, head: PublishHead, body: bytes) -> Message | list[Message]:
+        return parse_body(head, body, max_batch=self.max_batch)
+
+    async def _publish_to(
+        self, channel: str, messages: Message | list[Message], size: int
+    ) -> bytes:
+        """Publish a ``size``-byte body's ``messages`` to ``channel``; the answer."""
         hub = self.hub
-        messages = parse_body(head, body, max_batch=self.max_batch)
         answer: dict[str, Any]
         if type(messages) is list:
             # All or nothing: an event no client could receive refuses the whole batch.
-            check_event_sizes(messages, len(body), hub.max_buffer)
+            check_event_sizes(messages, size, hub.max_buffer)
             ids = [
                 await hub.publish(channel, m, private=type(m) is PrivateMessage) for m in messages
             ]
@@ -1064,40 +1087,63 @@ class HubServer:
             answer["duplicate"] = True
         return dumps(answer)
 
-    def answer_now(
-        self, scope: Scope, body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """The answer to a publish of one event to a channel, published now without the ASGI
-        cycle, or None: run the app for this request.
+    def answer_now(self, scope: Scope, body: bytes) -> Reply | Awaitable[Reply] | None:
+        """The answer to a ``POST /events/{channel}`` publish without the ASGI cycle, or None:
+        run the app for this request.
 
         For a server that reads request bodies itself and called `refuse_head` on this
-        request's head (ssehub's native server, with the whole body in hand): when that head
-        was a ``POST /events/{channel}`` of one JSON or text event, checked and accepted, and
-        the hub publishes without waiting (`ssehub.Hub.publish_nowait`: the in-memory
-        default), the event is published here and the answer is the app's own: status,
-        headers (with ``content-length``) and body. Any other request, a batch, a body the app
-        would refuse (the app answers it, counted and logged) and a backend that waits give
-        None. Synchronous.
+        request's head (ssehub's native server), with the whole body in hand. When that head
+        was a publish to a channel, checked and accepted, the body is parsed and published
+        here, and the answer is the app's own (status, headers with ``content-length``, body),
+        refusals included (counted and logged). It is given at once for one event on a hub
+        that publishes without waiting (`ssehub.Hub.publish_nowait`: the in-memory default),
+        as an awaitable of it otherwise (a batch, Redis, ``--workers``, ``--data``). None for
+        any other request, and for a hub shutting down or a token that expired while the body
+        arrived (the app answers 503 or 401). Raises only for an error that is not the
+        publisher's (a bug: answer 500).
         """
-        checked = scope["extensions"].get(_CHECKED_HEAD)
-        if checked is None or self._closing:
+        extensions = scope.get("extensions")
+        checked = extensions.get(_CHECKED_HEAD) if extensions else None
+        if checked is None:
             return None
         channel, head, expires = checked
-        if expires is not None and time.time() >= expires:
-            return None  # the token expired while the body arrived: the app refuses it
-        try:
-            message = parse_body(head, body, max_batch=self.max_batch)
-            if type(message) is list:
-                return None
-            event_id = self.hub.publish_nowait(
-                channel, message, private=type(message) is PrivateMessage
-            )
-        except (HTTPError, EventTooLarge, InvalidMessage):
-            return None  # nothing was published: the app refuses it, as it does any publish
-        if event_id is None:
+        if self._closing or (expires is not None and time.time() >= expires):
             return None
-        answer = self._published(channel, event_id)
+        try:
+            messages = self._parse(head, body)
+            if type(messages) is not list:
+                event_id = self.hub.publish_nowait(
+                    channel, messages, private=type(messages) is PrivateMessage
+                )
+                if event_id is not None:
+                    answer = self._published(channel, event_id)
+                    return 200, self._json_headers(scope, answer), answer
+        except Exception as exc:
+            refusal = self._refusal(exc, channel, scope)
+            if refusal is None:
+                raise
+            return self._error_reply(scope, refusal)
+        return self._answer_later(scope, channel, messages, len(body))
+
+    async def _answer_later(
+        self, scope: Scope, channel: str, messages: Message | list[Message], size: int
+    ) -> Reply:
+        self._inflight += 1
+        try:
+            answer = await self._publish_to(channel, messages, size)
+        except Exception as exc:
+            refusal = self._refusal(exc, channel, scope)
+            if refusal is None:
+                raise
+            return self._error_reply(scope, refusal)
+        finally:
+            self._done()
         return 200, self._json_headers(scope, answer), answer
+
+    def _error_reply(self, scope: Scope, refusal: HTTPError) -> Reply:
+        """``refusal`` as `_send_error` answers it off the Mercure routes."""
+        body = dumps({"error": refusal.message})
+        return refusal.status, self._json_headers(scope, body, refusal.headers), body
 
     async def _publish_to_channels(
         self, head: PublishHead, body: bytes, publisher: Publisher

@@ -58,7 +58,7 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -84,8 +84,10 @@ access_log = logging.getLogger("ssehub.access")
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 HeadCheck = Callable[[Scope], "Answer | None"]
 """An app's decision from a request's head alone: the answer refusing it, or None."""
-AnswerNow = Callable[[Scope, bytes], "tuple[int, list[tuple[bytes, bytes]], bytes] | None"]
-"""An app's complete answer to a request and its body, given at once, or None to run it."""
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""A complete answer: status, headers (``content-length`` included) and body."""
+AnswerNow = Callable[[Scope, bytes], "Reply | Awaitable[Reply] | None"]
+"""An app's complete answer to a request and its body, at once or awaitable; None: run it."""
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -606,20 +608,42 @@ class _Connection(asyncio.Protocol):
             and not self.queue
             and not self.server.closing
         ):
-            reply = answer_now(scope, body)
+            try:
+                reply = answer_now(scope, body)
+            except Exception:
+                log.exception("error in the hub's HTTP app")
+                self._reject(500, b"internal server error")
+                raise _Refused from None
+            if isinstance(reply, tuple):
+                self._reply(scope, reply)
+                return
             if reply is not None:
-                self._reply(scope, *reply)
+                # The request's cycle: what is pipelined behind it waits in the queue.
+                self.cycle = self.loop.create_task(self._reply_later(scope, reply))
                 return
         self._enqueue(scope, body)
 
-    def _reply(
-        self, scope: Scope, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> None:
-        """Write ``answer_now``'s complete answer to the request of ``scope``."""
+    async def _reply_later(self, scope: Scope, pending: Awaitable[Reply]) -> None:
+        try:
+            reply = await pending
+        except Exception:
+            log.exception("error in the hub's HTTP app")
+            self._reject(500, b"internal server error")
+            return
+        transport = self.transport
+        if self.phase == _LINGER_PHASE or transport is None or transport.is_closing():
+            return  # answered already (a request pipelined behind it was refused), or gone
+        if self._reply(scope, reply):
+            self._next_cycle()
+
+    def _reply(self, scope: Scope, reply: Reply) -> bool:
+        """Write ``answer_now``'s complete answer to the request of ``scope``; whether the
+        connection is kept for the next request."""
         transport = self.transport
         assert transport is not None
+        status, headers, body = reply
         head = _head(status, headers)
-        keep = bool(scope["keep_alive"])
+        keep = bool(scope["keep_alive"]) and not self.server.closing
         head += b"\r\n" if keep else b"connection: close\r\n\r\n"
         transport.write(bytes(head + body))
         if self.server.access_log:
@@ -628,6 +652,7 @@ class _Connection(asyncio.Protocol):
             self.since = self.loop.time()  # idle from the last response on
         else:
             transport.close()
+        return keep
 
     def _enqueue(self, scope: Scope, body: bytes | _Inbox) -> None:
         if self.queue is None:
@@ -895,8 +920,9 @@ class HTTPServer:
     app bounds it, as the streaming publish does per line) rather than whole. ``answer_now``,
     when given, is offered each request whose whole body is in and whose turn it is (nothing
     before it on the connection is still being answered): it returns the complete answer
-    (status, headers with ``content-length``, body) without the ASGI cycle, or None to run the
-    app (`ssehub.server.app.HubServer.answer_now` publishes one event at once).
+    (status, headers with ``content-length``, body) without the ASGI cycle, or an awaitable of
+    it (run as the request's task), or None to run the app
+    (`ssehub.server.app.HubServer.answer_now` answers a publish to a channel).
     """
 
     loop: asyncio.AbstractEventLoop
