@@ -2,7 +2,9 @@
 
 Run with ``python -m bench.idle_latency`` (``--smoke`` for a few seconds). W3 measures latency
 under a paced load of 1,000 subscribers; this measures what a chat-like app sees most of the
-time: an event published while nothing else is happening, to 1, 10 or 100 subscribers.
+time: an event published while nothing else is happening, to 1, 10 or 100 subscribers. With
+``--subscribers 0`` it measures the publish path alone: the answer's latency and the server's
+CPU per publish (a request per event, one in flight).
 
 One process and one thread hold every connection (so one clock stamps both ends): S
 subscribers of one channel on raw sockets and one keep-alive publisher connection. Each
@@ -10,7 +12,8 @@ iteration stamps the time, sends one ``POST`` (a request per event), and waits u
 subscriber has the event and the answer has arrived, then pauses ``--pause-ms`` so the server
 is idle again. The latency of a delivery is from just before the request was sent to the
 moment its subscriber's socket returned the event; "answer" is the same for the publisher's
-response. Servers run alternately (``--runs`` rounds), each freshly started as ``python -m
+response; "server CPU" is the CPU time (user + system) of the server's processes over the run,
+per event. Servers run alternately (``--runs`` rounds), each freshly started as ``python -m
 bench`` starts it; the figures are medians over the rounds of each run's p50 and p99.
 """
 
@@ -65,6 +68,14 @@ def _quantile(values: list[int], q: float) -> float:
     return ordered[round(q * (len(ordered) - 1))] / 1000
 
 
+def _us(value: float | None) -> str:
+    return "      -" if value is None else f"{value:7.1f}"
+
+
+def _ratio(value: float | None, bare: float | None) -> str:
+    return "" if value is None or not bare else f"{value / bare:.2f}x"
+
+
 def measure(server: Server, subscribers: int, iterations: int, pause_s: float) -> dict[str, Any]:
     """One run: ``iterations`` events, one at a time, to ``subscribers`` raw streams."""
     path = "/events/idle-latency"
@@ -85,6 +96,7 @@ def measure(server: Server, subscribers: int, iterations: int, pause_s: float) -
             pass
     deliveries: list[int] = []
     answers: list[int] = []
+    cpu_before = server.cpu()
     try:
         for i in range(iterations):
             marker = b"i%d-" % i
@@ -124,6 +136,7 @@ def measure(server: Server, subscribers: int, iterations: int, pause_s: float) -
                         else:
                             tails[sock] = seen[-64:]
             time.sleep(pause_s)
+        cpu = server.cpu() - cpu_before
     finally:
         sel.close()
         pub.close()
@@ -133,9 +146,10 @@ def measure(server: Server, subscribers: int, iterations: int, pause_s: float) -
         "subscribers": subscribers,
         "iterations": iterations,
         "delivered": len(deliveries),
-        "p50_us": _quantile(deliveries, 0.5),
-        "p99_us": _quantile(deliveries, 0.99),
+        "p50_us": _quantile(deliveries, 0.5) if deliveries else None,
+        "p99_us": _quantile(deliveries, 0.99) if deliveries else None,
         "answer_p50_us": _quantile(answers, 0.5),
+        "cpu_us_per_event": cpu / iterations * 1e6,
     }
 
 
@@ -143,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     """Measure every server at every size and print one table per size."""
     parser = argparse.ArgumentParser(prog="python -m bench.idle_latency", description=__doc__)
     parser.add_argument("--servers", default="ssehub,bare", help="keys from bench/config.py")
-    parser.add_argument("--subscribers", default="1,10,100", metavar="N,N")
+    parser.add_argument(
+        "--subscribers", default="0,1,10,100", metavar="N,N", help="0: the publish path alone"
+    )
     parser.add_argument("--iterations", type=int, default=2000, help="events per run")
     parser.add_argument("--pause-ms", type=float, default=2.0, help="idle time between events")
     parser.add_argument("--runs", type=int, default=3)
@@ -153,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.smoke:
-        args.subscribers, args.iterations, args.runs = "1,3", 50, 1
+        args.subscribers, args.iterations, args.runs = "0,1,3", 50, 1
     keys = args.servers.split(",")
     specs = [next(s for s in C.SERVERS if s.key == key) for key in keys]
     sizes = [int(n) for n in args.subscribers.split(",")]
@@ -173,30 +189,30 @@ def main(argv: list[str] | None = None) -> int:
                     server.stop()
                 results.setdefault((spec.key, n), []).append(result)
                 print(
-                    f"  {n} subs  {spec.name:36} p50 {result['p50_us']:7.1f} us  "
-                    f"p99 {result['p99_us']:7.1f} us  answer {result['answer_p50_us']:7.1f} us",
+                    f"  {n} subs  {spec.name:36} p50 {_us(result['p50_us'])} us  "
+                    f"p99 {_us(result['p99_us'])} us  answer {_us(result['answer_p50_us'])} us  "
+                    f"server CPU {_us(result['cpu_us_per_event'])} us/event",
                     file=sys.stderr,
                 )
+    fields = ("p50_us", "p99_us", "answer_p50_us", "cpu_us_per_event")
     for n in sizes:
         print(f"\n**One event at a time to {n} subscriber(s)** (medians of {args.runs} runs)\n")
-        print("| server | p50 us | p99 us | answer p50 us | p50 vs bare | p99 vs bare |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print(
+            "| server | p50 us | p99 us | answer p50 us | server CPU us / event "
+            "| p50 vs bare | p99 vs bare | answer vs bare | CPU vs bare |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
-        def median(key: str, field: str, n: int = n) -> float:
-            return statistics.median(r[field] for r in results[key, n])
+        def median(key: str, field: str, n: int = n) -> float | None:
+            values = [r[field] for r in results[key, n] if r[field] is not None]
+            return statistics.median(values) if values else None
 
         for spec in specs:
-            ratios = ["", ""]
+            ratios = [""] * len(fields)
             if "bare" in keys:
-                ratios = [
-                    f"{median(spec.key, field) / median('bare', field):.2f}x"
-                    for field in ("p50_us", "p99_us")
-                ]
-            print(
-                f"| {spec.name} | {median(spec.key, 'p50_us'):.1f} "
-                f"| {median(spec.key, 'p99_us'):.1f} | {median(spec.key, 'answer_p50_us'):.1f} "
-                f"| {ratios[0]} | {ratios[1]} |"
-            )
+                ratios = [_ratio(median(spec.key, f), median("bare", f)) for f in fields]
+            figures = " | ".join(_us(median(spec.key, f)).strip() for f in fields)
+            print(f"| {spec.name} | {figures} | {' | '.join(ratios)} |")
     if args.save:
         date = datetime.date.today().isoformat()
         path = Path(__file__).resolve().parent / "results" / "idle" / f"{date}-{args.save}.json"
