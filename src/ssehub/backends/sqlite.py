@@ -646,9 +646,16 @@ class SqliteBackend(MemoryBackend):
         trimmed: dict[str, tuple[str, int]] = {}
         for remove in removes:
             trimmed[remove.channel] = (remove.event_id, remove.order)
-        db.execute("BEGIN IMMEDIATE")
         # The publish counter is not written apart: the newest order is in ``events``, or in
         # ``channels`` once deleted (one page per commit, most often, for a small event).
+        if len(rows) == 1 and not trimmed:
+            # One row (the usual commit, written at once): one statement is its own
+            # transaction, without the two statements around it.
+            db.execute("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows[0])
+            self.commits += 1
+            self.written += len(writes)
+            return
+        db.execute("BEGIN IMMEDIATE")
         if rows:
             db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
         for channel, (event_id, order) in trimmed.items():
