@@ -699,7 +699,7 @@ class HubServer:
             headers += self.cors.simple_headers(scope["headers"])
             await self._send(send, status, headers, body)
             return
-        await self._send_json(scope, send, status, dumps({"error": message}), extra)
+        await self._send(send, *self._error_reply(scope, HTTPError(status, message, extra)))
 
     async def _send_preflight(self, scope: Scope, send: Send, allow: str) -> None:
         headers = self.cors.preflight_headers(scope["headers"], allow.encode())
@@ -1096,11 +1096,12 @@ class HubServer:
         was a publish to a channel, checked and accepted, the body is parsed and published
         here, and the answer is the app's own (status, headers with ``content-length``, body),
         refusals included (counted and logged). It is given at once for one event on a hub
-        that publishes without waiting (`ssehub.Hub.publish_nowait`: the in-memory default),
-        as an awaitable of it otherwise (a batch, Redis, ``--workers``, ``--data``). None for
-        any other request, and for a hub shutting down or a token that expired while the body
-        arrived (the app answers 503 or 401). Raises only for an error that is not the
-        publisher's (a bug: answer 500).
+        that publishes without waiting (`ssehub.Hub.publish_nowait`: the in-memory default,
+        the durable backend for the events it writes at once),
+        as an awaitable of it otherwise (a batch, Redis, ``--workers``, ``--data`` past the
+        events it writes at once). None for any other request, and while the app closes or
+        when the token expired while the body arrived (the app answers 503 or 401). Raises only
+        for an error that is not the publisher's (a bug: answer 500).
         """
         extensions = scope.get("extensions")
         checked = extensions.get(_CHECKED_HEAD) if extensions else None

@@ -22,6 +22,9 @@ at a time per connection, keep-alive, fixed and streamed bodies, lifespan), and 
 hands a subscription over with one `ssehub._serving.DirectStream` message (as
 `ssehub.asgi.stream_subscription` does); the server then writes it straight to the client's
 transport, through the subscription's writer API (`Subscription.take`, `Subscription.arm`).
+A publish can skip ASGI too (``answer_now``: `ssehub.server.app.HubServer.answer_now`): the
+app answers it from the scope and the whole body, at once, inside ``data_received`` (one event
+on the in-memory hub: no task) or through an awaitable run as the request's task.
 Publishing costs, per subscriber, one append; then one ``write`` per subscriber with pending
 bytes, in slices spread over a few loop iterations (`_Flusher`), so that events published while
 a flush is under way join the writes still to come (adaptive coalescing: idle, each event is
