@@ -5,9 +5,10 @@ and refused exactly as through the app, in the connection's order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from ssehub import Hub, SqliteBackend
 from ssehub.server.app import HubServer
 from ssehub.types import Scope
 from tests._support.asgi_server import run_native
-from tests._support.sse import open_sse
+from tests._support.sse import SSEStream, open_sse
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -78,6 +79,24 @@ def without_prefix(body: bytes) -> Any:
     return answer
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    app: HubServer, channel: str, **config: Any
+) -> AsyncIterator[tuple[SSEStream, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``app`` on the native server with ``config``, a subscriber of ``channel`` reading, and a
+    raw connection to publish on (closed on exit)."""
+    async with run_native(app, **config) as base, open_sse(f"{base}{channel}") as stream:
+        async with asyncio.timeout(5):
+            while not app.hub.client_count(channel):
+                await asyncio.sleep(0.01)
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            yield stream, reader, writer
+        finally:
+            writer.close()
+
+
 async def exchange(
     answer_now: Callable[[HubServer], Any] | None,
 ) -> tuple[list[tuple[bytes, list[bytes], bytes]], list[tuple[str | None, str]], list[str]]:
@@ -98,15 +117,7 @@ async def exchange(
             return reply
 
         config["answer_now"] = counted
-    async with (
-        run_native(app, **config) as base,
-        open_sse(f"{base}/events/c") as stream,
-    ):
-        async with asyncio.timeout(5):
-            while not hub.client_count("/events/c"):
-                await asyncio.sleep(0.01)
-        host, port = base.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
+    async with serving(app, "/events/c", **config) as (stream, reader, writer):
         data = b""
         async with asyncio.timeout(10):
             for number, (request, _) in enumerate(REQUESTS, 1):
@@ -117,7 +128,6 @@ async def exchange(
                     chunk = await reader.read(65536)
                     assert chunk, "the connection closed early"
                     data += chunk
-        writer.close()
         events = await stream.events(6)
     return split_whole(data), [(e.id, e.data) for e in events], taken
 
@@ -160,29 +170,19 @@ async def test_a_publish_pipelined_behind_one_the_app_answers_waits_its_turn() -
     """A batch (answered through the app, in a task) then a single event, in one write: the
     single one is not answered at once ahead of the batch; answers and events keep their
     order."""
-    hub = Hub()
-    app = HubServer(hub)
-    async with (
-        run_native(
-            app,
-            refuse_head=app.refuse_head,
-            stream_body=app.stream_body,
-            answer_now=app.answer_now,
-        ) as base,
-        open_sse(f"{base}/events/p") as stream,
-    ):
-        async with asyncio.timeout(5):
-            while not hub.client_count("/events/p"):
-                await asyncio.sleep(0.01)
-        host, port = base.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
+    app = HubServer(Hub())
+    config = {
+        "refuse_head": app.refuse_head,
+        "stream_body": app.stream_body,
+        "answer_now": app.answer_now,
+    }
+    async with serving(app, "/events/p", **config) as (stream, reader, writer):
         writer.write(
             post("/events/p", b'[{"data": "1"}, {"data": "2"}]')
             + post("/events/p", b'{"data": "3"}', "Connection: close")
         )
         async with asyncio.timeout(10):
             data = await reader.read(-1)
-        writer.close()
         events = await stream.events(3)
     answers = [json.loads(body) for _, _, body in split_whole(data)]
     assert [len(a["ids"]) if "ids" in a else 1 for a in answers] == [2, 1]

@@ -578,13 +578,14 @@ class HubServer:
             kind = self._publishers.get(endpoint) if endpoint is not None else None
             if kind is not None:
                 target = _target(kind, scope)
+                streamed = self.stream_body(scope)
                 try:
-                    head, publisher = self._publish_head(scope, kind, target)
+                    head, publisher = self._publish_head(scope, kind, target, streamed)
                 except HTTPError as exc:
                     self._rejected(exc.status, target, scope, exc.message)
                     raise
                 extensions = scope.get("extensions")
-                if kind == _CHANNEL and extensions is not None and not self.stream_body(scope):
+                if kind == _CHANNEL and extensions is not None and not streamed:
                     # Checked: `answer_now` may publish its body without the ASGI cycle.
                     extensions[_CHECKED_HEAD] = (target, head, publisher.expires)
             elif endpoint in self._subscribers:
@@ -745,10 +746,13 @@ class HubServer:
             error,
         )
 
-    def _publish_head(self, scope: Scope, kind: str, target: str) -> tuple[PublishHead, Publisher]:
+    def _publish_head(
+        self, scope: Scope, kind: str, target: str, streamed: bool
+    ) -> tuple[PublishHead, Publisher]:
         """What a publish's head says of its body, and who publishes it; HTTPError when it is
         refused from the head (``kind`` says what it publishes to: `_CHANNEL` ``target``,
-        `_CHANNELS` named by its body, or `_BROADCAST`)."""
+        `_CHANNELS` named by its body, or `_BROADCAST`; ``streamed``: a streaming publish, whose
+        body has no size limit, as `stream_body` says)."""
         if self._closing:
             raise HTTPError(503, "the hub is shutting down")
         if kind == _MERCURE:
@@ -763,7 +767,7 @@ class HubServer:
         # A credential sent on purpose cannot come from another site's page: no Origin check.
         cors = None if publisher.explicit else self.cors
         # A streaming publish has no body size (each line is bounded instead).
-        max_body = _UNBOUNDED if self.stream_body(scope) else self.max_body
+        max_body = _UNBOUNDED if streamed else self.max_body
         head = check_head(scope["headers"], token=None, max_body=max_body, cors=cors)
         return head, publisher
 
@@ -805,7 +809,7 @@ class HubServer:
             return
         self._inflight += 1
         try:
-            head, publisher = self._publish_head(scope, kind, target)
+            head, publisher = self._publish_head(scope, kind, target, streamed=False)
             body = await self._read_body(receive)
             if kind == _CHANNEL:
                 answer = await self._publish_to(target, self._parse(head, body), len(body))
@@ -866,7 +870,7 @@ class HubServer:
         answered ``{"id": ...}`` is published; a refused line changes nothing else.
         """
         try:
-            _, publisher = self._publish_head(scope, kind, target)
+            _, publisher = self._publish_head(scope, kind, target, streamed=True)
         except HTTPError as exc:
             self._rejected(exc.status, target, scope, exc.message)
             raise
