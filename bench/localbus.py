@@ -15,10 +15,12 @@ generator of ``bench.run``:
    delivery depends on load, and part 1 lets each setup run as fast as it can, so one process,
    faster, coalesces more. At one rate the two compare like with like.
    Part 1c isolates the bus: 1 and 2 workers at each paced rate with ``--bus-subscribers``
-   subscribers (2: almost no fan-out), so the extra CPU per event of 2 workers is the bus's
-   (the worker's hop to the sequencer, the sequencer, and each worker's intake). Over S
-   subscribers that is ``bus / S`` per delivery, printed against part 1b's one-process CPU per
-   delivery at the same rate when part 1b ran.
+   subscribers (8: almost no fan-out, yet both workers have some, as they do at S: with 2,
+   both landed on one worker half the time and the other's intake went unmeasured), so the
+   extra CPU per event of 2 workers is the bus's (the worker's hop to the sequencer, the
+   sequencer, and each worker's intake); the sequencer's share (the supervisor's CPU) is
+   printed apart. Over S subscribers that is ``bus / S`` per delivery, printed against part
+   1b's one-process CPU per delivery at the same rate when part 1b ran.
 2. **Streaming publish vs a request per event**, one publisher into one channel (W1 with
    ``--stream-subscribers`` subscribers and 1 publisher connection): events published per
    second (delivered events/s over the subscribers). Target: at least 3x.
@@ -134,7 +136,9 @@ def _complete(results: list[dict[str, Any]]) -> bool:
     return all(r["complete"] and r.get("verified") is not False for r in results)
 
 
-def projection(one: list[dict[str, Any]], two: list[dict[str, Any]], subscribers: int) -> dict:
+def projection(
+    one: list[dict[str, Any]], two: list[dict[str, Any]], subscribers: int
+) -> dict[str, Any]:
     """The cost model of the module docstring, from part 1's medians."""
     events_1 = _median(one, "events")
     c1 = max(1e-9, _median(one, "server_cpu_s") / events_1)
@@ -347,18 +351,17 @@ def run_part1c(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
         "adds per delivery\n"
     )
     print(
-        "| rate /s | CPU per event, 1 worker | 2 workers | bus per event | bus per delivery "
-        f"at {subs} | vs 1 worker's CPU per delivery (part 1b) |"
+        "| rate /s | CPU per event, 1 worker | 2 workers | of which the sequencer "
+        f"| bus per event | bus per delivery at {subs} | vs 1 worker's CPU per delivery "
+        "(part 1b) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for rate in rates:
-        per_event = {
-            # Every subscriber receives every event: events = received / subscribers.
-            n: _median(part1c[rate, n], "server_cpu_s")
-            / (_median(part1c[rate, n], "received") / few)
-            * 1e6
-            for n in (1, 2)
-        }
+        # Every subscriber receives every event: events = received / subscribers.
+        events = {n: _median(part1c[rate, n], "received") / few for n in (1, 2)}
+        per_event = {n: _median(part1c[rate, n], "server_cpu_s") / events[n] * 1e6 for n in (1, 2)}
+        sequencer = _median(part1c[rate, 2], "supervisor_cpu_s") / events[2] * 1e6
+        raw["ratios"][f"sequencer_us_per_event_paced_{rate}"] = sequencer
         bus = per_event[2] - per_event[1]
         share = ""
         paced_one = raw.get("paced", {}).get(f"{rate}-1")
@@ -366,8 +369,8 @@ def run_part1c(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
             share = f"{bus / subs / _cpu_per_delivery(paced_one):.1%}"
             raw["ratios"][f"bus_share_paced_{rate}"] = bus / subs / _cpu_per_delivery(paced_one)
         print(
-            f"| {rate} | {per_event[1]:.1f} us | {per_event[2]:.1f} us | {bus:.1f} us "
-            f"| {bus / subs:.3f} us | {share} |"
+            f"| {rate} | {per_event[1]:.1f} us | {per_event[2]:.1f} us | {sequencer:.1f} us "
+            f"| {bus:.1f} us | {bus / subs:.3f} us | {share} |"
         )
     return list(part1c.values())
 
@@ -391,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         "request per event), where both keep up; 0 skips it",
     )
     parser.add_argument(
-        "--bus-subscribers", type=int, default=2, help="part 1c: subscribers (almost none)"
+        "--bus-subscribers", type=int, default=8, help="part 1c: subscribers (almost none)"
     )
     parser.add_argument(
         "--parts", default=",".join(PARTS), help="which parts to run, e.g. 1b (default: all)"
