@@ -12,6 +12,7 @@ README points to), plus a free loopback port; other servers run the same example
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -155,7 +156,9 @@ def signal_during_stream(
         process = subprocess.Popen(
             server.argv,
             cwd=server.cwd,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **server.env},
+            # PYTHONFAULTHANDLER: a server still running when the watch ends is sent SIGSEGV
+            # first (`_dump_and_kill`), so its log says where each of its threads was stuck.
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1", **server.env},
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -199,8 +202,20 @@ def signal_during_stream(
         return Outcome(stream_end, exited, process.returncode, clean)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            _dump_and_kill(process)
         process.wait(10)
+
+
+def _dump_and_kill(process: subprocess.Popen[bytes]) -> None:
+    """End a server that outlived the watch: SIGSEGV to its process group first, which every
+    Python process in it answers by writing all its threads' stacks to the log (faulthandler;
+    servers set handlers for SIGINT, SIGTERM, SIGQUIT or SIGABRT, never SIGSEGV), then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGSEGV)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(3)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 # Each case: (id, how to start it on a port, the signals a user sends, whether the server lets
@@ -386,7 +401,7 @@ def test_a_signal_ends_open_streams_and_the_server_exits(
     port = free_port()
     log = tmp_path / "server.log"
     outcome = signal_during_stream(start(port), port, how, log, path=path)
-    output = log.read_text(errors="replace")[-3000:]
+    output = log.read_text(errors="replace")[-8000:]
     assert outcome.stream_end is not None and outcome.stream_end <= STREAM_ENDS_WITHIN, (
         f"{outcome}\n{output}"
     )
