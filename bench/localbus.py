@@ -13,7 +13,9 @@ generator of ``bench.run``:
    Part 1b runs 1 and 2 workers at one paced rate (``--paced-rate``, one publisher, a request
    per event, the W3 load generator), where both keep up: once writes coalesce, CPU per
    delivery depends on load, and part 1 lets each setup run as fast as it can, so one process,
-   faster, coalesces more. At one rate the two compare like with like.
+   faster, coalesces more. At one rate the two compare like with like. It also prints the
+   write system calls of all hub processes per delivery: 1 when each event costs a write per
+   subscriber, less as writes carry several events.
    Part 1c isolates the bus: 1 and 2 workers at each paced rate with ``--bus-subscribers``
    subscribers (8: almost no fan-out, yet both workers have some, as they do at S: with 2,
    both landed on one worker half the time and the other's intake went unmeasured), so the
@@ -78,7 +80,9 @@ def bare_spec() -> C.ServerSpec:
 def _runs_on_one_hub(
     server_spec: C.ServerSpec, workers: int, runs: int, measure: Callable[[Server], dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """``runs`` measurements on one fresh hub, each with the supervisor's CPU apart."""
+    """``runs`` measurements on one fresh hub, each with the supervisor's CPU apart and the
+    write system calls of all its processes (``server_writes``: to clients and to the bus,
+    the run's connections and answers included)."""
     server = Server(server_spec)
     server.start()
     try:
@@ -86,14 +90,22 @@ def _runs_on_one_hub(
         server.warm_up()
         out = []
         for _ in range(runs):
-            root = server.processes()[0]
+            processes = server.processes()
+            root = processes[0]
             before = sum(root.cpu_times()[:2])
+            writes = _writes(processes)
             result = measure(server)
             result["supervisor_cpu_s"] = sum(root.cpu_times()[:2]) - before if workers > 1 else 0
+            result["server_writes"] = _writes(processes) - writes
             out.append(result)
         return out
     finally:
         server.stop()
+
+
+def _writes(processes: list[Any]) -> int:
+    """Write system calls made so far by ``processes`` (psutil's ``io_counters``)."""
+    return sum(p.io_counters().write_count for p in processes)
 
 
 def fanout(
@@ -253,10 +265,10 @@ def run_part1b(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
         "published\n"
     )
     print(
-        "| rate /s | workers | published events/s | sustained | CPU per delivery | p99 ms "
-        "| complete |"
+        "| rate /s | workers | published events/s | sustained | CPU per delivery "
+        "| writes per delivery | p99 ms | complete |"
     )
-    print("|---:|---:|---:|---|---:|---:|---|")
+    print("|---:|---:|---:|---|---:|---:|---:|---|")
     for rate in rates:
         per = {}
         for n in (1, 2):
@@ -266,7 +278,9 @@ def run_part1b(args: argparse.Namespace, raw: dict[str, Any]) -> list[Results]:
             print(
                 f"| {rate} | {n} | {reached:,.1f} "
                 f"| {'yes' if reached >= C.W3_SUSTAINED * rate else 'no'} "
-                f"| {per[n]:.3f} us | {_median(results, 'p99_ms'):.2f} "
+                f"| {per[n]:.3f} us "
+                f"| {_median(results, 'server_writes') / _median(results, 'received'):.3f} "
+                f"| {_median(results, 'p99_ms'):.2f} "
                 f"| {'yes' if _complete(results) else 'NO'} |"
             )
         raw["ratios"][f"workers2_cpu_per_delivery_paced_{rate}"] = (
