@@ -103,3 +103,23 @@ def test_idle_latency_bench_measures_ssehub_and_bare_and_prints_the_ratio() -> N
     assert [row.count("x |") for row in rows] == [2, 4, 4]
     assert all(float(row.split("|")[5]) > 0 for row in rows)  # server CPU per event
     assert proc.stdout.count("| bare asyncio baseline |") == 3
+
+
+@pytest.mark.timeout(90)
+def test_localbus_bench_counts_writes_per_delivery_and_the_sequencers_share() -> None:
+    """``bench.localbus`` parts 1b and 1c (``--workers`` 1 and 2 at one paced rate): every
+    run complete, and the figures that split the 2-worker cost (write system calls per
+    delivery, the sequencer's CPU per event) measured, not left at zero."""
+    proc = run_bench("bench.localbus", "--smoke", "--parts", "1b,1c", timeout=80)
+    lines = proc.stdout.splitlines()
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| 150 |")]
+    paced = [row for row in rows if len(row) == 8]  # part 1b: rate, workers, ..., complete
+    bus = [row for row in rows if len(row) == 7]  # part 1c: one row per rate
+    assert [row[1].strip() for row in paced] == ["1", "2"]
+    for row in paced:
+        assert row[7].strip() == "yes"  # every event reached every subscriber
+        # A write per subscriber per event, plus the answers and the bus's frames: at least 1.
+        assert float(row[5]) >= 1.0
+    assert len(bus) == 1
+    sequencer = float(bus[0][3].strip().removesuffix(" us"))
+    assert sequencer > 0  # the supervisor's CPU per event with 2 workers
