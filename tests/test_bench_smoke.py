@@ -118,8 +118,9 @@ def test_localbus_bench_counts_writes_per_delivery_and_the_sequencers_share() ->
     assert [row[1].strip() for row in paced] == ["1", "2"]
     for row in paced:
         assert row[7].strip() == "yes"  # every event reached every subscriber
-        # A write per subscriber per event, plus the answers and the bus's frames: at least 1.
-        assert float(row[5]) >= 1.0
+        # About a write per subscriber per event at this rate, plus the answers and the bus's
+        # frames (1.05 to 1.2 here); well above zero even if a stall makes a few events share.
+        assert float(row[5]) >= 0.5
     assert len(bus) == 1
     sequencer = float(bus[0][3].strip().removesuffix(" us"))
     assert sequencer > 0  # the supervisor's CPU per event with 2 workers
