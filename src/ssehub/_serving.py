@@ -43,6 +43,7 @@ __all__ = [
     "REFUSED",
     "Answer",
     "DirectStream",
+    "Reply",
     "answer_before_stream",
     "cancel_on_slow_drop",
     "cors_headers",
@@ -59,6 +60,11 @@ ALLOW = "GET, OPTIONS"
 _STREAM_HEADER_NAMES = frozenset(name for name, _ in DEFAULT_HEADERS)
 
 Headers = Sequence[tuple[str, str]]
+
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""A complete answer as a server writes it: status, headers (``content-length`` included) and
+body; what the standalone hub's app gives its native server for a publish
+(``HubServer.answer_now``)."""
 
 
 @dataclass(frozen=True, slots=True)

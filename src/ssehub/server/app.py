@@ -51,7 +51,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ssehub._serving import DIRECT_STREAM, Answer, open_stream
+from ssehub._serving import DIRECT_STREAM, Answer, Reply, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
 from ssehub.backends.base import PublishResult
 from ssehub.backends.localbus import LocalBusBackend
@@ -161,9 +161,6 @@ _TARGETS = {_CHANNELS: "/events", _BROADCAST: "/broadcast", _MERCURE: HUB_PATH}
 # (its channel, `PublishHead` and when the publisher's token expires) for
 # `HubServer.answer_now`.
 _CHECKED_HEAD = "ssehub.checked_publish"
-
-Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
-"""A complete answer: status, headers (``content-length`` included) and body."""
 
 
 def _target(kind: str, scope: Scope) -> str:

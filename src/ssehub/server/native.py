@@ -67,7 +67,7 @@ from typing import Any, cast
 
 import httptools
 
-from ssehub._serving import DIRECT_STREAM, Answer, DirectStream
+from ssehub._serving import DIRECT_STREAM, Answer, DirectStream, Reply
 from ssehub.hub import Hub
 from ssehub.server.config import DEFAULT_BODY_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 from ssehub.server.publish import DEFAULT_MAX_BODY
@@ -87,8 +87,6 @@ access_log = logging.getLogger("ssehub.access")
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 HeadCheck = Callable[[Scope], "Answer | None"]
 """An app's decision from a request's head alone: the answer refusing it, or None."""
-Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
-"""A complete answer: status, headers (``content-length`` included) and body."""
 AnswerNow = Callable[[Scope, bytes], "Reply | Awaitable[Reply] | None"]
 """An app's complete answer to a request and its body, at once or awaitable; None: run it."""
 
