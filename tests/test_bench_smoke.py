@@ -105,13 +105,35 @@ def test_idle_latency_bench_measures_ssehub_and_bare_and_prints_the_ratio() -> N
     assert proc.stdout.count("| bare asyncio baseline |") == 3
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 def test_localbus_bench_counts_writes_per_delivery_and_the_sequencers_share() -> None:
-    """``bench.localbus`` parts 1b and 1c (``--workers`` 1 and 2 at one paced rate): every
-    run complete, and the figures that split the 2-worker cost (write system calls per
-    delivery, the sequencer's CPU per event) measured, not left at zero."""
-    proc = run_bench("bench.localbus", "--smoke", "--parts", "1b,1c", timeout=80)
+    """``bench.localbus``, every part: every run complete, and the figures that split the
+    2-worker cost (write system calls per delivery, the sequencer's CPU per event) measured,
+    not left at zero."""
+    proc = run_bench("bench.localbus", "--smoke", timeout=110)
     lines = proc.stdout.splitlines()
+    # Part 1: 1 and 2 workers as fast as each goes, with a request per event and streaming.
+    fast = [
+        row
+        for row in (line.split("|")[1:-1] for line in lines)
+        if len(row) == 7 and row[0].strip() in ("a request per event", "streaming")
+    ]
+    assert [(row[0].strip(), row[1].strip()) for row in fast] == [
+        ("a request per event", "1"),
+        ("a request per event", "2"),
+        ("streaming", "1"),
+        ("streaming", "2"),
+    ]
+    for row in fast:
+        assert row[6].strip() == "yes"
+        assert float(row[5]) > 0  # writes per delivery, counted
+    # Streaming writes fewer times per delivery than a request per event, on each setup.
+    assert float(fast[2][5]) < float(fast[0][5])
+    assert float(fast[3][5]) < float(fast[1][5])
+    # Parts 2 and 3 (the streaming publish into one channel, and W4) complete too.
+    assert "| streaming (NDJSON) |" in proc.stdout
+    w4 = [line for line in lines if line.startswith(("| ssehub", "| bare asyncio baseline ("))]
+    assert len(w4) == 4 and all(line.endswith("| yes |") for line in w4)
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| 150 |")]
     paced = [row for row in rows if len(row) == 8]  # part 1b: rate, workers, ..., complete
     bus = [row for row in rows if len(row) == 7]  # part 1c: one row per rate
