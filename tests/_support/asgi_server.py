@@ -21,9 +21,11 @@ def _free_socket() -> socket.socket:
 class Running:
     """A server started by `uvicorn_server` or `native_server`: its URL, and a way to stop it."""
 
-    def __init__(self, url: str, stop: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, url: str, stop: Callable[[], Awaitable[None]], server: Any = None) -> None:
         self.url = url
         """The base URL, ``http://127.0.0.1:PORT``."""
+        self.server = server
+        """The native server's `HTTPServer` (None for uvicorn)."""
         self._stop = stop
         self._stopping: asyncio.Future[None] | None = None
 
@@ -105,7 +107,7 @@ async def native_server(app: Any, **config: Any) -> AsyncIterator[Running]:
         except TimeoutError:
             task.cancel()
 
-    running = Running(f"http://127.0.0.1:{port}", stop)
+    running = Running(f"http://127.0.0.1:{port}", stop, server)
     try:
         started = asyncio.ensure_future(server.started.wait())
         await asyncio.wait([task, started], timeout=10, return_when=asyncio.FIRST_COMPLETED)

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
 from ssehub import Hub
-from ssehub.server.native import FLUSH_MIN_SLICE
+from ssehub.server.native import FLUSH_MIN_SLICE, GATHER_DELAY, RunDelay
 from ssehub.types import Receive, Scope, Send
 from ssehub.wire import EventParser
-from tests._support.asgi_server import run_native
+from tests._support.asgi_server import native_server, run_native
 from tests._support.sse import open_sse
 
 
@@ -342,3 +346,109 @@ async def test_an_idle_server_writes_the_first_slice_of_a_fan_out_during_the_pub
         for sock in socks:
             sock.close()
     await hub.shutdown()
+
+
+class _CountedWrites:
+    """A server connection's transport, counting the writes made to it (all else passes)."""
+
+    def __init__(self, transport: Any, counts: list[int]) -> None:
+        self._transport = transport
+        self._counts = counts
+
+    def write(self, data: bytes) -> None:
+        self._counts[0] += 1
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+async def test_a_server_short_of_cpu_gathers_events_into_one_write_per_stream() -> None:
+    """Once the loop's thread waits for a core past CONTENDED of the time, a flush cycle starts
+    GATHER_DELAY after the first push: five events published back to back cost each stream one
+    write, not five, and arrive within that delay. When the waiting stops, events go out at
+    once again, one write per stream per event. (The run delay is a stand-in here, set by the
+    test; `test_run_delay_reads_the_time_a_thread_waited_for_a_core` reads the real one.)"""
+    hub = Hub()
+    streams = FLUSH_MIN_SLICE + 4  # past the straight writes, so each publish runs a cycle
+    async with native_server(hub.asgi) as running:
+        flusher = running.server.flusher
+        waited = [0.0]
+        flusher.run_delay = lambda: waited[0]
+        flusher.waited, flusher.read_at = 0.0, asyncio.get_running_loop().time()
+        conns = await open_raw_streams(hub, running.url, "/events/cpu", streams)
+        counts = [0]
+        for conn in running.server.connections:
+            conn.transport = _CountedWrites(conn.transport, counts)
+        received = [0] * streams
+
+        async def read(i: int, reader: asyncio.StreamReader, count: int) -> None:
+            while received[i] < count:
+                chunk = await reader.read(65536)
+                assert chunk, "the stream ended early"
+                received[i] += chunk.count(b"data: ")
+
+        async def publish_five(start: int) -> tuple[int, float]:
+            """Publish events start..start+4, one loop iteration apart; the writes they cost
+            and the seconds until every stream had them."""
+            before, began = counts[0], time.perf_counter()
+            for i in range(start, start + 5):
+                await hub.publish("/events/cpu", str(i))
+                await asyncio.sleep(0)  # a slice of a cycle may run in between
+            async with asyncio.timeout(5):
+                await asyncio.gather(
+                    *(read(i, reader, start + 5) for i, (reader, _) in enumerate(conns))
+                )
+            return counts[0] - before, time.perf_counter() - began
+
+        # Not short of CPU: every event is written to every stream as it comes.
+        writes, _ = await publish_five(0)
+        assert writes >= 4 * streams  # (a slice of a cycle may carry two)
+        # Half the time waiting for a core: the next cycle's end reads it, and then cycles wait.
+        waited[0] += 0.5 * 0.15
+        await asyncio.sleep(0.15)
+        await hub.publish("/events/cpu", "5")  # its cycle ends with a reading
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(read(i, r, 6) for i, (r, _) in enumerate(conns)))
+        assert flusher.gather == GATHER_DELAY
+        writes, took = await publish_five(6)
+        assert writes == streams  # one write per stream
+        assert took < GATHER_DELAY + 0.5
+        # No more waiting: the first push after a window reads that (not the cycle after the
+        # gathered one), and events go out at once again.
+        await asyncio.sleep(0.15)
+        await hub.publish("/events/cpu", "11")
+        assert flusher.gather == 0
+        writes, _ = await publish_five(12)
+        assert writes >= 4 * streams  # (a slice of a cycle may carry two)
+        for _, writer in conns:
+            writer.close()
+    await hub.shutdown()
+
+
+def test_run_delay_reads_the_time_a_thread_waited_for_a_core() -> None:
+    """`RunDelay` on Linux: with more busy processes than cores, this thread, busy too, waits
+    for a core, and the reading grows by some of the time it was busy; a missing file reads 0
+    and says it is unavailable."""
+    missing = RunDelay("/nonexistent/schedstat")
+    assert not missing.available and missing() == 0.0
+    run_delay = RunDelay()
+    assert run_delay.available, "Linux's /proc/thread-self/schedstat is missing"
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range((os.cpu_count() or 1) * 2)
+    ]
+    try:
+        time.sleep(0.2)  # the spinners are running
+        before = run_delay()
+        end = time.perf_counter() + 0.5
+        while time.perf_counter() < end:
+            pass
+        waited = run_delay() - before
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+        run_delay.close()
+    # Three processes ready per core: this one waits about two thirds of the time.
+    assert 0.05 < waited < 1.5

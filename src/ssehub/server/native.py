@@ -28,7 +28,8 @@ on the in-memory hub: no task) or through an awaitable run as the request's task
 Publishing costs, per subscriber, one append; then one ``write`` per subscriber with pending
 bytes, in slices spread over a few loop iterations (`_Flusher`), so that events published while
 a flush is under way join the writes still to come (adaptive coalescing: idle, each event is
-written at once; under load, one write carries several); and no task or coroutine per client. A
+written at once; under load, one write carries several; on a machine short of CPU, each flush
+also waits up to `GATHER_DELAY` for more); and no task or coroutine per client. A
 stream's body ends when the connection closes (no chunk framing), so every subscriber gets the
 very bytes the hub encoded once.
 
@@ -235,6 +236,58 @@ a flush takes fewer, larger slices, and up to this many it is one slice, as an i
 FLUSH_BACKLOG_SHIFT = 2
 """A flush writes every queued stream at once, not a slice, when the first queued holds more
 than ``max_buffer >> FLUSH_BACKLOG_SHIFT`` bytes (a quarter of what it may fall behind)."""
+GATHER_DELAY = 0.008
+"""The longest a flush cycle waits before it starts while the server is short of CPU (see
+`_Flusher`): the events published meanwhile share each stream's write."""
+UNCONTENDED = 0.1
+"""Not short of CPU: over the last `CONTENTION_WINDOW`, the loop's thread spent at most this
+share of the time ready to run but waiting for a core (the kernel's run delay). Cycles start at
+once."""
+CONTENDED = 0.3
+"""From this share of the time waiting for a core on, cycles wait the whole `GATHER_DELAY`;
+between `UNCONTENDED` and this, a part of it in proportion."""
+CONTENTION_WINDOW = 0.1
+"""Seconds over which the share is measured; it is read again at most this often."""
+
+
+class RunDelay:
+    """The time the calling thread has spent ready to run but waiting for a CPU, in seconds:
+    the second field of Linux's ``/proc/thread-self/schedstat``.
+
+    Made on the thread to measure (the event loop's). Calling it reads the file again (one
+    ``pread``, well under a microsecond). Where the file is missing (not Linux, or a kernel
+    without scheduler statistics) `available` is False and the delay reads 0.
+    """
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, path: str = "/proc/thread-self/schedstat") -> None:
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+            float(os.pread(self._fd, 64, 0).split()[1])
+        except (OSError, ValueError, IndexError):
+            self.close()
+
+    @property
+    def available(self) -> bool:
+        """Whether the run delay can be read here."""
+        return self._fd >= 0
+
+    def __call__(self) -> float:
+        if self._fd < 0:
+            return 0.0
+        try:
+            return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            self.close()
+            return 0.0
+
+    def close(self) -> None:
+        """Stop reading (closes the file)."""
+        fd = getattr(self, "_fd", -1)
+        self._fd = -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class _Flusher(WriteQueue):
@@ -254,33 +307,70 @@ class _Flusher(WriteQueue):
     straight from the push (`write_now`), so a small fan-out goes out before the publisher's
     answer and without a loop turn, and a larger one queues the rest. Under load a stream's
     write carries every event published since its last write, so one publisher's events cost one
-    write per client per flush cycle instead of one per event. No timer delays anything: a
-    stream waits at most one cycle through the queue, which a flush of every stream at once
-    would have taken too. The slice grows with the queue, so a cycle is about ``FLUSH_PARTS``
+    write per client per flush cycle instead of one per event. With CPU to spare no timer
+    delays anything: a stream waits at most one cycle through the queue, which a flush of
+    every stream at once would have taken too. The slice grows with the queue, so a cycle is about ``FLUSH_PARTS``
     iterations at any size, and a stream's buffer holds at most the events of one cycle: when
     the first queued stream (which holds the most) has a quarter of its ``max_buffer`` pending,
     the flush writes every queued stream at once, so publishes that outrun the slices never push
     a reader that keeps up over its bound.
+
+    When the machine is short of CPU, cycles also wait. The loop's thread reads how long it
+    waited for a core, ready to run, over the last `CONTENTION_WINDOW` (the kernel's run delay:
+    more processes ready than cores, as with several ``--workers`` and their clients on a small
+    machine, or other work). Past `UNCONTENDED` of the time, each cycle starts a while after the
+    push that queued its first stream, up to `GATHER_DELAY` at `CONTENDED`, and nothing is
+    written straight from a push. A saturated process gathers by itself, because its cycles take
+    longer; processes that each have spare time, on a machine that has none, would otherwise
+    write every event alone and spend on it the CPU they all lack. Below `UNCONTENDED` nothing
+    waits. The share is read again at the end of a cycle, and when a push finds the last reading
+    older than the window (so a server that went idle writes at once again).
     """
 
-    __slots__ = ("direct", "loop", "scheduled")
+    __slots__ = ("direct", "gather", "loop", "read_at", "run_delay", "scheduled", "waited")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, run_delay: Callable[[], float] | None = None
+    ) -> None:
         super().__init__()
         self.loop = loop
         self.scheduled = False
         self.direct = FLUSH_MIN_SLICE  # straight writes left in this loop iteration
+        self.gather = 0.0  # how long a cycle waits before it starts (0: not short of CPU)
+        self.run_delay = run_delay  # the loop thread's run delay so far (None: not measured)
+        self.read_at = loop.time()
+        self.waited = run_delay() if run_delay is not None else 0.0
+
+    def contention(self) -> None:
+        """Read the run delay if the last reading is a window old, and gather or not."""
+        run_delay = self.run_delay
+        if run_delay is None:
+            return
+        now = self.loop.time()
+        elapsed = now - self.read_at
+        if elapsed < CONTENTION_WINDOW:
+            return
+        waited = run_delay()
+        share = (waited - self.waited) / elapsed
+        self.read_at, self.waited = now, waited
+        excess = (share - UNCONTENDED) / (CONTENDED - UNCONTENDED)
+        self.gather = GATHER_DELAY * min(1.0, excess) if excess > 0 else 0.0
 
     def kick(self) -> None:
         if not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self.flush)
+            if self.gather:
+                self.contention()  # the last reading may be from before an idle spell
+            if self.gather:
+                self.loop.call_later(self.gather, self.flush)
+            else:
+                self.loop.call_soon(self.flush)
 
     def write_now(self, item: Any) -> bool:
         # Only reached while nothing is queued. A slice's worth per iteration: a big fan-out
         # queues the rest, so the slices (and the coalescing between them) stay as they were.
         direct = self.direct
-        if not direct or self.scheduled:
+        if not direct or self.scheduled or self.gather:
             return False
         if direct == FLUSH_MIN_SLICE:
             self.loop.call_soon(self._refill)
@@ -315,6 +405,7 @@ class _Flusher(WriteQueue):
             self.loop.call_soon(self.flush)  # the rest after the loop has read its sockets
         else:
             self.scheduled = False
+            self.contention()
         conn: _Connection
         for conn in batch:
             sub = conn.sub
@@ -976,7 +1067,15 @@ class HTTPServer:
     async def serve(self, sockets: list[socket.socket], timeout: float = 5.0) -> None:
         """Run until `shutdown`; see the class docstring."""
         self.loop = asyncio.get_running_loop()
-        self.flusher = _Flusher(self.loop)
+        run_delay = RunDelay()  # of this thread, the loop's
+        self.flusher = _Flusher(self.loop, run_delay if run_delay.available else None)
+        try:
+            await self._serve(sockets, timeout)
+        finally:
+            self.flusher.run_delay = None
+            run_delay.close()
+
+    async def _serve(self, sockets: list[socket.socket], timeout: float) -> None:
         self._lifespan = _Lifespan(self.app)
         await self._lifespan.startup()
         servers = [
