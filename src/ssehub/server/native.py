@@ -309,11 +309,11 @@ class _Flusher(WriteQueue):
     write carries every event published since its last write, so one publisher's events cost one
     write per client per flush cycle instead of one per event. With CPU to spare no timer
     delays anything: a stream waits at most one cycle through the queue, which a flush of
-    every stream at once would have taken too. The slice grows with the queue, so a cycle is about ``FLUSH_PARTS``
-    iterations at any size, and a stream's buffer holds at most the events of one cycle: when
-    the first queued stream (which holds the most) has a quarter of its ``max_buffer`` pending,
-    the flush writes every queued stream at once, so publishes that outrun the slices never push
-    a reader that keeps up over its bound.
+    every stream at once would have taken too. The slice grows with the queue, so a cycle is
+    about ``FLUSH_PARTS`` iterations at any size, and a stream's buffer holds at most the
+    events of one cycle: when the first queued stream (which holds the most) has a quarter of
+    its ``max_buffer`` pending, the flush writes every queued stream at once, so publishes that
+    outrun the slices never push a reader that keeps up over its bound.
 
     When the machine is short of CPU, cycles also wait. The loop's thread reads how long it
     waited for a core, ready to run, over the last `CONTENTION_WINDOW` (the kernel's run delay:
