@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ssehub import Hub
+from ssehub import Hub, Message, Subscription
 from ssehub.server.native import FLUSH_MIN_SLICE, GATHER_DELAY, RunDelay
 from ssehub.types import Receive, Scope, Send
 from ssehub.wire import EventParser
@@ -453,3 +453,26 @@ def test_run_delay_reads_the_time_a_thread_waited_for_a_core() -> None:
         run_delay.close()
     # Three processes ready per core: this one waits about two thirds of the time.
     assert 0.05 < waited < 1.5
+
+
+async def test_a_stream_dropped_for_its_buffer_is_cut_off_not_left_open() -> None:
+    """A subscription closed as slow because more than ``max_buffer`` waits in it (here an
+    ``on_connect`` welcome larger than the buffer) ends its connection at once: the client sees
+    the end and can reconnect, rather than wait on an open socket that will never carry
+    another byte."""
+
+    def welcome(sub: Subscription) -> None:
+        sub.send(Message("x" * 8192))
+
+    hub = Hub(max_buffer=4096, on_connect=welcome)
+    async with run_native(hub.asgi) as base:
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /events/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(65536):
+                    pass
+        writer.close()
+    assert hub.dropped_slow == 1
+    await hub.shutdown()

@@ -972,8 +972,11 @@ class _Connection(asyncio.Protocol):
         """The subscription has closed and its bytes are written: end the response."""
         sub = self.sub
         transport = self.transport
-        if sub is not None and transport is not None and sub.close_reason != CloseReason.SLOW:
-            transport.close()  # after what is buffered: a clean end of the stream
+        if sub is not None and transport is not None:
+            if sub.close_reason == CloseReason.SLOW:
+                transport.abort()  # dropped: what is buffered is not worth sending
+            else:
+                transport.close()  # after what is buffered: a clean end of the stream
         self._end_stream()
 
     def _end_stream(self) -> None:
