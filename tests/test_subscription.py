@@ -340,3 +340,34 @@ def test_arm_replaces_a_queue() -> None:
     a.take()
     a.push(b"2")
     assert list(queue) == [] and wakes == [1]
+
+
+class RelievingQueue(Queue):
+    """A writer that writes everything queued when a queued stream would pass its bound."""
+
+    def relieve(self) -> None:
+        for _item, chunk in self.drain():
+            if chunk is not None:
+                self.written.append(chunk)
+
+
+def test_a_queued_stream_at_its_bound_asks_its_writer_to_write_before_it_is_dropped() -> None:
+    """Bytes queued on the server, not yet written, are not the client's delay: a push that
+    would pass ``max_buffer`` first lets the writer write what waits (`WriteQueue.relieve`),
+    and the stream is dropped only if that did not make room. The default writer cannot, and
+    the stream is dropped as before."""
+    queue = RelievingQueue()
+    a, b = queued(queue, "a"), queued(queue, "b")
+    a.push(b"x" * 60)
+    b.push(b"y" * 10)
+    a.push(b"z" * 60)  # 120 > 100: the writer writes a's 60 and b's 10, then a holds 60
+    assert not a.closed and not b.closed
+    assert queue.written == [b"x" * 60, b"y" * 10]
+    assert list(queue) == ["a"] and a.pending_bytes == 60
+    assert queue.drain() == [("a", b"z" * 60)]
+    # A writer that cannot write (the default): dropped, as before.
+    plain = Queue()
+    c = queued(plain, "c")
+    c.push(b"x" * 60)
+    c.push(b"z" * 60)
+    assert c.close_reason == CloseReason.SLOW and c.pending_bytes == 0

@@ -43,6 +43,12 @@ class WriteQueue(list[Any]):
         write them now (True), or decline (False, the default) to have the item queued."""
         return False
 
+    def relieve(self) -> None:
+        """Called by a queued subscription whose next push would pass its bound before the
+        drain reached it: the bytes wait on the server, not on a client that does not read.
+        Write what is queued now if the writer can; the default does nothing, and the
+        subscription is then dropped as slow."""
+
 
 class CloseReason:
     """Why a subscription ended (the values of `Subscription.close_reason`)."""
@@ -73,7 +79,9 @@ class Subscription:
     `queue_on`, for a writer of many streams) for a writer driven by its own event loop
     callbacks (ssehub's native server). When more than ``max_buffer`` bytes are pending the
     subscription is closed as `CloseReason.SLOW` and its buffer freed: the client reconnects
-    with ``Last-Event-ID`` and is replayed from history.
+    with ``Last-Event-ID`` and is replayed from history. (A writer of many streams is first
+    asked to write what it has queued, `WriteQueue.relieve`: bytes it has not written yet wait
+    on the server, not on the client.)
 
     `send` writes a message to this client only (a welcome from ``on_connect``, say). Every
     method must be called on the hub's event loop; a thread-based server uses
@@ -170,13 +178,19 @@ class Subscription:
         self.push(message.encode())
 
     def push(self, data: bytes) -> None:
-        """Append encoded bytes for the writer; drop the client if it is too far behind."""
+        """Append encoded bytes for the writer; drop the client if it is too far behind
+        (past ``max_buffer``, once a queue writer had the chance to write what it holds)."""
         if self.closed:
             return
         size = self._size + len(data)
         if size > self._limit:
-            self.close(CloseReason.SLOW)
-            return
+            home = self._home
+            if home is not None and self._queue is None:  # queued, not yet written
+                home.relieve()
+                size = self._size + len(data)
+            if size > self._limit:
+                self.close(CloseReason.SLOW)
+                return
         pending = self._pending
         if pending is None:
             self._pending = data

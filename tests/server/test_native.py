@@ -276,15 +276,23 @@ async def test_back_to_back_publishes_reach_every_stream_once_and_in_order() -> 
         assert got == expected
 
 
-async def test_publishes_faster_than_the_slices_drain_do_not_drop_readers_that_keep_up() -> None:
+@pytest.mark.parametrize("short_of_cpu", [False, True], ids=["cpu-to-spare", "short-of-cpu"])
+async def test_publishes_faster_than_the_slices_drain_do_not_drop_readers_that_keep_up(
+    short_of_cpu: bool,
+) -> None:
     """A fast publisher (ten 1 KiB events per loop iteration) against streams whose flush is
-    sliced: the streams not yet written must not fill up to max_buffer (32 KiB here) and be
-    dropped as slow while their clients read everything they are sent."""
+    sliced, or waits GATHER_DELAY because the server is short of CPU (a stand-in run delay of
+    half the time): the streams not yet written must not fill up to max_buffer (32 KiB here)
+    and be dropped as slow while their clients read everything they are sent."""
     hub = Hub(max_buffer=32 * 1024)
     streams, rounds, per_round = 100, 40, 10
     events = rounds * per_round
-    async with run_native(hub.asgi) as base:
-        conns = await open_raw_streams(hub, base, "/events/big", streams)
+    async with native_server(hub.asgi) as running:
+        if short_of_cpu:
+            flusher = running.server.flusher
+            flusher.run_delay = lambda: asyncio.get_running_loop().time() / 2
+            flusher.gather = GATHER_DELAY
+        conns = await open_raw_streams(hub, running.url, "/events/big", streams)
 
         async def read_all(reader: asyncio.StreamReader) -> bytes:
             data = b""

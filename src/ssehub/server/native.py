@@ -406,6 +406,17 @@ class _Flusher(WriteQueue):
         else:
             self.scheduled = False
             self.contention()
+        self._write(batch)
+
+    def relieve(self) -> None:
+        # A queued stream's next event would pass its bound before its turn (publishes that
+        # outrun the slices, or a cycle that waits): write every queued stream now. The flush
+        # already scheduled still runs, for what is queued after this.
+        batch = self[:]
+        del self[:]
+        self._write(batch)
+
+    def _write(self, batch: list[Any]) -> None:
         conn: _Connection
         for conn in batch:
             sub = conn.sub
