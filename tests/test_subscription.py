@@ -371,3 +371,20 @@ def test_a_queued_stream_at_its_bound_asks_its_writer_to_write_before_it_is_drop
     c.push(b"x" * 60)
     c.push(b"z" * 60)
     assert c.close_reason == CloseReason.SLOW and c.pending_bytes == 0
+
+
+class DroppingQueue(Queue):
+    """A writer whose socket is full: writing what is queued drops the stream there."""
+
+    def relieve(self) -> None:
+        for item, _ in self.drain():
+            self.subs[item].close(CloseReason.SLOW)
+
+
+def test_a_stream_its_writer_drops_while_relieving_takes_no_more_bytes() -> None:
+    queue = DroppingQueue()
+    a = queued(queue, "a")
+    a.push(b"x" * 60)
+    a.push(b"z" * 60)  # the writer drops it (its socket is full): the push adds nothing
+    assert a.close_reason == CloseReason.SLOW and a.pending_bytes == 0
+    assert a.take() is None

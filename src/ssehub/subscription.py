@@ -187,6 +187,8 @@ class Subscription:
             home = self._home
             if home is not None and self._queue is None:  # queued, not yet written
                 home.relieve()
+                if self.closed:  # its socket was full: dropped there
+                    return
                 size = self._size + len(data)
             if size > self._limit:
                 self.close(CloseReason.SLOW)
