@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ssehub import Hub, Message, Subscription
+from ssehub import CloseReason, Hub, Message, Subscription
 from ssehub.server.native import FLUSH_MIN_SLICE, GATHER_DELAY, RunDelay
 from ssehub.types import Receive, Scope, Send
 from ssehub.wire import EventParser
@@ -483,4 +483,35 @@ async def test_a_stream_dropped_for_its_buffer_is_cut_off_not_left_open() -> Non
                     pass
         writer.close()
     assert hub.dropped_slow == 1
+    await hub.shutdown()
+
+
+async def test_writing_early_during_a_delivery_leaves_ended_streams_to_the_flush() -> None:
+    """A push past a stream's bound has the server write every queued stream at once, from
+    inside the hub's delivery to a channel. A stream among them that has already ended (here by
+    its token's expiry, still on the channel until its writer ends it) is ended by the flush
+    after the delivery, not during it: the delivery completes and every stream gets its bytes."""
+    hub = Hub(max_buffer=4096)
+    async with native_server(hub.asgi) as running:
+        flusher = running.server.flusher
+        flusher.run_delay = lambda: asyncio.get_running_loop().time() / 2  # half the time
+        flusher.gather = GATHER_DELAY
+        conns = await open_raw_streams(hub, running.url, "/events/x", 3)
+        channel = hub.get_channel("/events/x")
+        assert channel is not None
+        ended = next(iter(channel.subscribers))
+        await hub.publish("/events/x", "a" * 1000)  # queued on every stream: the cycle waits
+        ended.close(CloseReason.EXPIRED)
+        await hub.publish("/events/x", "b" * 3500)  # past 4096 on the others: written now
+        bodies = []
+        async with asyncio.timeout(5):
+            for reader, _ in conns:
+                data = b""
+                while data.count(b"data: ") < 2 and (chunk := await reader.read(65536)):
+                    data += chunk
+                bodies.append(data)
+        assert sorted(body.count(b"data: ") for body in bodies) == [1, 2, 2]
+        assert hub.client_count("/events/x") == 2 and hub.dropped_slow == 0
+        for _, writer in conns:
+            writer.close()
     await hub.shutdown()

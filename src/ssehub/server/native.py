@@ -410,13 +410,18 @@ class _Flusher(WriteQueue):
 
     def relieve(self) -> None:
         # A queued stream's next event would pass its bound before its turn (publishes that
-        # outrun the slices, or a cycle that waits): write every queued stream now. The flush
-        # already scheduled still runs, for what is queued after this.
+        # outrun the slices, or a cycle that waits): write every queued stream now. This runs
+        # from a push, while the hub goes through a channel's subscribers: a stream that has
+        # ended is queued again for the flush already scheduled, which ends it (ending it here
+        # would take it off the channel mid-delivery).
         batch = self[:]
         del self[:]
-        self._write(batch)
+        self.extend(self._write(batch, end=False))
 
-    def _write(self, batch: list[Any]) -> None:
+    def _write(self, batch: list[Any], end: bool = True) -> list[Any]:
+        """Write each connection's pending bytes; end the streams that have closed (or, with
+        ``end`` False, return their connections)."""
+        ended = []
         conn: _Connection
         for conn in batch:
             sub = conn.sub
@@ -431,7 +436,11 @@ class _Flusher(WriteQueue):
                     sub.close(CloseReason.SLOW)
                     transport.abort()
             if sub.closed:
-                conn.stream_ended()
+                if end:
+                    conn.stream_ended()
+                else:
+                    ended.append(conn)
+        return ended
 
 
 class _Connection(asyncio.Protocol):
