@@ -312,8 +312,10 @@ class _Flusher(WriteQueue):
     every stream at once would have taken too. The slice grows with the queue, so a cycle is
     about ``FLUSH_PARTS`` iterations at any size, and a stream's buffer holds at most the
     events of one cycle: when the first queued stream (which holds the most) has a quarter of
-    its ``max_buffer`` pending, the flush writes every queued stream at once, so publishes that
-    outrun the slices never push a reader that keeps up over its bound.
+    its ``max_buffer`` pending, the flush writes every queued stream at once. And a push that
+    would take a queued stream past its bound before its turn writes every queued stream first
+    (`relieve`), so publishes that outrun the slices, or a cycle that waits (below), never drop
+    a reader that keeps up.
 
     When the machine is short of CPU, cycles also wait. The loop's thread reads how long it
     waited for a core, ready to run, over the last `CONTENTION_WINDOW` (the kernel's run delay:
