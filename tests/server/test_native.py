@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -17,7 +18,13 @@ import httpx
 import pytest
 
 from ssehub import CloseReason, Hub, Message, Subscription
-from ssehub.server.native import FLUSH_MIN_SLICE, GATHER_DELAY, RunDelay
+from ssehub.server.native import (
+    FLUSH_MAX_SLICE,
+    FLUSH_MIN_SLICE,
+    FLUSH_PARTS,
+    GATHER_DELAY,
+    RunDelay,
+)
 from ssehub.types import Receive, Scope, Send
 from ssehub.wire import EventParser
 from tests._support.asgi_server import native_server, run_native
@@ -433,6 +440,50 @@ async def test_a_server_short_of_cpu_gathers_events_into_one_write_per_stream() 
         for _, writer in conns:
             writer.close()
     await hub.shutdown()
+
+
+async def test_a_loop_iteration_writes_at_most_a_slice_however_many_streams_wait() -> None:
+    """A fan-out to more streams than FLUSH_PARTS slices of FLUSH_MAX_SLICE: each loop
+    iteration writes at most FLUSH_MAX_SLICE of them (not a sixteenth of the queue), so the
+    loop reads its sockets (the next publish, other requests) that often, and every stream
+    still gets the event once."""
+    streams = FLUSH_PARTS * FLUSH_MAX_SLICE + 32 * FLUSH_PARTS  # a sixteenth is 96
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * streams + 512  # both ends of each stream live in this process
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    hub = Hub()
+    async with native_server(hub.asgi) as running:
+        conns = await open_raw_streams(hub, running.url, "/events/wide", streams)
+        for reader, _ in conns:  # the response heads
+            async with asyncio.timeout(5):
+                await reader.readuntil(b"\r\n\r\n")
+        counts = [0]
+        for conn in running.server.connections:
+            conn.transport = _CountedWrites(conn.transport, counts)
+        loop = asyncio.get_running_loop()
+        per_iteration: list[int] = []
+        last = [0]
+
+        def tick() -> None:  # once per loop iteration, beside the flush's slices
+            per_iteration.append(counts[0] - last[0])
+            last[0] = counts[0]
+            if counts[0] < streams:
+                loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        await hub.publish("/events/wide", "wide")
+        async with asyncio.timeout(10):
+            while counts[0] < streams:
+                await asyncio.sleep(0.01)
+            for reader, _ in conns:
+                assert b"data: wide" in await reader.readuntil(b"\n\n")
+        for _, writer in conns:
+            writer.close()
+    await hub.shutdown()
+    assert counts[0] == streams
+    assert max(per_iteration) <= FLUSH_MAX_SLICE
+    assert len([n for n in per_iteration if n]) >= streams // FLUSH_MAX_SLICE
 
 
 def test_run_delay_reads_the_time_a_thread_waited_for_a_core() -> None:

@@ -233,6 +233,10 @@ iteration (see `_Flusher`)."""
 FLUSH_MIN_SLICE = 16
 """The fewest streams a slice writes: below ``FLUSH_PARTS * FLUSH_MIN_SLICE`` pending streams
 a flush takes fewer, larger slices, and up to this many it is one slice, as an idle server's."""
+FLUSH_MAX_SLICE = 64
+"""The most streams a slice writes: past ``FLUSH_PARTS * FLUSH_MAX_SLICE`` pending streams a
+flush takes more slices, so the loop reads its sockets (a publish, the next request, the bus)
+at least every this many writes, however many streams wait."""
 FLUSH_BACKLOG_SHIFT = 2
 """A flush writes every queued stream at once, not a slice, when the first queued holds more
 than ``max_buffer >> FLUSH_BACKLOG_SHIFT`` bytes (a quarter of what it may fall behind)."""
@@ -296,11 +300,11 @@ class _Flusher(WriteQueue):
     The queue of the streams with bytes pending: a publish appends the event to each
     subscriber's buffer, and the buffer puts its connection here on its first push since its
     last write (`Subscription.queue_on`: no call per delivery). ``flush`` then writes the
-    queued streams in first-queued order, at most ``max(FLUSH_MIN_SLICE, queued //
-    FLUSH_PARTS)`` of them per loop iteration, and schedules itself again while any remain.
-    Between two slices the loop reads its sockets, so a publish that arrives while a flush is
-    under way lands in the buffers of the streams not yet written, and they write both events
-    with one ``write``.
+    queued streams in first-queued order, ``queued // FLUSH_PARTS`` of them per loop iteration
+    (at least `FLUSH_MIN_SLICE`, at most `FLUSH_MAX_SLICE`), and schedules itself again while
+    any remain. Between two slices the loop reads its sockets, so a publish that arrives while a
+    flush is under way lands in the buffers of the streams not yet written, and they write both
+    events with one ``write``.
 
     That is the adaptive coalescing. An idle server writes each event at once: while the queue
     is empty, the first ``FLUSH_MIN_SLICE`` streams pushed to in a loop iteration are written
@@ -310,12 +314,14 @@ class _Flusher(WriteQueue):
     write per client per flush cycle instead of one per event. With CPU to spare no timer
     delays anything: a stream waits at most one cycle through the queue, which a flush of
     every stream at once would have taken too. The slice grows with the queue, so a cycle is
-    about ``FLUSH_PARTS`` iterations at any size, and a stream's buffer holds at most the
-    events of one cycle: when the first queued stream (which holds the most) has a quarter of
-    its ``max_buffer`` pending, the flush writes every queued stream at once. And a push that
-    would take a queued stream past its bound before its turn writes every queued stream first
-    (`relieve`), so publishes that outrun the slices, or a cycle that waits (below), never drop
-    a reader that keeps up.
+    about ``FLUSH_PARTS`` iterations up to ``FLUSH_PARTS * FLUSH_MAX_SLICE`` streams, and more
+    past that: with 10,000 streams a slice of 625 writes would keep a publisher's answer (and
+    so its next event) waiting behind each one, where 64 let it in sooner, and more events
+    share each cycle. A stream's buffer holds at most the events of one cycle: when the first
+    queued stream (which holds the most) has a quarter of its ``max_buffer`` pending, the flush
+    writes every queued stream at once. And a push that would take a queued stream past its
+    bound before its turn writes every queued stream first (`relieve`), so publishes that
+    outrun the slices, or a cycle that waits (below), never drop a reader that keeps up.
 
     When the machine is short of CPU, cycles also wait. The loop's thread reads how long it
     waited for a core, ready to run, over the last `CONTENTION_WINDOW` (the kernel's run delay:
@@ -394,7 +400,7 @@ class _Flusher(WriteQueue):
         self.direct = FLUSH_MIN_SLICE
 
     def flush(self) -> None:
-        n = max(FLUSH_MIN_SLICE, len(self) // FLUSH_PARTS)
+        n = min(max(FLUSH_MIN_SLICE, len(self) // FLUSH_PARTS), FLUSH_MAX_SLICE)
         # The first queued has waited longest and holds the most: when publishes come in
         # faster than slices drain it, write everything now rather than let buffers near
         # max_buffer, where a reader keeping up would be dropped for the server's backlog.
