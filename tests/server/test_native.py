@@ -452,6 +452,13 @@ async def test_a_loop_iteration_writes_at_most_a_slice_however_many_streams_wait
     need = 2 * streams + 512  # both ends of each stream live in this process
     if soft != resource.RLIM_INFINITY and soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    try:
+        await _fan_out_wide(streams)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def _fan_out_wide(streams: int) -> None:
     hub = Hub()
     async with native_server(hub.asgi) as running:
         conns = await open_raw_streams(hub, running.url, "/events/wide", streams)
