@@ -382,6 +382,8 @@ class DroppingQueue(Queue):
 
 
 def test_a_stream_its_writer_drops_while_relieving_takes_no_more_bytes() -> None:
+    """A writer asked to write what is queued may find the socket full and drop the stream
+    there: the push that asked then adds nothing to the dropped stream's buffer."""
     queue = DroppingQueue()
     a = queued(queue, "a")
     a.push(b"x" * 60)

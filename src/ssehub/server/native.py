@@ -268,7 +268,7 @@ class RunDelay:
     def __init__(self, path: str = "/proc/thread-self/schedstat") -> None:
         try:
             self._fd = os.open(path, os.O_RDONLY)
-            float(os.pread(self._fd, 64, 0).split()[1])
+            int(os.pread(self._fd, 64, 0).split()[1])  # readable as `__call__` reads it
         except (OSError, ValueError, IndexError):
             self.close()
 
