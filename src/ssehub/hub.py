@@ -756,8 +756,10 @@ class Hub:
         """`publish` without awaiting, where the backend need not wait (the in-memory default;
         the durable backend for the events it writes at once, `Backend.publish_now`): the
         event's id, or None when it cannot be published at once, with nothing stored or
-        delivered; then await `publish` (Redis and the local bus of ``--workers`` always wait;
-        so does a hub not started yet or shut down).
+        delivered; then await `publish` (Redis always waits; the local bus of ``--workers``
+        waits for a message with an id of its own, see
+        `ssehub.backends.localbus.LocalBusBackend.publish_now`; so does a hub not started yet
+        or shut down).
 
         For a caller that is not a coroutine, or on a hot path: it saves the coroutines of
         `publish`. Call it on the hub's event loop. Raises as `publish` does otherwise.

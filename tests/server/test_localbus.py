@@ -98,6 +98,110 @@ async def test_a_resume_on_the_other_hub_replays_from_the_sequencer(
     assert again.duplicate
 
 
+async def test_a_publish_is_answered_at_once_through_the_ring_in_the_one_order(
+    two_hubs: tuple[Sequencer, list[Hub]],
+) -> None:
+    """Without waiting for the sequencer: ids from one counter, one order on every worker,
+    also mixed with publishes that take the round trip (an id of their own)."""
+    _, (a, b) = two_hubs
+    sub_a = await a.subscribe("/events/fast")
+    sub_b = await b.subscribe("/events/fast")
+    await asyncio.sleep(0.05)  # both watches answered
+    first = a.publish_nowait("/events/fast", Message("f0"))
+    assert first is not None  # answered in place: no round trip
+    prefix, _, count = first.rpartition("-")
+    published = [first]
+    for i in range(1, 12):
+        hub = a if i % 2 else b
+        if i % 4 == 3:  # its own id: the sequencer looks for it in the history
+            published.append(await hub.publish("/events/fast", Message(f"f{i}", id=f"own-{i}")))
+        else:
+            fast = hub.publish_nowait("/events/fast", Message(f"f{i}"))
+            assert fast is not None
+            published.append(fast)
+    got_a, got_b = await _take(sub_a, 12), await _take(sub_b, 12)
+    assert [m.id for m in got_a] == [m.id for m in got_b] == published
+    assert [m.data for m in got_a] == [f"f{i}" for i in range(12)]
+    # Ids the ring gave count up with those the sequencer gave (own ids count too).
+    assert [p for p in published if not p.startswith("own-")] == [
+        f"{prefix}-{int(count) + i}" for i in range(12) if i % 4 != 3
+    ]
+
+
+async def test_a_request_after_a_publish_sees_it_though_the_worker_never_said(
+    two_hubs: tuple[Sequencer, list[Hub]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sequencer reads the ring before any request: a replay asked on the other worker
+    after a publish returned has the event, even before the publishing worker's nudge."""
+    _, (a, b) = two_hubs
+    before = await a.publish("/events/seen", Message("old"))
+    monkeypatch.setattr(localbus._WorkerLink, "poke", lambda self: None)
+    new = a.publish_nowait("/events/seen", Message("new"))
+    assert new is not None
+    replay = await b.backend.replay("/events/seen", before)
+    assert replay.found and [event_id for event_id, _ in replay.events] == [new]
+
+
+async def test_a_worker_that_dies_after_a_publish_returned_loses_nothing(
+    two_hubs: tuple[Sequencer, list[Hub]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event answered through the ring is stored and sent even if its worker dies before
+    it told the sequencer: the sequencer reads the ring when a link closes."""
+    sequencer, (a, b) = two_hubs
+    sub_b = await b.subscribe("/events/orphan")
+    await asyncio.sleep(0.05)
+    monkeypatch.setattr(localbus._WorkerLink, "poke", lambda self: None)
+    orphan = a.publish_nowait("/events/orphan", Message("orphan"))
+    assert orphan is not None
+    link = a.backend._link
+    assert link is not None and link.transport is not None
+    link.transport.abort()  # the worker is gone, with its nudge unsent
+    assert [m.id for m in await _take(sub_b, 1)] == [orphan]
+    assert len(sequencer.links) == 1
+
+
+async def test_a_publish_right_after_a_new_watch_waits_for_it(
+    two_hubs: tuple[Sequencer, list[Hub]],
+) -> None:
+    """Until the sequencer answered this worker's watch, publishes take the round trip
+    behind it, so a subscriber never misses an event published through its own worker after
+    it subscribed."""
+    _, (a, _) = two_hubs
+    sub = await a.subscribe("/events/just-now")
+    assert a.publish_nowait("/events/just-now", Message("x")) is None  # the watch is unanswered
+    first = await a.publish("/events/just-now", Message("first"))
+    assert [m.id for m in await _take(sub, 1)] == [first]
+    assert a.publish_nowait("/events/just-now", Message("y")) is not None  # answered since
+
+
+async def test_a_full_ring_sends_publishes_the_round_trip_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(localbus, "RING_BYTES", 512)
+    sequencer = Sequencer(history=100, max_event=4096)
+    await sequencer.start()
+    a, b = await _hubs(sequencer, 2)
+    try:
+        sub = await b.subscribe("/events/full")
+        await asyncio.sleep(0.05)
+        published, waited = [], 0
+        for i in range(20):  # no turn of the loop between: the ring fills up
+            fast = a.publish_nowait("/events/full", Message(f"{i:03d}" * 10))
+            if fast is None:
+                waited += 1
+                published.append(await a.publish("/events/full", Message(f"{i:03d}" * 10)))
+            else:
+                published.append(fast)
+        assert 0 < waited < 20
+        got = await _take(sub, 20)
+        assert [m.id for m in got] == published
+        assert [m.data for m in got] == [f"{i:03d}" * 10 for i in range(20)]
+    finally:
+        for hub in (a, b):
+            await hub.shutdown(timeout=1)
+        await sequencer.close()
+
+
 async def test_refusals_and_a_lost_sequencer_are_errors_not_silence(
     two_hubs: tuple[Sequencer, list[Hub]],
 ) -> None:
@@ -326,6 +430,63 @@ async def test_a_killed_worker_is_restarted_and_its_clients_resume_elsewhere(
     finally:
         await reader.stop()
         for client in clients.values():
+            await client.aclose()
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_while_it_publishes_loses_no_answered_event(
+    start_hub: HubFactory,
+) -> None:
+    """Two publishers, one pinned to each worker, post as fast as they can; one worker is
+    killed with SIGKILL in the middle. Every event either worker answered 200 reaches the
+    other worker's subscriber once, in the one order, and the survivor keeps publishing (no
+    lock or gap left behind by the dead worker stalls it)."""
+    hub = start_hub("--workers", "2", *PINNED)
+    readers_by_pid = await client_on_each_worker(hub.url, 2)
+    posters_by_pid = await client_on_each_worker(hub.url, 2)
+    (pid_a, _), (pid_b, read_b) = readers_by_pid.items()
+    post_a, post_b = posters_by_pid[pid_a], posters_by_pid[pid_b]
+    reader = _Reader(read_b, "/events/storm")
+    answered: list[str] = []
+    after_kill: list[str] = []
+    killed = asyncio.Event()
+
+    async def storm(client: httpx.AsyncClient, tag: str, limit: int) -> None:
+        for i in range(limit):
+            try:
+                answer = await client.post("/events/storm", json={"data": f"{tag}{i}"})
+            except httpx.HTTPError:
+                return  # its worker is gone: this one is answered or not, either is allowed
+            assert answer.status_code == 200, answer.text
+            answered.append(answer.json()["id"])
+            if killed.is_set():
+                after_kill.append(answer.json()["id"])
+            if tag == "b" and len(after_kill) >= 200:
+                return
+
+    try:
+        await _opened([reader])
+        await _wait_subscribed(post_a, 1)
+        storms = [
+            asyncio.create_task(storm(post_a, "a", 100_000)),
+            asyncio.create_task(storm(post_b, "b", 100_000)),
+        ]
+        for _ in range(500):
+            if len(answered) >= 300:
+                break
+            await asyncio.sleep(0.01)
+        os.kill(pid_a, signal.SIGKILL)
+        killed.set()
+        await asyncio.wait_for(asyncio.gather(*storms), 60)
+        assert len(after_kill) >= 200  # the survivor went on publishing
+        got = [m.id for m in await reader.wait_for(len(answered), timeout=20)]
+        assert len(got) == len(set(got))  # no event twice
+        assert set(answered) <= set(got)  # every answered event arrived
+        orders = [int(event_id.rpartition("-")[2]) for event_id in got]
+        assert orders == sorted(orders)  # in the one order
+    finally:
+        await reader.stop()
+        for client in (*readers_by_pid.values(), *posters_by_pid.values()):
             await client.aclose()
 
 

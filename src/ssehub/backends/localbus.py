@@ -2,55 +2,81 @@
 
 ``ssehub serve --workers N`` (no ``--redis``) runs N worker processes on one port and, in the
 supervisor, one `Sequencer`. Every worker's backend is a `LocalBusBackend` joined to the
-sequencer by a Unix socket pair made for it. A publish goes to the sequencer, which holds the
-only history (a `MemoryBackend`: ids, order, retention, duplicates, replay, exactly as one
-process has them) and sends each event, in one order, to every worker with subscribers on one
-of its channels (a worker says which as the hub calls `Backend.watch`; its watch reaches the
-sequencer before its replay request, on one ordered socket, so a resuming client misses nothing
-between the two); each worker hands it to its own subscribers. The publishing worker gets the
-event before the answer to its publish, so its own subscribers have the event when the publish
-returns. A resume, on any worker, reads the sequencer's history: ids are the sequencer's, so a
-client resumes exactly wherever the kernel sends its reconnection.
+sequencer by a Unix socket pair made for it. The sequencer holds the only history (a
+`MemoryBackend`: ids, order, retention, duplicates, replay, exactly as one process has them)
+and sends each event, in one order, to every worker with subscribers on one of its channels
+(a worker says which as the hub calls `Backend.watch`; its watch reaches the sequencer before
+its replay request, on one ordered socket, so a resuming client misses nothing between the
+two); each worker hands it to its own subscribers. A resume, on any worker, reads the
+sequencer's history: ids are the sequencer's, so a client resumes exactly wherever the kernel
+sends its reconnection.
 
-Why a sequencer over Unix sockets rather than shared memory, or a replica of history in every
-worker: one writer orders every channel with no lock and no consensus; the history is held
-once (``--history-memory`` bounds the machine, not each worker); a restarted worker needs no
-copy of anything (it connects and serves); and a Unix socket is a kernel-buffered, ordered,
-flow-controlled pipe that asyncio already drives. The price is one hop per publish (batched:
-every message of one turn of a loop goes out in one write, one frame) and one per resume.
+A publish is answered without waiting for the sequencer (`LocalBusBackend.publish_now`): the
+worker takes the next number of the one counter behind every id and appends the event to a
+ring in memory shared with the sequencer (`_Ring`, under a lock it only tries to take), and
+tells it at the end of its loop's turn. The sequencer reads the ring before anything else it
+reads, so the ids keep one order across workers, and a request sent after a publish returned
+(a resume, a replay, a publish of the same client on another worker) finds the event stored.
+The publishing worker's own subscribers get it back from the sequencer like everyone else's.
+A publish takes the round trip instead (the sequencer gives the id, and the publishing worker
+has the event before the answer) when its message has an id of its own (the history is where
+duplicates are found), while a watch of its worker is not answered yet (so no event of the
+worker's own overtakes it), or when the ring is busy or full.
+
+Why a sequencer over Unix sockets rather than a replica of history in every worker: one
+writer stores every channel with no agreement protocol; the history is held once
+(``--history-memory`` bounds the machine, not each worker); a restarted worker needs no copy
+of anything (it connects and serves); and a Unix socket is a kernel-buffered, ordered,
+flow-controlled pipe that asyncio already drives. The price is one hop per event to every
+worker (batched: every message of one turn of a loop goes out in one write, one frame) and one
+per resume. The ring takes the hop out of the publisher's wait: with it, a worker answers a
+publish in the turn of the loop that read it, as one process does.
 
 The frames are a 4-byte length and a `marshal` list of tuples (str, bytes, int, float, None,
 tuples): the two ends are the same program on one machine, over a socket pair no other process
 can reach, so marshal's lack of a stable format across Python versions does not matter, and it
-is the fastest encoder the standard library has.
+is the fastest encoder the standard library has. The ring's records are marshal tuples too.
 
 What a lost sequencer means: a worker whose bus closes (the supervisor died) fails every
 request waiting on it with `ssehub.BackendUnavailable`, logs ``event=bus_lost`` and calls its
 ``on_lost`` hook (``ssehub serve`` then shuts the worker down: without the sequencer no worker
 can publish, and the history is gone with it). A worker that dies is only a closed link to the
-sequencer: its reports and presence are dropped at once.
+sequencer: its reports and presence are dropped at once, and what it put in the ring is stored
+and sent then (a worker killed while it holds the ring's lock leaves it free: the kernel drops
+a dead process's locks).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import logging
 import marshal
+import mmap
+import os
 import socket
 import struct
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from typing import Any
 
-from ssehub.backends.base import Backend, Deliver, Forget, PublishResult, Replay
-from ssehub.backends.memory import MemoryBackend
+from ssehub.backends.base import (
+    Backend,
+    Deliver,
+    Forget,
+    PublishResult,
+    Replay,
+    encode_event,
+    too_large,
+)
+from ssehub.backends.memory import Admitted, MemoryBackend
 from ssehub.errors import BackendUnavailable, EventTooLarge, InvalidMessage
 from ssehub.selectors import Selectors
 from ssehub.wire import Message
 
-__all__ = ["MAX_BEHIND", "LocalBusBackend", "Sequencer"]
+__all__ = ["MAX_BEHIND", "RING_BYTES", "LocalBusBackend", "Sequencer"]
 
 log = logging.getLogger("ssehub.server")
 
@@ -60,6 +86,16 @@ MAX_BEHIND = 64 * 1024 * 1024
 """Bytes the sequencer may hold for a worker that does not read them (stopped, or starved of
 CPU); past this the worker is cut off the bus, like a slow subscriber: it stops (its link
 closed), the supervisor starts another, and its clients resume elsewhere."""
+
+RING_BYTES = 4 * 1024 * 1024
+"""The size of the ring in which workers put the events they publish without waiting (see
+`_Ring`); a publish whose event does not fit in what is free goes the round trip instead."""
+
+_RING_HEAD = struct.Struct("=QQ")  # the last order given, then the bytes of records waiting
+_RING_PREFIX = 16  # one byte of length, then the id prefix
+_RING_DATA = 64  # where the records start: each a 4-byte length and a marshal tuple
+_RECORD = struct.Struct("=I")
+_COUNT = struct.Struct("=Q")  # each half of the head, written apart: the counter first
 
 # Request kinds (worker to sequencer) and answer/feed kinds (sequencer to worker).
 _PUBLISH = 0
@@ -74,6 +110,7 @@ _RETIRE_PRESENCE = 8
 _WATCH = 9
 _UNWATCH = 10
 _WATCH_ALL = 11
+_RING = 12  # no request: "read the ring" (a worker appended to it this turn of its loop)
 _EVENT = 100
 _ANSWER = 101
 _FAILED = 102
@@ -88,6 +125,130 @@ def _run_now(coro: Coroutine[Any, Any, Any]) -> Any:
         return done.value
     coro.close()
     raise RuntimeError("the memory backend suspended; the sequencer cannot run it in place")
+
+
+class _Ring:
+    """Shared memory in which a worker gives a publish its id and place in the order itself,
+    without the round trip to the sequencer.
+
+    One memory file (``memfd``), made by the sequencer and sent to each worker over its bus
+    socket when it attaches. The head holds the last order given (the counter behind every id
+    ``prefix + n``) and the bytes of the records waiting; a worker appends a record (the order,
+    the channel(s), the encoded event, private) and moves both on, under a POSIX lock on the
+    file, which it only tries to take (`try_lock`: a worker's loop never blocks; when the lock
+    is busy or the event does not fit, the publish takes the round trip). The sequencer takes
+    every waiting record at once (`take`, which empties the ring) and stores and sends them in
+    that order before anything else it reads, so ids keep one order across workers, and
+    anything a worker asks after a publish returned (a resume, a replay) sees the event. The
+    counter moves before the records' length, so a worker killed in between leaves at most an
+    order no event has, never two events with one.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self.map = mmap.mmap(fd, self.size)
+        length = self.map[_RING_PREFIX]
+        self.prefix = bytes(self.map[_RING_PREFIX + 1 : _RING_PREFIX + 1 + length]).decode()
+
+    @classmethod
+    def create(cls, prefix: str, size: int) -> _Ring | None:
+        """A new ring of ``size`` bytes for ids ``prefix + n``; None without ``memfd``."""
+        make = getattr(os, "memfd_create", None)
+        encoded = prefix.encode()
+        if make is None or len(encoded) > _RING_DATA - _RING_PREFIX - 1:
+            return None
+        fd = make("ssehub-bus", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            with mmap.mmap(fd, size) as memory:
+                memory[_RING_PREFIX] = len(encoded)
+                memory[_RING_PREFIX + 1 : _RING_PREFIX + 1 + len(encoded)] = encoded
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    def close(self) -> None:
+        """Unmap and close this process's handle."""
+        self.map.close()
+        os.close(self.fd)
+
+    def try_lock(self) -> bool:
+        """Take the lock if no other process holds it."""
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def lock(self) -> None:
+        """Take the lock, waiting for it (the sequencer: a worker holds it for microseconds)."""
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        """Release the lock."""
+        fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def waiting(self) -> bool:
+        """Whether records wait (read without the lock: a hint, `take` is exact)."""
+        used: int = _COUNT.unpack_from(self.map, _COUNT.size)[0]
+        return used > 0
+
+    def set_counter(self, order: int) -> None:
+        """The sequencer gave ``order`` itself (hold the lock, with the ring taken)."""
+        _RING_HEAD.pack_into(self.map, 0, order, 0)
+
+    def append(
+        self,
+        channel: str | tuple[str, ...],
+        message: Message,
+        private: bool,
+        max_event: int | None,
+    ) -> PublishResult | None:
+        """Publish ``message`` (which has no id of its own) through the ring: its id, or None
+        when the lock is busy or the ring too full (nothing was appended). Raises
+        `ssehub.EventTooLarge` as `MemoryBackend.publish` does."""
+        if not self.try_lock():
+            return None
+        try:
+            memory = self.map
+            order, used = _RING_HEAD.unpack_from(memory, 0)
+            order += 1
+            event_id = self.prefix + str(order)
+            data = encode_event(message, event_id)
+            if max_event is not None and len(data) > max_event:
+                raise too_large(len(data), max_event)
+            record = marshal.dumps((order, channel, data, private))
+            start = _RING_DATA + used
+            end = start + _RECORD.size + len(record)
+            if end > self.size:
+                return None
+            _RECORD.pack_into(memory, start, len(record))
+            memory[start + _RECORD.size : end] = record
+            _COUNT.pack_into(memory, 0, order)
+            _COUNT.pack_into(memory, _COUNT.size, end - _RING_DATA)
+        finally:
+            self.unlock()
+        return PublishResult(event_id)
+
+    def take(self) -> tuple[list[tuple[Any, ...]], int]:
+        """Every waiting record, oldest first, and the counter; the ring is then empty (hold
+        the lock)."""
+        memory = self.map
+        order, used = _RING_HEAD.unpack_from(memory, 0)
+        if not used:
+            return [], order
+        raw = memory[_RING_DATA : _RING_DATA + used]
+        _RING_HEAD.pack_into(memory, 0, order, 0)
+        records = []
+        start = 0
+        while start < used:
+            (length,) = _RECORD.unpack_from(raw, start)
+            start += _RECORD.size
+            records.append(marshal.loads(raw[start : start + length]))
+            start += length
+        return records, order
 
 
 class _Link(asyncio.Protocol):
@@ -151,6 +312,7 @@ class _SequencerLink(_Link):
 
     def connection_lost(self, exc: Exception | None) -> None:
         sequencer = self.sequencer
+        sequencer.drain()  # a worker that died may have appended without saying so
         sequencer.links.discard(self)
         sequencer.everything.discard(self)
         for channel in self.watched:
@@ -158,6 +320,13 @@ class _SequencerLink(_Link):
         for name in self.workers:
             sequencer.reports.pop(name, None)
             sequencer.presence.pop(name, None)
+
+    def data_received(self, data: bytes) -> None:
+        # What workers put in the ring comes first: a request sent after a publish returned
+        # sees its event. (A worker's watch is answered before that worker appends again, so
+        # no event of its own overtakes its watch this way.)
+        self.sequencer.drain()
+        super().data_received(data)
 
     def handle(self, message: tuple[Any, ...]) -> None:
         kind, request = message[0], message[1]
@@ -214,14 +383,24 @@ class Sequencer:
         """The links with subscribers that may read any channel (``*``, templates)."""
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.ring: _Ring | None = None
+        """Where workers publish without the round trip (None where ``memfd`` is missing)."""
 
     async def start(self) -> None:
         """Start the history (on the running loop, which the sequencer then stays on)."""
         self._loop = asyncio.get_running_loop()
         await self.backend.start(self._fan_out, **self._settings)
+        self.ring = _Ring.create(self.backend.id_prefix, RING_BYTES)
 
     async def attach(self, sock: socket.socket) -> None:
-        """Serve the worker at the other end of ``sock`` (a connected Unix stream socket)."""
+        """Serve the worker at the other end of ``sock`` (a connected Unix stream socket).
+
+        The first byte on it is the ring's (with its file, `socket.send_fds`), or ``-`` when
+        there is none; `LocalBusBackend.start` reads it before the bus's frames."""
+        if self.ring is not None:
+            socket.send_fds(sock, [b"R"], [self.ring.fd])
+        else:
+            sock.sendall(b"-")
         loop = asyncio.get_running_loop()
         await loop.connect_accepted_socket(lambda: _SequencerLink(self), sock)
 
@@ -231,6 +410,33 @@ class Sequencer:
             if link.transport is not None:
                 link.transport.close()
         await self.backend.close()
+        self.drain()
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+
+    def drain(self) -> None:
+        """Store and send, in their order, the events workers put in the ring."""
+        ring = self.ring
+        if ring is None or not ring.waiting():
+            return
+        ring.lock()
+        try:
+            records, counter = ring.take()
+        finally:
+            ring.unlock()
+        self._accept(records, counter)
+
+    def _accept(self, records: list[tuple[Any, ...]], counter: int) -> None:
+        backend = self.backend
+        prefix = backend.id_prefix
+        for order, channel, data, private in records:
+            try:
+                backend.accept(Admitted(channel, prefix + str(order), data, order, private))
+            except Exception:  # a bug: never silent, and the other events still go
+                log.exception("event=bus_ring_failed order=%d", order)
+        # Ids ``prefix + n`` up to the counter are known (a resume from one is placed).
+        backend.restore_counter(prefix, counter)
 
     def _fan_out(
         self,
@@ -299,8 +505,24 @@ class Sequencer:
         if kind == _PUBLISH:
             _, _, channel, data, event, event_id, retry, comment, private = message
             msg = Message(data, id=event_id, event=event, retry=retry, comment=comment)
-            result = _run_now(backend.publish(channel, msg, private=private))
-            return (str(result), result.duplicate)
+            ring = self.ring
+            if ring is None:
+                result = _run_now(backend.publish(channel, msg, private=private))
+                return (str(result), result.duplicate)
+            # The order is given here, after every event the workers gave one to.
+            ring.lock()
+            try:
+                self._accept(*ring.take())
+                admitted = backend.admit(channel, msg, private=private)
+                if isinstance(admitted, Admitted):
+                    ring.set_counter(admitted.order)
+            finally:
+                ring.unlock()
+            if isinstance(admitted, PublishResult):
+                return (str(admitted), True)
+            return (str(backend.accept(admitted)), False)
+        if kind == _RING:
+            return None  # read already, as every frame begins
         if kind == _REPLAY:
             _, _, channel, last_event_id, private = message
             replay = _run_now(backend.replay(channel, last_event_id, private=private))
@@ -374,6 +596,7 @@ class _WorkerLink(_Link):
         super().__init__()
         self.backend = backend
         self.scheduled = False
+        self.poked = False
 
     def handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -411,8 +634,15 @@ class _WorkerLink(_Link):
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
+    def poke(self) -> None:
+        """Tell the sequencer, at the end of this turn, that the ring holds events."""
+        if not self.poked:
+            self.poked = True
+            self.send((_RING, None))
+
     def flush(self) -> None:
         self.scheduled = False
+        self.poked = False
         if self.out:
             out, self.out = self.out, []
             try:
@@ -450,6 +680,9 @@ class LocalBusBackend(Backend):
         self._lost: str | None = None
         self._watched: set[str] = set()
         self._everything = False
+        self._ring: _Ring | None = None
+        self._max_event: int | None = None
+        self._fences = 0  # watches sent and not answered yet
 
     async def start(
         self,
@@ -464,19 +697,40 @@ class LocalBusBackend(Backend):
     ) -> None:
         """Join the bus (the retention settings are the sequencer's, from the same config)."""
         self.deliver = deliver
+        self._max_event = max_event
+        self._ring = self._join_ring()
         loop = asyncio.get_running_loop()
         _, link = await loop.connect_accepted_socket(lambda: _WorkerLink(self), self._sock)
         self._link = link
         for channel in self._watched:
-            link.send((_WATCH, None, channel))
+            self._fenced(_WATCH, channel)
         if self._everything:
-            link.send((_WATCH_ALL, None, True))
+            self._fenced(_WATCH_ALL, True)
+
+    def _join_ring(self) -> _Ring | None:
+        # The sequencer's first byte: the ring's file with it, or "-" for none.
+        sock = self._sock
+        timeout = sock.gettimeout()
+        sock.settimeout(10)
+        try:
+            first, fds, _, _ = socket.recv_fds(sock, 1, 1)
+        except OSError as exc:
+            raise BackendUnavailable(f"the local bus did not answer: {exc}") from None
+        finally:
+            sock.settimeout(timeout)
+        if first == b"R" and len(fds) == 1:
+            return _Ring(fds[0])
+        for fd in fds:
+            os.close(fd)
+        if first != b"-":
+            raise BackendUnavailable(f"the local bus began with {first!r}, not its ring")
+        return None
 
     def watch(self, channel: str) -> None:
         """Ask the sequencer for ``channel``'s events (this process has subscribers on it)."""
         self._watched.add(channel)
         if self._link is not None:
-            self._link.send((_WATCH, None, channel))
+            self._fenced(_WATCH, channel)
 
     def unwatch(self, channel: str) -> None:
         """Stop ``channel``'s events (its last local subscriber left)."""
@@ -488,7 +742,27 @@ class LocalBusBackend(Backend):
         """Ask for every channel's events (``*`` or template subscribers here), or not."""
         self._everything = on
         if self._link is not None:
-            self._link.send((_WATCH_ALL, None, on))
+            if on:
+                self._fenced(_WATCH_ALL, True)
+            else:
+                self._link.send((_WATCH_ALL, None, False))
+
+    def _fenced(self, kind: int, value: Any) -> None:
+        # A watch is answered; until it is, publishes take the round trip behind it on the
+        # socket, so none of this process's events reaches the sequencer before its watch.
+        link = self._link
+        assert link is not None
+        request = next(self._requests)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting[request] = future
+        self._fences += 1
+        future.add_done_callback(self._unfence)
+        link.send((kind, request, value))
+
+    def _unfence(self, future: asyncio.Future[Any]) -> None:
+        self._fences -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved: a lost bus is reported by `lost`
 
     def lost(self, exc: Exception | None) -> None:
         """The bus closed: fail what waits, and say so (once)."""
@@ -517,11 +791,43 @@ class LocalBusBackend(Backend):
         link.send(message)
         return await future
 
+    def publish_now(
+        self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
+    ) -> PublishResult | None:
+        """Publish through the ring, without waiting: the event's id, or None (nothing
+        published; await `publish`) for a message with an id of its own (the sequencer looks
+        for it in the history), while a watch of this process is not answered yet, while
+        another process holds the ring, or when it is full.
+
+        The event has its id and its place in the one order of every worker; the sequencer
+        stores and sends it before it reads anything sent after this returned, so a resume or
+        a replay asked for later, on any worker, has it. This process's subscribers get it
+        back from the sequencer, as every worker's do. Raises `ssehub.EventTooLarge` as
+        `publish` does."""
+        ring = self._ring
+        link = self._link
+        if (
+            ring is None
+            or link is None
+            or self._fences
+            or self._lost is not None
+            or message.id is not None
+        ):
+            return None
+        result = ring.append(channel, message, private, self._max_event)
+        if result is not None:
+            link.poke()
+        return result
+
     async def publish(
         self, channel: str | tuple[str, ...], message: Message, *, private: bool = False
     ) -> PublishResult:
-        """Publish through the sequencer; returns once it stored the event (and this process
-        delivered it to its own subscribers)."""
+        """Publish: through the ring where `publish_now` can, else through the sequencer,
+        returning once it stored the event (and this process delivered it to its own
+        subscribers)."""
+        result = self.publish_now(channel, message, private=private)
+        if result is not None:
+            return result
         event_id, duplicate = await self._ask(
             (
                 _PUBLISH,
@@ -612,3 +918,6 @@ class LocalBusBackend(Backend):
             link.flush()
             if link.transport is not None:
                 link.transport.close()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None

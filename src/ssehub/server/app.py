@@ -1098,11 +1098,12 @@ class HubServer:
         here, and the answer is the app's own (status, headers with ``content-length``, body),
         refusals included (counted and logged). It is given at once for one event on a hub
         that publishes without waiting (`ssehub.Hub.publish_nowait`: the in-memory default,
-        the durable backend for the events it writes at once),
-        as an awaitable of it otherwise (a batch, Redis, ``--workers``, ``--data`` past the
-        events it writes at once). None for any other request, and while the app closes or
-        when the token expired while the body arrived (the app answers 503 or 401). Raises only
-        for an error that is not the publisher's (a bug: answer 500).
+        the durable backend for the events it writes at once, the local bus of ``--workers``
+        for an event without an id of its own), as an awaitable of it otherwise (a batch,
+        Redis, ``--data`` past the events it writes at once). None for any other request,
+        and while the app closes or when the token expired while the body arrived (the app
+        answers 503 or 401). Raises only for an error that is not the publisher's (a bug:
+        answer 500).
         """
         extensions = scope.get("extensions")
         checked = extensions.get(_CHECKED_HEAD) if extensions else None
