@@ -15,6 +15,8 @@ import re
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -172,6 +174,48 @@ async def test_a_publish_right_after_a_new_watch_waits_for_it(
     first = await a.publish("/events/just-now", Message("first"))
     assert [m.id for m in await _take(sub, 1)] == [first]
     assert a.publish_nowait("/events/just-now", Message("y")) is not None  # answered since
+
+
+async def test_a_worker_stuck_holding_the_ring_gets_publishes_refused_not_hung(
+    two_hubs: tuple[Sequencer, list[Hub]],
+) -> None:
+    """Another process takes the ring's lock and keeps it (a worker stopped while it held
+    it): publishes are refused with BackendUnavailable within about RING_WAIT, the bus goes
+    on, and once the lock is let go, publishing works again with nothing lost or reordered."""
+    sequencer, (a, b) = two_hubs
+    assert sequencer.ring is not None
+    sub = await b.subscribe("/events/stuck")
+    await asyncio.sleep(0.05)
+    before = await a.publish("/events/stuck", Message("before"))
+    assert [m.id for m in await _take(sub, 1)] == [before]
+    fd = sequencer.ring.fd
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import fcntl, time; fcntl.lockf({fd}, fcntl.LOCK_EX); print('held', flush=True); "
+            "time.sleep(10)",
+        ],
+        pass_fds=[fd],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        assert a.publish_nowait("/events/stuck", Message("x")) is None  # the lock is busy
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="lock"):
+            await a.publish("/events/stuck", Message("during"))
+        assert time.monotonic() - started < 2  # refused within about RING_WAIT, not hung
+        with pytest.raises(BackendUnavailable):  # refused at once while it still holds it
+            await b.publish("/events/stuck", Message("during"))
+        assert (await b.backend.replay("/events/stuck", before)).found  # the rest goes on
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    after = await a.publish("/events/stuck", Message("after"))
+    assert [m.id for m in await _take(sub, 1)] == [after]  # nothing refused slipped through
 
 
 async def test_a_full_ring_sends_publishes_the_round_trip_in_order(

@@ -76,7 +76,7 @@ from ssehub.errors import BackendUnavailable, EventTooLarge, InvalidMessage
 from ssehub.selectors import Selectors
 from ssehub.wire import Message
 
-__all__ = ["MAX_BEHIND", "RING_BYTES", "LocalBusBackend", "Sequencer"]
+__all__ = ["MAX_BEHIND", "RING_BYTES", "RING_RETRY", "RING_WAIT", "LocalBusBackend", "Sequencer"]
 
 log = logging.getLogger("ssehub.server")
 
@@ -90,6 +90,12 @@ closed), the supervisor starts another, and its clients resume elsewhere."""
 RING_BYTES = 4 * 1024 * 1024
 """The size of the ring in which workers put the events they publish without waiting (see
 `_Ring`); a publish whose event does not fit in what is free goes the round trip instead."""
+
+RING_WAIT = 0.1
+"""The longest the sequencer waits for the ring's lock (held by a worker) before it gives up:
+past it, publishes are refused until the worker lets go (``event=bus_ring_stuck``)."""
+RING_RETRY = 0.01
+"""How soon the sequencer tries the ring's lock again after it could not take it."""
 
 _RING_HEAD = struct.Struct("=QQ")  # the last order given, then the bytes of records waiting
 _RING_PREFIX = 16  # one byte of length, then the id prefix
@@ -181,10 +187,6 @@ class _Ring:
         except OSError:
             return False
         return True
-
-    def lock(self) -> None:
-        """Take the lock, waiting for it (the sequencer: a worker holds it for microseconds)."""
-        fcntl.lockf(self.fd, fcntl.LOCK_EX)
 
     def unlock(self) -> None:
         """Release the lock."""
@@ -337,6 +339,8 @@ class _SequencerLink(_Link):
             self.out.append((_FAILED, request, "too_large", str(exc)))
         except InvalidMessage as exc:
             self.out.append((_FAILED, request, "invalid", str(exc)))
+        except BackendUnavailable as exc:  # said once in the log where it is raised
+            self.out.append((_FAILED, request, "unavailable", str(exc)))
         except Exception as exc:
             log.exception("event=bus_request_failed kind=%s", kind)
             self.out.append((_FAILED, request, "unavailable", f"{type(exc).__name__}: {exc}"))
@@ -385,6 +389,8 @@ class Sequencer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ring: _Ring | None = None
         """Where workers publish without the round trip (None where ``memfd`` is missing)."""
+        self._stuck = False  # a worker held the ring's lock past RING_WAIT, and still does
+        self._retrying = False
 
     async def start(self) -> None:
         """Start the history (on the running loop, which the sequencer then stays on)."""
@@ -420,12 +426,48 @@ class Sequencer:
         ring = self.ring
         if ring is None or not ring.waiting():
             return
-        ring.lock()
+        if not self._lock_ring(ring):
+            # A worker holds the lock and does not let go: read again soon (the events wait,
+            # none is lost), meanwhile the rest of the bus goes on.
+            if not self._retrying:
+                self._retrying = True
+                assert self._loop is not None
+                self._loop.call_later(RING_RETRY, self._retry)
+            return
         try:
             records, counter = ring.take()
         finally:
             ring.unlock()
         self._accept(records, counter)
+
+    def _retry(self) -> None:
+        self._retrying = False
+        self.drain()
+
+    def _lock_ring(self, ring: _Ring) -> bool:
+        # A worker holds the lock for microseconds, or a scheduler's time slice when it is
+        # preempted in between; one stopped (SIGSTOP) in between holds it until it goes on.
+        # So wait up to RING_WAIT, once: while the holder does not let go, publishes through
+        # the bus are refused (503) rather than hung, and the sequencer serves everything else.
+        if ring.try_lock():
+            if self._stuck:
+                self._stuck = False
+                log.warning("event=bus_ring_free: the ring's lock was let go; publishing again")
+            return True
+        if self._stuck:
+            return False
+        deadline = time.monotonic() + RING_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(RING_WAIT / 1000)
+            if ring.try_lock():
+                return True
+        self._stuck = True
+        log.error(
+            "event=bus_ring_stuck: a worker has held the ring's lock for over %d ms (stopped?); "
+            "publishes are refused until it lets go",
+            RING_WAIT * 1000,
+        )
+        return False
 
     def _accept(self, records: list[tuple[Any, ...]], counter: int) -> None:
         backend = self.backend
@@ -510,7 +552,10 @@ class Sequencer:
                 result = _run_now(backend.publish(channel, msg, private=private))
                 return (str(result), result.duplicate)
             # The order is given here, after every event the workers gave one to.
-            ring.lock()
+            if not self._lock_ring(ring):
+                raise BackendUnavailable(
+                    "a worker holds the ring's lock and does not let go (stopped?)"
+                )
             try:
                 self._accept(*ring.take())
                 admitted = backend.admit(channel, msg, private=private)
