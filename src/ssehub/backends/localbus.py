@@ -21,7 +21,8 @@ The publishing worker's own subscribers get it back from the sequencer like ever
 A publish takes the round trip instead (the sequencer gives the id, and the publishing worker
 has the event before the answer) when its message has an id of its own (the history is where
 duplicates are found), while a watch of its worker is not answered yet (so no event of the
-worker's own overtakes it), or when the ring is busy or full.
+worker's own overtakes it), while an earlier publish of its worker is on its round trip (so
+publishes made together keep their order), or when the ring is busy or full.
 
 Why a sequencer over Unix sockets rather than a replica of history in every worker: one
 writer stores every channel with no agreement protocol; the history is held once
@@ -727,7 +728,7 @@ class LocalBusBackend(Backend):
         self._everything = False
         self._ring: _Ring | None = None
         self._max_event: int | None = None
-        self._fences = 0  # watches sent and not answered yet
+        self._fences = 0  # watches and publishes sent and not answered yet
 
     async def start(
         self,
@@ -841,8 +842,8 @@ class LocalBusBackend(Backend):
     ) -> PublishResult | None:
         """Publish through the ring, without waiting: the event's id, or None (nothing
         published; await `publish`) for a message with an id of its own (the sequencer looks
-        for it in the history), while a watch of this process is not answered yet, while
-        another process holds the ring, or when it is full.
+        for it in the history), while a watch or a publish this process sent the sequencer
+        is not answered yet, while another process holds the ring, or when it is full.
 
         The event has its id and its place in the one order of every worker; the sequencer
         stores and sends it before it reads anything sent after this returned, so a resume or
@@ -873,19 +874,26 @@ class LocalBusBackend(Backend):
         result = self.publish_now(channel, message, private=private)
         if result is not None:
             return result
-        event_id, duplicate = await self._ask(
-            (
-                _PUBLISH,
-                next(self._requests),
-                channel,
-                message.data,
-                message.event,
-                None if message.id is None else str(message.id),
-                message.retry,
-                message.comment,
-                private,
+        # Until the sequencer answers, later publishes of this process take the round trip
+        # too, behind this one on the socket: publishes made together (a streamed batch) keep
+        # the order they were made in.
+        self._fences += 1
+        try:
+            event_id, duplicate = await self._ask(
+                (
+                    _PUBLISH,
+                    next(self._requests),
+                    channel,
+                    message.data,
+                    message.event,
+                    None if message.id is None else str(message.id),
+                    message.retry,
+                    message.comment,
+                    private,
+                )
             )
-        )
+        finally:
+            self._fences -= 1
         return PublishResult(event_id, duplicate=duplicate)
 
     async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:
