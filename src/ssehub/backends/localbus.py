@@ -21,8 +21,8 @@ The publishing worker's own subscribers get it back from the sequencer like ever
 A publish takes the round trip instead (the sequencer gives the id, and the publishing worker
 has the event before the answer) when its message has an id of its own (the history is where
 duplicates are found), while a watch of its worker is not answered yet (so no event of the
-worker's own overtakes it), while an earlier publish of its worker is on its round trip (so
-publishes made together keep their order), or when the ring is busy or full.
+worker's own overtakes it), or when the ring is busy or full; and in a pipelined batch
+(`in_order`), every publish after the first that took it, so the batch keeps its order.
 
 Why a sequencer over Unix sockets rather than a replica of history in every worker: one
 writer stores every channel with no agreement protocol; the history is held once
@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import itertools
 import logging
@@ -60,7 +61,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
 from ssehub.backends.base import (
@@ -77,7 +78,15 @@ from ssehub.errors import BackendUnavailable, EventTooLarge, InvalidMessage
 from ssehub.selectors import Selectors
 from ssehub.wire import Message
 
-__all__ = ["MAX_BEHIND", "RING_BYTES", "RING_RETRY", "RING_WAIT", "LocalBusBackend", "Sequencer"]
+__all__ = [
+    "MAX_BEHIND",
+    "RING_BYTES",
+    "RING_RETRY",
+    "RING_WAIT",
+    "LocalBusBackend",
+    "Sequencer",
+    "in_order",
+]
 
 log = logging.getLogger("ssehub.server")
 
@@ -252,6 +261,27 @@ class _Ring:
             records.append(marshal.loads(raw[start : start + length]))
             start += length
         return records, order
+
+
+_IN_ORDER: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "ssehub_bus_in_order", default=None
+)
+
+
+@contextlib.contextmanager
+def in_order() -> Iterator[None]:
+    """Publishes started inside (by this task, or by tasks made inside, as `asyncio.gather`
+    makes them) keep the order they were started in, though they are awaited together.
+
+    Through the ring each gets its place at once; from the first one that takes the round
+    trip to the sequencer (an id of its own, a busy or full ring), the later ones follow it on
+    the socket instead, in order. For one publisher's pipelined batch (the streaming publish);
+    publishes of different publishers need no order between them, so it is not the default."""
+    token = _IN_ORDER.set([False])
+    try:
+        yield
+    finally:
+        _IN_ORDER.reset(token)
 
 
 class _Link(asyncio.Protocol):
@@ -457,6 +487,10 @@ class Sequencer:
             return True
         if self._stuck:
             return False
+        for _ in range(100):  # the usual case: a worker is in the middle of an append
+            time.sleep(0)
+            if ring.try_lock():
+                return True
         deadline = time.monotonic() + RING_WAIT
         while time.monotonic() < deadline:
             time.sleep(RING_WAIT / 1000)
@@ -728,7 +762,7 @@ class LocalBusBackend(Backend):
         self._everything = False
         self._ring: _Ring | None = None
         self._max_event: int | None = None
-        self._fences = 0  # watches and publishes sent and not answered yet
+        self._fences = 0  # watches sent and not answered yet
 
     async def start(
         self,
@@ -842,8 +876,8 @@ class LocalBusBackend(Backend):
     ) -> PublishResult | None:
         """Publish through the ring, without waiting: the event's id, or None (nothing
         published; await `publish`) for a message with an id of its own (the sequencer looks
-        for it in the history), while a watch or a publish this process sent the sequencer
-        is not answered yet, while another process holds the ring, or when it is full.
+        for it in the history), while a watch of this process is not answered yet, while
+        another process holds the ring, or when it is full.
 
         The event has its id and its place in the one order of every worker; the sequencer
         stores and sends it before it reads anything sent after this returned, so a resume or
@@ -870,30 +904,28 @@ class LocalBusBackend(Backend):
     ) -> PublishResult:
         """Publish: through the ring where `publish_now` can, else through the sequencer,
         returning once it stored the event (and this process delivered it to its own
-        subscribers)."""
-        result = self.publish_now(channel, message, private=private)
-        if result is not None:
-            return result
-        # Until the sequencer answers, later publishes of this process take the round trip
-        # too, behind this one on the socket: publishes made together (a streamed batch) keep
-        # the order they were made in.
-        self._fences += 1
-        try:
-            event_id, duplicate = await self._ask(
-                (
-                    _PUBLISH,
-                    next(self._requests),
-                    channel,
-                    message.data,
-                    message.event,
-                    None if message.id is None else str(message.id),
-                    message.retry,
-                    message.comment,
-                    private,
-                )
+        subscribers). Inside `in_order`, once one publish took the sequencer's way, the later
+        ones do too."""
+        batch = _IN_ORDER.get()
+        if batch is None or not batch[0]:
+            result = self.publish_now(channel, message, private=private)
+            if result is not None:
+                return result
+        if batch is not None:
+            batch[0] = True  # the rest of the batch goes behind this one on the socket
+        event_id, duplicate = await self._ask(
+            (
+                _PUBLISH,
+                next(self._requests),
+                channel,
+                message.data,
+                message.event,
+                None if message.id is None else str(message.id),
+                message.retry,
+                message.comment,
+                private,
             )
-        finally:
-            self._fences -= 1
+        )
         return PublishResult(event_id, duplicate=duplicate)
 
     async def replay(self, channel: str, last_event_id: str, *, private: bool = False) -> Replay:

@@ -54,7 +54,7 @@ from typing import Any
 from ssehub._serving import DIRECT_STREAM, Answer, Reply, open_stream
 from ssehub.asgi import request_from_scope, stream_subscription
 from ssehub.backends.base import PublishResult
-from ssehub.backends.localbus import LocalBusBackend
+from ssehub.backends.localbus import LocalBusBackend, in_order
 from ssehub.errors import (
     BackendUnavailable,
     EventTooLarge,
@@ -998,19 +998,22 @@ class HubServer:
     ) -> list[bytes]:
         """Publish the lines of ``batch`` in order and empty it; their answer lines.
 
-        On the local bus (``--workers`` without Redis) the publishes are pipelined: all are
-        sent before the first answer is awaited, in order over its one socket, so one stream's
-        events travel together instead of one round trip each. Elsewhere they go one by one:
+        On the local bus (``--workers`` without Redis) the publishes are pipelined: each goes
+        through the ring at once, and from the first one that takes the round trip (an id of
+        its own, a busy or full ring) the rest follow it in order over the bus's one socket
+        (`ssehub.backends.localbus.in_order`), all before the first answer is awaited, so one
+        stream's events keep their order without a round trip each. Elsewhere they go one by one:
         in one process each completes at once, and Redis' connection pool would not keep
         concurrent commands in order."""
         hub = self.hub
         jobs = [item for item in batch if type(item) is tuple]
         results: list[PublishResult | BaseException]
         if isinstance(hub.backend, LocalBusBackend) and len(jobs) > 1:
-            results = await asyncio.gather(
-                *(self._publish_publication(publication) for _, publication in jobs),
-                return_exceptions=True,
-            )
+            with in_order():
+                results = await asyncio.gather(
+                    *(self._publish_publication(publication) for _, publication in jobs),
+                    return_exceptions=True,
+                )
         else:
             results = []
             for _, publication in jobs:
