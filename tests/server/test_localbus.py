@@ -9,6 +9,8 @@ is restarted while its clients resume on the other with nothing lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import marshal
 import os
 import re
@@ -561,6 +563,63 @@ async def test_a_worker_killed_while_it_publishes_loses_no_answered_event(
     finally:
         await reader.stop()
         for client in (*readers_by_pid.values(), *posters_by_pid.values()):
+            await client.aclose()
+
+
+def _ring_of(pid: int) -> str:
+    """The path of the supervisor's ring (its ``memfd``) under /proc."""
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        path = f"/proc/{pid}/fd/{name}"
+        with contextlib.suppress(OSError):
+            if "memfd:ssehub-bus" in os.readlink(path):
+                return path
+    raise AssertionError(f"no ring among the files of {pid}")
+
+
+@pytest.mark.slow
+async def test_the_ring_lock_held_from_outside_gets_publishes_refused_within_a_bound(
+    start_hub: HubFactory,
+) -> None:
+    """The attack of a worker stopped while it holds the ring's lock, on real processes: this
+    test takes the lock itself. A publish through either worker is answered 503 within about
+    RING_WAIT (not hung), streams and the rest of the hub go on, and once the lock is let go
+    publishing works again with nothing lost; the supervisor logs both."""
+    hub = start_hub("--workers", "2", *PINNED)
+    clients = await client_on_each_worker(hub.url, 2)
+    (_, a), (_, b) = clients.items()
+    reader = _Reader(b, "/events/held")
+    fd = -1
+    try:
+        await _opened([reader])
+        await _wait_subscribed(a, 1)
+        first = (await a.post("/events/held", json={"data": "before"})).json()["id"]
+        assert [m.id for m in await reader.wait_for(1)] == [first]
+        fd = os.open(_ring_of(hub.proc.pid), os.O_RDWR)
+        fcntl.lockf(fd, fcntl.LOCK_EX)  # held, as by a worker stopped in the middle
+        for client in (a, b):
+            started = time.monotonic()
+            refused = await client.post("/events/held", json={"data": "during"})
+            assert time.monotonic() - started < 2  # RING_WAIT is 0.1 s
+            assert refused.status_code == 503 and refused.json()["error"], refused.text
+        assert (await a.get("/healthz")).status_code in (200, 503)  # answered, not hung
+        assert not reader.ended.is_set()  # the stream stays open
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        after = await a.post("/events/held", json={"data": "after"})
+        assert after.status_code == 200, after.text
+        got = await reader.wait_for(2)
+        assert [m.id for m in got] == [first, after.json()["id"]]  # nothing refused slipped in
+        log = hub.log()
+        for _ in range(50):
+            if "event=bus_ring_free" in log:
+                break
+            await asyncio.sleep(0.05)
+            log = hub.log()
+        assert "event=bus_ring_stuck" in log and "event=bus_ring_free" in log
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        await reader.stop()
+        for client in clients.values():
             await client.aclose()
 
 
