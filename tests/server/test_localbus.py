@@ -601,7 +601,7 @@ async def test_the_ring_lock_held_from_outside_gets_publishes_refused_within_a_b
             refused = await client.post("/events/held", json={"data": "during"})
             assert time.monotonic() - started < 2  # RING_WAIT is 0.1 s
             assert refused.status_code == 503 and refused.json()["error"], refused.text
-        assert (await a.get("/healthz")).status_code in (200, 503)  # answered, not hung
+        assert (await a.get("/healthz")).status_code == 200  # the rest of the hub goes on
         assert not reader.ended.is_set()  # the stream stays open
         fcntl.lockf(fd, fcntl.LOCK_UN)
         after = await a.post("/events/held", json={"data": "after"})

@@ -447,8 +447,7 @@ class Sequencer:
             if link.transport is not None:
                 link.transport.close()
         await self.backend.close()
-        self.drain()
-        if self.ring is not None:
+        if self.ring is not None:  # what it still holds would go into a history that is gone
             self.ring.close()
             self.ring = None
 
